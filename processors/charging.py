@@ -1,0 +1,329 @@
+"""Classify, rate and allocate one call: the pure planner both charging and
+authorization use.
+
+Order of buckets (DOMAIN.md): calling-plan minutes or the Zone A dial-out pool first,
+then Communications Credits (or, for mca/nce after leftover credits, post-paid overage).
+A call that overruns a pool is split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import tables
+from .calendar import month_key
+from .ledger import TenantState, after_change, debit, expire
+from .model import (
+    AUDIO_CONF,
+    BILLABLE,
+    CONF_OUTBOUND,
+    CREDITS_LICENCE,
+    FREE_UNRATED,
+    INBOUND,
+    INCLUDED,
+    MIXED,
+    NOT_CHARGED,
+    OVERAGE,
+    POOLED_ZONE_A,
+    POSTPAID_CHANNELS,
+    Cdr,
+    Charge,
+    Event,
+    Segment,
+    Tenant,
+    User,
+)
+from .money import ceil_div
+from .numbers import EMERGENCY, FIXED, MOBILE, PREMIUM, TOLLFREE, NumberInfo, analyze, try_analyze
+from .rating import PER_MINUTE, RateCard, Tariff
+
+ZONE_A_POOL = "zonea"
+ZONE_A_MINUTES_PER_LICENCE = 60
+POOL_ALERTS = (80, 100)
+# Calling-plan preference when a user holds several plans.
+PLAN_ORDER = ("MCOPSTN2", "MCOPSTN1", "MCOPSTN6", "MCOPSTN5", "MCOPSTN8", "PAYG")
+# Countries whose calls count as domestic to each other for calling plans.
+DOMESTIC_GROUP = {"US": "NA", "PR": "NA", "CA": "NA"}
+
+
+class Unchargeable(ValueError):
+    """A CDR the planner cannot take (unparsable dialed number, unknown call type)."""
+
+
+def plan_of(user: User | None) -> str | None:
+    if user is None:
+        return None
+    for cap in PLAN_ORDER:
+        if cap in user.licences:
+            return cap
+    return None
+
+
+def plan_pool(user: User, plan: str) -> str:
+    if plan == "MCOPSTN8":
+        return f"cp:{plan}:user:{user.user_id}"
+    country = "US" if user.usage_country in ("US", "PR") else user.usage_country
+    return f"cp:{plan}:{country}"
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """A tenant's configuration with its derived pool totals, prepared once per version."""
+
+    tenant: Tenant
+    pools: dict[str, tuple[int, int]]  # pool id -> (domestic minutes, international minutes)
+
+
+def prepare(tenant: Tenant) -> Book:
+    pools: dict[str, tuple[int, int]] = {}
+    conf = 0
+    for user in tenant.users.values():
+        if AUDIO_CONF in user.licences:
+            conf += 1
+        plan = plan_of(user)
+        if plan is None:
+            continue
+        allowance = tables.allowance(plan, user.usage_country)
+        if allowance is None:
+            continue
+        pool = plan_pool(user, plan)
+        dom, intl = pools.get(pool, (0, 0))
+        pools[pool] = (dom + allowance.domestic_minutes, intl + allowance.international_minutes)
+    pools[ZONE_A_POOL] = (conf * ZONE_A_MINUTES_PER_LICENCE, 0)
+    return Book(tenant, pools)
+
+
+def pool_available(book: Book, state: TenantState, pool: str, dim: str, month: str) -> int:
+    total_dom, total_intl = book.pools.get(pool, (0, 0))
+    used_dom = state.pool_used.get(f"{month}|{pool}|dom", 0)
+    used_intl = state.pool_used.get(f"{month}|{pool}|intl", 0)
+    if total_intl and (used_dom >= total_dom or used_intl >= total_intl):
+        return 0  # domestic+international: whichever limit is reached first exhausts both
+    if dim == "dom":
+        return max(0, total_dom - used_dom)
+    return max(0, total_intl - used_intl)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a call may draw from, before looking at any balance."""
+
+    service: str | None  # None: not charged
+    reason: str
+    pool: str | None = None
+    pool_dim: str = "dom"
+    pool_bucket: str = INCLUDED
+    pool_capability: str = ""
+    origin: str | None = None
+    destination: NumberInfo | None = None
+    kind_for_rate: str = FIXED
+    domestic: bool | None = None
+    flags: tuple[str, ...] = ()
+
+
+def route(book: Book, cdr: Cdr) -> Route:
+    tenant = book.tenant
+    user = tenant.users.get(cdr.user_id)
+    flags: list[str] = [] if user else ["unknown_user"]
+    region = (user.usage_country if user else None) or cdr.usage_country or tenant.country
+    if cdr.routing == "direct_routing":
+        return Route(None, "direct_routing", flags=tuple(flags))
+    if cdr.call_type in INBOUND:
+        ours = try_analyze(cdr.callee_number, region)
+        if ours is None or ours.kind != TOLLFREE:
+            return Route(None, "inbound", destination=ours, flags=tuple(flags))
+        caller = try_analyze(cdr.caller_number)
+        kind = caller.kind if caller and caller.kind in (FIXED, MOBILE) else FIXED
+        origin = caller.country if caller else None
+        return Route("tollfree", "tollfree_inbound", origin=origin, destination=ours,
+                     kind_for_rate=kind, domestic=origin == ours.country, flags=tuple(flags))
+    try:
+        dest = analyze(cdr.callee_number, region)
+    except ValueError as exc:
+        raise Unchargeable(f"callee number: {exc}") from None
+    if dest.kind == EMERGENCY:
+        return Route(None, "emergency", destination=dest, domestic=True, flags=tuple(flags))
+    if dest.kind == TOLLFREE:
+        return Route(None, "tollfree_outbound", destination=dest, flags=tuple(flags))
+    strict_domestic = dest.country == region
+    policy = tables.dialout_policies().get(user.dialout_policy or "") if user else None
+    if cdr.call_type in CONF_OUTBOUND:
+        if policy and not _allowed(policy.conference_dialout, strict_domestic, dest):
+            flags.append("policy_violation")
+        pool = None
+        if (
+            user is not None
+            and AUDIO_CONF in user.licences
+            and dest.country in tables.zone_a()
+            and dest.kind != PREMIUM
+        ):
+            pool = ZONE_A_POOL
+        return Route("dialout", "dialout", pool=pool, pool_bucket=POOLED_ZONE_A,
+                     pool_capability=AUDIO_CONF, origin="*", destination=dest,
+                     kind_for_rate=dest.kind, domestic=strict_domestic, flags=tuple(flags))
+    if policy and not _allowed(policy.user_pstn, strict_domestic, dest):
+        flags.append("policy_violation")
+    plan = plan_of(user)
+    plan_domestic = strict_domestic or (
+        dest.country is not None
+        and DOMESTIC_GROUP.get(region) is not None
+        and DOMESTIC_GROUP.get(region) == DOMESTIC_GROUP.get(dest.country)
+    )
+    pool, dim = None, "dom"
+    if user is not None and plan is not None and dest.kind != PREMIUM:
+        if plan_domestic:
+            pool = plan_pool(user, plan)
+        elif book.pools.get(plan_pool(user, plan), (0, 0))[1] > 0:
+            pool, dim = plan_pool(user, plan), "intl"
+    return Route("calling", "user_pstn", pool=pool, pool_dim=dim, pool_bucket=INCLUDED,
+                 pool_capability=plan or "", origin=region, destination=dest,
+                 kind_for_rate=dest.kind, domestic=plan_domestic, flags=tuple(flags))
+
+
+def _allowed(scope: str, strict_domestic: bool, dest: NumberInfo) -> bool:
+    if scope == "none":
+        return False
+    if scope == "domestic":
+        return strict_domestic
+    if scope == "zone_a":
+        return dest.country in tables.zone_a()
+    return True
+
+
+def _classify(segments: tuple[Segment, ...]) -> str:
+    buckets = {s.bucket for s in segments}
+    if not buckets:
+        return NOT_CHARGED
+    return buckets.pop() if len(buckets) == 1 else MIXED
+
+
+def _capability(segments: tuple[Segment, ...], route_: Route, cdr: Cdr) -> str:
+    buckets = {s.bucket for s in segments}
+    if FREE_UNRATED in buckets:
+        return "FREECALL"
+    if BILLABLE in buckets or OVERAGE in buckets:
+        return CREDITS_LICENCE
+    if buckets & {INCLUDED, POOLED_ZONE_A}:
+        return route_.pool_capability
+    return cdr.licence_capability or ""
+
+
+def tariff_for(book: Book, rates: RateCard, r: Route) -> Tariff | None:
+    if r.service is None or r.destination is None:
+        return None
+    return rates.lookup(book.tenant.currency, r.service, r.origin, r.destination.country, r.kind_for_rate)
+
+
+def charge_call(
+    book: Book, state: TenantState, cdr: Cdr, rates: RateCard
+) -> tuple[Charge, list[Event]]:
+    """Fold one completed call into `state` (mutated; callers copy) and say what it cost.
+
+    Raises Unchargeable for input the planner cannot interpret.
+    """
+    tenant = book.tenant
+    at = cdr.end
+    events = expire(tenant, state, at)
+    r = route(book, cdr)
+    month = month_key(cdr.start, tenant.time_zone)
+    flags = list(r.flags)
+    tariff = tariff_for(book, rates, r)
+    billed = (tariff or PER_MINUTE).billed_seconds(cdr.duration_s)
+    minutes = ceil_div(billed, 60)
+    segments: list[Segment] = []
+    amount = fee = 0
+    if r.service is None:
+        segments.append(Segment(NOT_CHARGED, minutes))
+    else:
+        drawn = 0
+        if r.pool is not None and minutes:
+            drawn = min(minutes, pool_available(book, state, r.pool, r.pool_dim, month))
+            if drawn:
+                key = f"{month}|{r.pool}|{r.pool_dim}"
+                used_before = state.pool_used.get(key, 0)
+                state.pool_used[key] = used_before + drawn
+                segments.append(Segment(r.pool_bucket, drawn, pool=r.pool))
+                if r.pool == ZONE_A_POOL:
+                    events.extend(_pool_alerts(book, state, cdr, month, used_before, drawn))
+        rest_minutes = minutes - drawn
+        rest_seconds = max(0, billed - drawn * 60)
+        if rest_minutes and tariff is None:
+            segments.append(Segment(FREE_UNRATED, rest_minutes))
+            flags.append("FREECALL")
+        elif rest_minutes and tariff is not None:
+            user = tenant.users.get(cdr.user_id)
+            if user is not None and CREDITS_LICENCE not in user.licences:
+                flags.append("no_credits_licence")
+            fee = tariff.connection_fee
+            amount = fee + tariff.price_seconds(rest_seconds)
+            before = state.balance
+            segments.extend(_take(tenant, state, rest_minutes, amount, tariff.rate_id))
+            events.extend(after_change(tenant, state, before, at, cdr.call_id))
+    segs = tuple(segments)
+    charge = Charge(
+        call_id=cdr.call_id,
+        tenant_id=cdr.tenant_id,
+        user_id=cdr.user_id,
+        call_type=cdr.call_type,
+        classification=_classify(segs),
+        billed_seconds=billed,
+        billed_minutes=minutes,
+        segments=segs,
+        amount=amount,
+        connection_fee=fee,
+        capability=_capability(segs, r, cdr),
+        balance_after=state.balance,
+        currency=tenant.currency,
+        start=cdr.start,
+        end=cdr.end,
+        duration_s=cdr.duration_s,
+        destination_country=r.destination.country if r.destination else None,
+        number_type=r.destination.kind if r.destination else None,
+        domestic=r.domestic,
+        flags=tuple(flags),
+        month=month,
+    )
+    return charge, events
+
+
+def _take(tenant: Tenant, state: TenantState, minutes: int, amount: int, rate_id: str) -> list[Segment]:
+    """Debit credits; for mca/nce the part leftover credits cannot cover is overage."""
+    postpaid = tenant.channel in POSTPAID_CHANNELS
+    draws, deficit, untaken = debit(state, amount, allow_deficit=not postpaid)
+    if not untaken:
+        return [Segment(BILLABLE, minutes, amount, rate=rate_id, lots=draws, deficit=deficit)]
+    state.overage += untaken
+    taken = amount - untaken
+    if taken == 0:
+        return [Segment(OVERAGE, minutes, amount, rate=rate_id)]
+    credit_minutes = minutes * taken // amount
+    return [
+        Segment(BILLABLE, credit_minutes, taken, rate=rate_id, lots=draws),
+        Segment(OVERAGE, minutes - credit_minutes, untaken, rate=rate_id),
+    ]
+
+
+def _pool_alerts(
+    book: Book, state: TenantState, cdr: Cdr, month: str, used_before: int, drawn: int
+) -> list[Event]:
+    total = book.pools[ZONE_A_POOL][0]
+    used = used_before + drawn
+    events = []
+    for pct in POOL_ALERTS:
+        mark = f"{month}|{ZONE_A_POOL}|{pct}"
+        if used * 100 >= pct * total > used_before * 100 and mark not in state.thresholds:
+            state.thresholds.append(mark)
+            events.append(
+                Event(f"{cdr.call_id}:pool_threshold:{pct}", "pool_threshold", cdr.tenant_id, cdr.end,
+                      state.balance, (("pool", ZONE_A_POOL), ("percent", pct), ("month", month),
+                                      ("used", used), ("total", total)))
+            )
+    # Keep only this and the previous months' marks.
+    if len(state.thresholds) > 8:
+        del state.thresholds[:-8]
+    return events
+
+
+def at_of(cdr: Cdr) -> datetime:
+    return cdr.end

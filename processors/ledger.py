@@ -1,0 +1,216 @@
+"""The credit balance of one tenant as a fold over funding, debits and expiry.
+
+Lots are consumed first-in, first-out (by purchase time) and expire 12 months after
+purchase; an expired lot's remainder is forfeited. A completed call is always charged, so
+a `direct`/`csp` balance may go below zero (our rule): the shortfall is a deficit that the
+next funding covers first. Invariant, to the micro-unit, at every step:
+
+    balance == funded - charged - expired
+
+Each operation returns the events it caused (ids derived from the cause, so a replay
+reproduces them) and mutates only the state object it is given; callers copy first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from .calendar import add_months
+from .model import POSTPAID_CHANNELS, Event, LotDraw, Tenant
+
+LOT_LIFETIME_MONTHS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    lot_id: str
+    amount: int
+    remaining: int
+    purchased_at: datetime
+    expires_at: datetime
+    expired: bool = False
+
+
+@dataclass(slots=True)
+class TenantState:
+    lots: list[Lot] = field(default_factory=list)
+    deficit: int = 0
+    pool_used: dict[str, int] = field(default_factory=dict)
+    thresholds: list[str] = field(default_factory=list)
+    recharge_in_flight: str | None = None
+    recharge_seq: int = 0
+    below_trigger: bool = False
+    funded: int = 0
+    charged: int = 0
+    expired: int = 0
+    overage: int = 0
+
+    @property
+    def balance(self) -> int:
+        return sum(lot.remaining for lot in self.lots) - self.deficit
+
+    def copy(self) -> TenantState:
+        return TenantState(
+            list(self.lots),
+            self.deficit,
+            dict(self.pool_used),
+            list(self.thresholds),
+            self.recharge_in_flight,
+            self.recharge_seq,
+            self.below_trigger,
+            self.funded,
+            self.charged,
+            self.expired,
+            self.overage,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lots": [
+                [
+                    lot.lot_id,
+                    lot.amount,
+                    lot.remaining,
+                    lot.purchased_at.isoformat(),
+                    lot.expires_at.isoformat(),
+                    lot.expired,
+                ]
+                for lot in self.lots
+            ],
+            "deficit": self.deficit,
+            "pool_used": self.pool_used,
+            "thresholds": self.thresholds,
+            "recharge_in_flight": self.recharge_in_flight,
+            "recharge_seq": self.recharge_seq,
+            "below_trigger": self.below_trigger,
+            "funded": self.funded,
+            "charged": self.charged,
+            "expired": self.expired,
+            "overage": self.overage,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TenantState:
+        lots = [
+            Lot(a, b, c, datetime.fromisoformat(p), datetime.fromisoformat(e), bool(x))
+            for a, b, c, p, e, x in d["lots"]
+        ]
+        return cls(
+            lots,
+            d["deficit"],
+            dict(d["pool_used"]),
+            list(d["thresholds"]),
+            d["recharge_in_flight"],
+            d["recharge_seq"],
+            d["below_trigger"],
+            d["funded"],
+            d["charged"],
+            d["expired"],
+            d.get("overage", 0),
+        )
+
+
+def _event(cause: str, kind: str, tenant: Tenant, at: datetime, state: TenantState, **fields: Any) -> Event:
+    return Event(f"{cause}:{kind}", kind, tenant.tenant_id, at, state.balance, tuple(fields.items()))
+
+
+def after_change(
+    tenant: Tenant, state: TenantState, before: int, at: datetime, cause: str
+) -> list[Event]:
+    """Zero crossing, restore, low-balance and the auto-recharge decision."""
+    events: list[Event] = []
+    after = state.balance
+    if before > 0 >= after:
+        events.append(_event(cause, "balance_zero", tenant, at, state))
+    elif before <= 0 < after:
+        events.append(_event(cause, "balance_restored", tenant, at, state))
+    ar = tenant.auto_recharge
+    if ar is None:
+        return events
+    if after < ar.trigger:
+        if not state.below_trigger:
+            state.below_trigger = True
+            events.append(_event(cause, "balance_low", tenant, at, state, trigger=ar.trigger))
+        if ar.enabled and state.recharge_in_flight is None and tenant.channel not in POSTPAID_CHANNELS:
+            state.recharge_seq += 1
+            request_id = f"{tenant.tenant_id}:recharge:{state.recharge_seq}"
+            state.recharge_in_flight = request_id
+            events.append(
+                _event(cause, "recharge_requested", tenant, at, state, request_id=request_id, amount=ar.amount)
+            )
+    else:
+        state.below_trigger = False
+    return events
+
+
+def fund(
+    tenant: Tenant, state: TenantState, lot_id: str, amount: int, purchased_at: datetime, at: datetime
+) -> list[Event]:
+    """Add a lot; any deficit is covered first. A lot id seen before changes nothing."""
+    if amount <= 0:
+        raise ValueError("funding amount must be positive")
+    if any(lot.lot_id == lot_id for lot in state.lots):
+        return []
+    before = state.balance
+    covered = min(state.deficit, amount)
+    state.deficit -= covered
+    expires = add_months(purchased_at, LOT_LIFETIME_MONTHS)
+    state.lots.append(Lot(lot_id, amount, amount - covered, purchased_at, expires))
+    state.lots.sort(key=lambda lot: (lot.purchased_at, lot.lot_id))
+    state.funded += amount
+    cause = f"fund:{lot_id}"
+    events = [
+        _event(cause, "funds_added", tenant, at, state, lot_id=lot_id, amount=amount,
+               deficit_covered=covered, expires_at=expires.isoformat())
+    ]
+    events.extend(after_change(tenant, state, before, at, cause))
+    if expires <= at:
+        events.extend(expire(tenant, state, at))
+    return events
+
+
+def expire(tenant: Tenant, state: TenantState, at: datetime) -> list[Event]:
+    """Forfeit the remainder of every lot whose 12 months are over at `at`."""
+    events: list[Event] = []
+    for i, lot in enumerate(state.lots):
+        if lot.expired or lot.expires_at > at:
+            continue
+        before = state.balance
+        state.lots[i] = replace(lot, remaining=0, expired=True)
+        state.expired += lot.remaining
+        cause = f"expire:{lot.lot_id}"
+        if lot.remaining:
+            events.append(
+                _event(cause, "credits_expired", tenant, lot.expires_at, state,
+                       lot_id=lot.lot_id, amount=lot.remaining)
+            )
+            events.extend(after_change(tenant, state, before, lot.expires_at, cause))
+    return events
+
+
+def debit(state: TenantState, amount: int, allow_deficit: bool) -> tuple[tuple[LotDraw, ...], int, int]:
+    """Take `amount` from the lots FIFO.
+
+    Returns (lot draws, deficit taken, amount not taken). With allow_deficit the whole
+    amount is always taken (the shortfall becomes deficit); without, the shortfall is
+    returned untaken (post-paid overage for mca/nce).
+    """
+    draws: list[LotDraw] = []
+    left = amount
+    for i, lot in enumerate(state.lots):
+        if left == 0:
+            break
+        if lot.remaining <= 0:
+            continue
+        take = min(lot.remaining, left)
+        state.lots[i] = replace(lot, remaining=lot.remaining - take)
+        draws.append(LotDraw(lot.lot_id, take))
+        left -= take
+    deficit = 0
+    if left and allow_deficit:
+        deficit, left = left, 0
+        state.deficit += deficit
+    state.charged += amount - left
+    return tuple(draws), deficit, left

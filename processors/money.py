@@ -1,0 +1,48 @@
+"""Money as integer micro-units of the tenant currency (1 USD = 1 000 000).
+
+Decimal strings are the only external form; floats are refused.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+MICRO = 1_000_000
+
+
+class MoneyError(ValueError):
+    """A money value that cannot be represented exactly in micro-units."""
+
+
+def parse_money(text: str | int) -> int:
+    """Parse a decimal string ("50", "0.012") into micro-units, exactly.
+
+    Refuses floats, more than six decimals, NaN and infinities.
+    """
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise MoneyError(f"money must be a decimal string, got {type(text).__name__}")
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation as exc:
+        raise MoneyError(f"not a decimal amount: {text!r}") from exc
+    if not value.is_finite():
+        raise MoneyError(f"not a finite amount: {text!r}")
+    micro = value * MICRO
+    if micro != micro.to_integral_value():
+        raise MoneyError(f"more than 6 decimal places: {text!r}")
+    return int(micro)
+
+
+def format_money(micro: int) -> str:
+    """Micro-units to a decimal string with at least two decimals: 1234500 -> "1.2345"."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    digits = f"{frac:06d}".rstrip("0")
+    if len(digits) < 2:
+        digits = digits.ljust(2, "0")
+    return f"{sign}{whole}.{digits}"
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    """Integer ceiling division for non-negative numerators."""
+    return -(-numerator // denominator)

@@ -1,0 +1,113 @@
+"""Tariffs and the operator-supplied rate card.
+
+A tariff prices one (currency, service, origin, destination country, number type) with a
+price per minute, a connection fee and increments. Default: billed per started minute
+(first and next increment 60 s). Lookup prefers exact matches over `*` wildcards.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .money import MoneyError, ceil_div, parse_money
+
+SERVICES = frozenset({"calling", "dialout", "tollfree"})
+COLUMNS = (
+    "currency",
+    "service",
+    "origin",
+    "destination",
+    "number_type",
+    "price_per_minute",
+    "connection_fee",
+    "first_increment",
+    "next_increment",
+)
+
+
+class RateCardError(ValueError):
+    """A rate card row that cannot be used, with its line number."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    rate_id: str
+    price_per_minute: int
+    connection_fee: int = 0
+    first_increment: int = 60
+    next_increment: int = 60
+
+    def billed_seconds(self, duration_s: int) -> int:
+        """Duration rounded up to the tariff's increments; 0 for a call that never ran."""
+        if duration_s <= 0:
+            return 0
+        if duration_s <= self.first_increment:
+            return self.first_increment
+        rest = duration_s - self.first_increment
+        return self.first_increment + ceil_div(rest, self.next_increment) * self.next_increment
+
+    def price_seconds(self, seconds: int) -> int:
+        """Price of `seconds` billed seconds, rounded up to the micro-unit (no fee)."""
+        return ceil_div(seconds * self.price_per_minute, 60)
+
+
+# Used for pool-only calls when no tariff is known: per started minute.
+PER_MINUTE = Tariff("default", 0)
+
+
+class RateCard:
+    def __init__(self, tariffs: Mapping[tuple[str, str, str, str, str], Tariff]):
+        self._tariffs = dict(tariffs)
+
+    def __len__(self) -> int:
+        return len(self._tariffs)
+
+    def lookup(
+        self, currency: str, service: str, origin: str | None, destination: str | None, kind: str
+    ) -> Tariff | None:
+        t = self._tariffs
+        for o in (origin or "*", "*"):
+            for d in (destination or "*", "*"):
+                for k in (kind, "*"):
+                    found = t.get((currency, service, o, d, k))
+                    if found is not None:
+                        return found
+        return None
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, str]]) -> RateCard:
+        tariffs: dict[tuple[str, str, str, str, str], Tariff] = {}
+        for line, row in enumerate(rows, start=2):
+            try:
+                missing = [c for c in COLUMNS[:6] if not (row.get(c) or "").strip()]
+                if missing:
+                    raise RateCardError(f"missing {', '.join(missing)}")
+                service = row["service"].strip()
+                if service not in SERVICES:
+                    raise RateCardError(f"unknown service {service!r}")
+                key = (
+                    row["currency"].strip().upper(),
+                    service,
+                    row["origin"].strip().upper() if row["origin"].strip() != "*" else "*",
+                    row["destination"].strip().upper() if row["destination"].strip() != "*" else "*",
+                    row["number_type"].strip(),
+                )
+                first = int(row.get("first_increment") or 60)
+                nxt = int(row.get("next_increment") or 60)
+                if first <= 0 or nxt <= 0:
+                    raise RateCardError("increments must be positive")
+                price = parse_money(row["price_per_minute"])
+                fee = parse_money(row.get("connection_fee") or "0")
+                if price < 0 or fee < 0:
+                    raise RateCardError("negative price")
+            except (RateCardError, MoneyError, ValueError) as exc:
+                raise RateCardError(f"rate card line {line}: {exc}") from None
+            tariffs[key] = Tariff(":".join(key), price, fee, first, nxt)
+        return cls(tariffs)
+
+    @classmethod
+    def from_csv_text(cls, text: str) -> RateCard:
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        return cls.from_rows(csv.DictReader(lines))
