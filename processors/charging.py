@@ -136,8 +136,15 @@ def route(book: Book, cdr: Cdr) -> Route:
         caller = try_analyze(cdr.caller_number)
         kind = caller.kind if caller and caller.kind in (FIXED, MOBILE) else FIXED
         origin = caller.country if caller else None
-        return Route("tollfree", "tollfree_inbound", origin=origin, destination=ours,
-                     kind_for_rate=kind, domestic=origin == ours.country, flags=tuple(flags))
+        return Route(
+            "tollfree",
+            "tollfree_inbound",
+            origin=origin,
+            destination=ours,
+            kind_for_rate=kind,
+            domestic=origin == ours.country,
+            flags=tuple(flags),
+        )
     try:
         dest = analyze(cdr.callee_number, region)
     except ValueError as exc:
@@ -159,9 +166,18 @@ def route(book: Book, cdr: Cdr) -> Route:
             and dest.kind != PREMIUM
         ):
             pool = ZONE_A_POOL
-        return Route("dialout", "dialout", pool=pool, pool_bucket=POOLED_ZONE_A,
-                     pool_capability=AUDIO_CONF, origin="*", destination=dest,
-                     kind_for_rate=dest.kind, domestic=strict_domestic, flags=tuple(flags))
+        return Route(
+            "dialout",
+            "dialout",
+            pool=pool,
+            pool_bucket=POOLED_ZONE_A,
+            pool_capability=AUDIO_CONF,
+            origin="*",
+            destination=dest,
+            kind_for_rate=dest.kind,
+            domestic=strict_domestic,
+            flags=tuple(flags),
+        )
     if policy and not _allowed(policy.user_pstn, strict_domestic, dest):
         flags.append("policy_violation")
     plan = plan_of(user)
@@ -176,9 +192,19 @@ def route(book: Book, cdr: Cdr) -> Route:
             pool = plan_pool(user, plan)
         elif book.pools.get(plan_pool(user, plan), (0, 0))[1] > 0:
             pool, dim = plan_pool(user, plan), "intl"
-    return Route("calling", "user_pstn", pool=pool, pool_dim=dim, pool_bucket=INCLUDED,
-                 pool_capability=plan or "", origin=region, destination=dest,
-                 kind_for_rate=dest.kind, domestic=plan_domestic, flags=tuple(flags))
+    return Route(
+        "calling",
+        "user_pstn",
+        pool=pool,
+        pool_dim=dim,
+        pool_bucket=INCLUDED,
+        pool_capability=plan or "",
+        origin=region,
+        destination=dest,
+        kind_for_rate=dest.kind,
+        domestic=plan_domestic,
+        flags=tuple(flags),
+    )
 
 
 def _allowed(scope: str, strict_domestic: bool, dest: NumberInfo) -> bool:
@@ -215,9 +241,7 @@ def tariff_for(book: Book, rates: RateCard, r: Route) -> Tariff | None:
     return rates.lookup(book.tenant.currency, r.service, r.origin, r.destination.country, r.kind_for_rate)
 
 
-def charge_call(
-    book: Book, state: TenantState, cdr: Cdr, rates: RateCard
-) -> tuple[Charge, list[Event]]:
+def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tuple[Charge, list[Event]]:
     """Fold one completed call into `state` (mutated; callers copy) and say what it cost.
 
     Raises Unchargeable for input the planner cannot interpret.
@@ -304,9 +328,7 @@ def _take(tenant: Tenant, state: TenantState, minutes: int, amount: int, rate_id
     ]
 
 
-def _pool_alerts(
-    book: Book, state: TenantState, cdr: Cdr, month: str, used_before: int, drawn: int
-) -> list[Event]:
+def _pool_alerts(book: Book, state: TenantState, cdr: Cdr, month: str, used_before: int, drawn: int) -> list[Event]:
     total = book.pools[ZONE_A_POOL][0]
     used = used_before + drawn
     events = []
@@ -315,9 +337,14 @@ def _pool_alerts(
         if used * 100 >= pct * total > used_before * 100 and mark not in state.thresholds:
             state.thresholds.append(mark)
             events.append(
-                Event(f"{cdr.call_id}:pool_threshold:{pct}", "pool_threshold", cdr.tenant_id, cdr.end,
-                      state.balance, (("pool", ZONE_A_POOL), ("percent", pct), ("month", month),
-                                      ("used", used), ("total", total)))
+                Event(
+                    f"{cdr.call_id}:pool_threshold:{pct}",
+                    "pool_threshold",
+                    cdr.tenant_id,
+                    cdr.end,
+                    state.balance,
+                    (("pool", ZONE_A_POOL), ("percent", pct), ("month", month), ("used", used), ("total", total)),
+                )
             )
     # Keep only this and the previous months' marks.
     if len(state.thresholds) > 8:

@@ -63,8 +63,9 @@ def charge_to_dict(charge: Charge) -> dict[str, Any]:
                 "amount": format_money(s.amount),
                 **({"pool": s.pool} if s.pool else {}),
                 **({"rate": s.rate} if s.rate else {}),
-                **({"lots": [{"lot_id": d.lot_id, "amount": format_money(d.amount)} for d in s.lots]}
-                   if s.lots else {}),
+                **(
+                    {"lots": [{"lot_id": d.lot_id, "amount": format_money(d.amount)} for d in s.lots]} if s.lots else {}
+                ),
                 **({"deficit": format_money(s.deficit)} if s.deficit else {}),
             }
             for s in charge.segments

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .calendar import zone
@@ -45,7 +45,7 @@ def parse_time(value: Any) -> datetime:
         raise ValueError(f"not a time: {value!r}")
     if dt.tzinfo is None:
         raise ValueError(f"time without a zone: {value!r}")
-    return dt.astimezone(timezone.utc)
+    return dt.astimezone(UTC)
 
 
 def _text(d: Mapping[str, Any], key: str, required: bool = True) -> str | None:
@@ -210,8 +210,7 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
         if ar.amount <= 0 or ar.trigger < 0:
             raise TenantError(f"tenant {tid}: auto-recharge amount must be positive")
     funding = tuple(
-        Funding(f["lot_id"], parse_money(f["amount"]), parse_time(f["purchased_at"]))
-        for f in d.get("funding", [])
+        Funding(f["lot_id"], parse_money(f["amount"]), parse_time(f["purchased_at"])) for f in d.get("funding", [])
     )
     if any(f.amount <= 0 for f in funding):
         raise TenantError(f"tenant {tid}: funding amounts must be positive")

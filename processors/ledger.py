@@ -116,9 +116,7 @@ def _event(cause: str, kind: str, tenant: Tenant, at: datetime, state: TenantSta
     return Event(f"{cause}:{kind}", kind, tenant.tenant_id, at, state.balance, tuple(fields.items()))
 
 
-def after_change(
-    tenant: Tenant, state: TenantState, before: int, at: datetime, cause: str
-) -> list[Event]:
+def after_change(tenant: Tenant, state: TenantState, before: int, at: datetime, cause: str) -> list[Event]:
     """Zero crossing, restore, low-balance and the auto-recharge decision."""
     events: list[Event] = []
     after = state.balance
@@ -162,8 +160,17 @@ def fund(
     state.funded += amount
     cause = f"fund:{lot_id}"
     events = [
-        _event(cause, "funds_added", tenant, at, state, lot_id=lot_id, amount=amount,
-               deficit_covered=covered, expires_at=expires.isoformat())
+        _event(
+            cause,
+            "funds_added",
+            tenant,
+            at,
+            state,
+            lot_id=lot_id,
+            amount=amount,
+            deficit_covered=covered,
+            expires_at=expires.isoformat(),
+        )
     ]
     events.extend(after_change(tenant, state, before, at, cause))
     if expires <= at:
@@ -183,8 +190,7 @@ def expire(tenant: Tenant, state: TenantState, at: datetime) -> list[Event]:
         cause = f"expire:{lot.lot_id}"
         if lot.remaining:
             events.append(
-                _event(cause, "credits_expired", tenant, lot.expires_at, state,
-                       lot_id=lot.lot_id, amount=lot.remaining)
+                _event(cause, "credits_expired", tenant, lot.expires_at, state, lot_id=lot.lot_id, amount=lot.remaining)
             )
             events.extend(after_change(tenant, state, before, lot.expires_at, cause))
     return events

@@ -8,9 +8,7 @@ from typing import Any
 
 # Call types of the PSTN usage report.
 INBOUND = frozenset({"user_in", "conf_in", "unassigned_in", "ucap_in"})
-USER_OUTBOUND = frozenset(
-    {"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding", "ucap_out"}
-)
+USER_OUTBOUND = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding", "ucap_out"})
 CONF_OUTBOUND = frozenset({"conf_out"})
 CALL_TYPES = INBOUND | USER_OUTBOUND | CONF_OUTBOUND
 

@@ -1,0 +1,7 @@
+"""placeholder replaced below"""
+
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    pass

@@ -1,0 +1,90 @@
+"""Avro single-object encoding (marker C3 01, 8-byte little-endian CRC-64-AVRO
+fingerprint of the writer schema's canonical form, then the binary payload).
+
+Every version of every schema in `schemas/` is known by fingerprint; decoding resolves
+from the writer's version to the newest version (the reader schema) of that record kind.
+No schema registry server is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from .errors import DecodeError, UnknownSchemaError
+
+MARKER = b"\xc3\x01"
+HEADER_LEN = 10
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    kind: str  # "cdr"
+    version: int
+    fingerprint: bytes
+    parsed: Any
+
+
+class Codec:
+    def __init__(self, schemas_dir: Path):
+        self.by_fingerprint: dict[bytes, SchemaVersion] = {}
+        self.current: dict[str, SchemaVersion] = {}
+        files = sorted(Path(schemas_dir).glob("*.avsc"))
+        if not files:
+            raise FileNotFoundError(f"no Avro schemas in {schemas_dir}")
+        for path in files:
+            kind, _, ver = path.name[: -len(".avsc")].rpartition(".v")
+            self.add(kind, int(ver), json.loads(path.read_text()))
+
+    def add(self, kind: str, version: int, schema: Any) -> SchemaVersion:
+        parsed = parse_schema(schema, _write_hint=False, _force=True)
+        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+        sv = SchemaVersion(kind, version, fp, parsed)
+        self.by_fingerprint[fp] = sv
+        if kind not in self.current or self.current[kind].version < version:
+            self.current[kind] = sv
+        return sv
+
+    def encode(self, kind: str, record: dict[str, Any], version: int | None = None) -> bytes:
+        sv = self.current[kind] if version is None else self._version(kind, version)
+        buf = io.BytesIO()
+        buf.write(MARKER)
+        buf.write(sv.fingerprint)
+        schemaless_writer(buf, sv.parsed, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
+        """(kind, record) of a single-object-encoded message, resolved to the newest version.
+
+        Raises DecodeError (not single-object encoded, corrupt payload) or
+        UnknownSchemaError (fingerprint not among our schemas, or not the expected kind).
+        """
+        if not isinstance(data, (bytes, bytearray)) or len(data) < HEADER_LEN or data[:2] != MARKER:
+            raise DecodeError("not Avro single-object encoded (no C3 01 marker)")
+        writer = self.by_fingerprint.get(bytes(data[2:HEADER_LEN]))
+        if writer is None:
+            raise UnknownSchemaError(f"unknown schema fingerprint {bytes(data[2:HEADER_LEN]).hex()}")
+        if expect is not None and writer.kind != expect:
+            raise UnknownSchemaError(f"expected a {expect} record, got {writer.kind}")
+        reader = self.current[writer.kind]
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            record = schemaless_reader(buf, writer.parsed, None if reader is writer else reader.parsed)
+        except Exception as exc:  # fastavro raises many kinds on garbage
+            raise DecodeError(f"corrupt {writer.kind} payload: {type(exc).__name__}") from None
+        if buf.tell() != len(data):
+            raise DecodeError(f"corrupt {writer.kind} payload: {len(data) - buf.tell()} trailing bytes")
+        return writer.kind, record
+
+    def _version(self, kind: str, version: int) -> SchemaVersion:
+        for sv in self.by_fingerprint.values():
+            if sv.kind == kind and sv.version == version:
+                return sv
+        raise KeyError(f"no schema {kind}.v{version}")

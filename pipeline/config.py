@@ -1,0 +1,112 @@
+"""The one place that reads the environment: a frozen Settings built from CALLCHARGE_*."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "CALLCHARGE_"
+REPO = Path(__file__).resolve().parent.parent
+SECRET_FIELDS = frozenset({"api_token", "smtp_password"})
+
+
+@dataclass(frozen=True)
+class Topics:
+    cdr: str = "cdr"
+    charges: str = "charges"
+    balance_events: str = "balance-events"
+    dlq: str = "cdr-dlq"
+    tenant_config: str = "tenant-config"
+    service_state: str = "service-state"
+    commands: str = "commands"
+    recharge_results: str = "recharge-results"
+    notifications: str = "notifications"
+
+    def prefixed(self, prefix: str) -> Topics:
+        return Topics(**{f.name: prefix + getattr(self, f.name) for f in fields(self)})
+
+    COMPACTED = ("tenant_config", "service_state")
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = Path(".callcharge")
+    broker_port: int = 19092
+    redis_port: int = 16379
+    kafka_bootstrap: str = ""  # empty: the embedded broker on broker_port
+    redis_url: str = ""  # empty: the private redis-server on redis_port
+    topic_prefix: str = ""
+    cdr_partitions: int = 8
+    charges_partitions: int = 8
+    other_partitions: int = 4
+    group_id: str = "callcharge-charging"
+    transactional_id_prefix: str = "callcharge-charge"
+    session_timeout_ms: int = 6000
+    batch_size: int = 2000
+    batch_timeout_ms: int = 50
+    dedup_window_days: int = 45
+    rates_file: Path = REPO / "deploy" / "rates.example.csv"
+    schemas_dir: Path = REPO / "schemas"
+    metrics_port: int = 9400
+    http_port: int = 8480
+    api_token: str = ""
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_password: str = ""
+    log_level: str = "INFO"
+    # Fault injection for the crash tests: "STEP:BATCH" kills the charging worker with
+    # SIGKILL right after commit-protocol step STEP of its BATCH-th batch. Empty: off.
+    crash_after: str = ""
+    topics: Topics = field(default_factory=Topics)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def topic(self) -> Topics:
+        return self.topics.prefixed(self.topic_prefix)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read CALLCHARGE_<FIELD> variables (plus KAFKA_BOOTSTRAP / REDIS_URL)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "topics":
+                continue
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            kind = type(getattr(cls(), f.name))
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{PREFIX}{f.name.upper()}: expected {kind.__name__}, got {raw!r}") from None
+        if "kafka_bootstrap" not in values and env.get("KAFKA_BOOTSTRAP"):
+            values["kafka_bootstrap"] = env["KAFKA_BOOTSTRAP"]
+        if "redis_url" not in values and env.get("REDIS_URL"):
+            values["redis_url"] = env["REDIS_URL"]
+        values.update(overrides)
+        return replace(cls(), **values)
+
+    def masked(self) -> dict[str, Any]:
+        """A dump safe for logs: secrets and URL passwords replaced."""
+        out = asdict(self)
+        for key in SECRET_FIELDS:
+            if out.get(key):
+                out[key] = "***"
+        for key in ("redis_url", "kafka_bootstrap"):
+            value = out.get(key) or ""
+            if "@" in value and ":" in value.split("@", 1)[0]:
+                scheme, rest = value.split("://", 1) if "://" in value else ("", value)
+                user = rest.split("@", 1)[0].split(":", 1)[0]
+                out[key] = f"{scheme}://{user}:***@{rest.split('@', 1)[1]}"
+        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}

@@ -1,0 +1,98 @@
+"""Kafka clients, built in one place from Settings; workers never build their own."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from .config import Settings, Topics
+from .errors import FatalError
+
+log = logging.getLogger(__name__)
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap})
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    t = settings.topic
+    specs = []
+    for name in Topics.__dataclass_fields__:
+        if name == "COMPACTED":
+            continue
+        topic = getattr(t, name)
+        parts = {"cdr": settings.cdr_partitions, "charges": settings.charges_partitions}.get(
+            name, settings.other_partitions
+        )
+        if name == "balance_events":
+            parts = settings.charges_partitions
+        config = {"cleanup.policy": "compact"} if name in Topics.COMPACTED else {}
+        specs.append(NewTopic(topic, num_partitions=parts, replication_factor=1, config=config))
+    return specs
+
+
+def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Create every topic; existing ones are left as they are."""
+    client = admin(settings)
+    try:
+        existing = set(client.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise FatalError(f"broker at {settings.bootstrap} does not answer: {exc}") from None
+    report = {}
+    todo = []
+    for spec in topic_specs(settings):
+        if spec.topic in existing:
+            report[spec.topic] = "exists"
+        else:
+            todo.append(spec)
+    if todo:
+        for topic, fut in client.create_topics(todo, operation_timeout=timeout).items():
+            try:
+                fut.result()
+                report[topic] = "created"
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    report[topic] = "exists"
+                else:
+                    raise FatalError(f"cannot create topic {topic}: {exc}") from None
+    wanted = {s.topic for s in topic_specs(settings)}
+    deadline = time.monotonic() + timeout
+    while not wanted <= set(client.list_topics(timeout=timeout).topics):
+        if time.monotonic() > deadline:
+            raise FatalError("topics were created but do not show in metadata")
+        time.sleep(0.1)
+    return report
+
+
+def producer(settings: Settings, transactional_id: str | None = None, **extra: Any) -> Producer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        "linger.ms": 5,
+        "enable.idempotence": True,
+        "compression.type": "none",
+    }
+    if transactional_id:
+        conf["transactional.id"] = transactional_id
+        conf["transaction.timeout.ms"] = 60000
+    conf.update(extra)
+    return Producer(conf)
+
+
+def consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap,
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 6),
+        "max.poll.interval.ms": 300000,
+    }
+    conf.update(extra)
+    return Consumer(conf)

