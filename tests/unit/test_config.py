@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+
+
+def test_settings_read_prefixed_environment_only() -> None:
+    s = Settings.from_env({"CALLCHARGE_BROKER_PORT": "29092", "CALLCHARGE_TOPIC_PREFIX": "x-", "BROKER_PORT": "1"})
+    assert s.broker_port == 29092
+    assert s.bootstrap == "127.0.0.1:29092"
+    assert s.topic.cdr == "x-cdr" and s.topic.dlq == "x-cdr-dlq"
+
+
+def test_external_kafka_and_redis_by_standard_variables() -> None:
+    s = Settings.from_env({"KAFKA_BOOTSTRAP": "k:9092", "REDIS_URL": "redis://r:6379/1"})
+    assert s.bootstrap == "k:9092" and s.redis == "redis://r:6379/1"
+
+
+def test_bad_value_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="CALLCHARGE_REDIS_PORT"):
+        Settings.from_env({"CALLCHARGE_REDIS_PORT": "six"})
+
+
+def test_masked_dump_hides_secrets() -> None:
+    s = Settings.from_env(
+        {
+            "CALLCHARGE_API_TOKEN": "tok-123",
+            "REDIS_URL": "redis://app:hunter2@r:6379/0",
+            "CALLCHARGE_STATE_DIR": "/tmp/x",
+        }
+    )
+    dump = str(s.masked())
+    assert "tok-123" not in dump and "hunter2" not in dump
+    assert s.masked()["redis_url"] == "redis://app:***@r:6379/0"
+    assert s.state_dir == Path("/tmp/x")
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        Settings().broker_port = 1  # type: ignore[misc]
