@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from processors.charging import Book, Unchargeable, charge_call
@@ -95,6 +96,7 @@ class ChargingWorker:
         self._window = timedelta(days=settings.dedup_window_days)
         self._ttl = int(self._window.total_seconds()) + 86400
         self._last_lag = 0.0
+        self._redis_backoff = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -135,7 +137,17 @@ class ChargingWorker:
         items = self._decode(msgs)  # step 2
         self._crash(2)
         t0 = time.perf_counter()
-        self._charge(items)  # steps 3-5
+        try:
+            self._charge(items)  # steps 3-5
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Retriable: nothing of this batch is in Kafka yet; what reached Redis is
+            # recorded per call and answered from there on the retry.
+            self._redis_backoff = min(5.0, max(0.1, self._redis_backoff * 2))
+            log.warning("Redis unavailable (%s); retrying the batch in %.1fs", exc, self._redis_backoff)
+            self._rewind(msgs)
+            time.sleep(self._redis_backoff)
+            return len(msgs)
+        self._redis_backoff = 0.0
         self.metrics.redis_seconds.observe(time.perf_counter() - t0)
         self._commit(items, msgs)  # steps 6-8
         self._update_lag()
@@ -231,7 +243,7 @@ class ChargingWorker:
                     )
                 continue
             if cdr.call_id in new_calls:
-                item.reject = Rejected("duplicate", f"call {cdr.call_id} twice in one batch")
+                item.reject = Rejected("duplicate", f"call {cdr.call_id} already charged earlier in this batch")
                 continue
             if cdr.start < oldest:
                 item.reject = Rejected(

@@ -23,6 +23,9 @@ from .errors import FatalError
 
 log = logging.getLogger(__name__)
 
+# Children started by this process, kept so they are reaped (not left as zombies) on down.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class Service:
@@ -138,12 +141,14 @@ def _command(settings: Settings, svc: Service) -> list[str]:
     ]
 
 
-def up(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
-    """Start what is not running; returns a status line per service."""
+def up(settings: Settings, timeout: float = 30.0, only: str | None = None) -> dict[str, str]:
+    """Start what is not running (or just the service named `only`); a line per service."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, str] = {}
     todo = []
     for svc in services(settings):
+        if only is not None and svc.name != only:
+            continue
         pid = running_pid(settings, svc)
         if pid is not None:
             report[svc.name] = f"already running (pid {pid}, port {svc.port})"
@@ -165,6 +170,7 @@ def up(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
             start_new_session=True,
         )
         logf.close()
+        _CHILDREN[proc.pid] = proc
         _pidfile(settings, svc.name).write_text(str(proc.pid))
         started.append((svc, proc))
     deadline = time.monotonic() + timeout
@@ -182,9 +188,11 @@ def up(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     return report
 
 
-def down(settings: Settings, timeout: float = 10.0) -> dict[str, str]:
+def down(settings: Settings, timeout: float = 10.0, only: str | None = None) -> dict[str, str]:
     report: dict[str, str] = {}
     for svc in services(settings):
+        if only is not None and svc.name != only:
+            continue
         pid = running_pid(settings, svc)
         if pid is None:
             report[svc.name] = "not running"
@@ -204,6 +212,11 @@ def down(settings: Settings, timeout: float = 10.0) -> dict[str, str]:
 
 
 def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

@@ -21,7 +21,9 @@ PREMIUM = {"US": "+1900555{:04d}", "GB": "+44909876{:04d}"}
 PLANS = [["MCOPSTN1"], ["MCOPSTN2"], ["MCOPSTN5"], ["MCOPSTN8"], ["PAYG"], []]
 
 
-def tenants(n: int, seed: int = 7, users_per_tenant: int = 6, start: datetime | None = None) -> list[dict[str, Any]]:
+def tenants(
+    n: int, seed: int = 7, users_per_tenant: int = 6, start: datetime | None = None, prefix: str = ""
+) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     start = start or datetime.now(UTC) - timedelta(days=20)
     out = []
@@ -50,7 +52,7 @@ def tenants(n: int, seed: int = 7, users_per_tenant: int = 6, start: datetime | 
             )
         postpaid = channel in ("mca", "nce")
         tenant: dict[str, Any] = {
-            "tenant_id": f"tenant-{i:04d}",
+            "tenant_id": f"{prefix}tenant-{i:04d}",
             "country": country,
             "currency": currency,
             "channel": channel,
@@ -58,7 +60,7 @@ def tenants(n: int, seed: int = 7, users_per_tenant: int = 6, start: datetime | 
             "users": users,
             "funding": [
                 {
-                    "lot_id": f"tenant-{i:04d}-lot-1",
+                    "lot_id": f"{prefix}tenant-{i:04d}-lot-1",
                     "amount": str(rng.choice([5, 20, 50, 200])),
                     "purchased_at": (start - timedelta(days=rng.randrange(0, 30))).isoformat(),
                 }

@@ -22,7 +22,7 @@ def sample(schema: object) -> object:
     if isinstance(schema, str):
         return {"string": "x", "long": 12345678901, "int": 42, "boolean": True, "bytes": b"\x00\xff"}[schema]
     if isinstance(schema, list):
-        return sample([s for s in schema if s != "null"][0])
+        return sample(next(s for s in schema if s != "null"))
     assert isinstance(schema, dict)
     kind = schema["type"]
     if schema.get("logicalType") == "timestamp-micros":

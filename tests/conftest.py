@@ -1,0 +1,36 @@
+"""Session fixture: the embedded stack (Tansu + private redis-server) on free ports, or
+the servers named by KAFKA_BOOTSTRAP and REDIS_URL when both are set."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline import stack
+from pipeline.config import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("REDIS_URL"):
+        yield Settings.from_env(session_timeout_ms=6000)
+        return
+    state = Path(tmp_path_factory.mktemp("callcharge-stack"))
+    settings = Settings.from_env(
+        {}, state_dir=state, broker_port=_free_port(), redis_port=_free_port(), session_timeout_ms=6000
+    )
+    stack.up(settings)
+    try:
+        yield settings
+    finally:
+        stack.down(settings)

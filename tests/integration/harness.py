@@ -1,0 +1,175 @@
+"""Integration harness: an isolated slice of the real broker and Redis per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.codec import Codec
+from pipeline.commands import ingest, load_tenants
+from pipeline.config import Settings
+from pipeline.kafka import create_topics
+from pipeline.readback import read_all
+from processors.engine import Engine, event_to_dict
+from processors.inputs import cdr_from_dict, tenant_from_dict
+from processors.rating import RateCard
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Env:
+    settings: Settings
+    work: Path
+
+    @classmethod
+    def make(cls, base: Settings, work: Path, **overrides: Any) -> Env:
+        tag = uuid.uuid4().hex[:8]
+        s = replace(
+            base,
+            topic_prefix=f"t{tag}-",
+            group_id=f"g{tag}",
+            transactional_id_prefix=f"x{tag}",
+            cdr_partitions=4,
+            charges_partitions=4,
+            other_partitions=2,
+            batch_size=200,
+            metrics_port=0,
+            **overrides,
+        )
+        create_topics(s)
+        return cls(s, work)
+
+    @property
+    def tag(self) -> str:
+        return self.settings.topic_prefix
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCHARGE_")}
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP": s.bootstrap,
+                "REDIS_URL": s.redis,
+                "CALLCHARGE_TOPIC_PREFIX": s.topic_prefix,
+                "CALLCHARGE_GROUP_ID": s.group_id,
+                "CALLCHARGE_TRANSACTIONAL_ID_PREFIX": s.transactional_id_prefix,
+                "CALLCHARGE_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
+                "CALLCHARGE_BATCH_SIZE": str(s.batch_size),
+                "CALLCHARGE_DEDUP_WINDOW_DAYS": str(s.dedup_window_days),
+                "CALLCHARGE_METRICS_PORT": "0",
+                "CALLCHARGE_LOG_LEVEL": "WARNING",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def worker(
+        self, idle: float | None = 6.0, crash_after: str = "", log_name: str = "worker"
+    ) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "pipeline.cli", "charge"]
+        if idle is not None:
+            cmd += ["--exit-when-idle", str(idle)]
+        with open(self.work / f"{log_name}-{uuid.uuid4().hex[:4]}.log", "wb") as log:
+            return subprocess.Popen(
+                cmd, cwd=REPO, env=self.environ(CALLCHARGE_CRASH_AFTER=crash_after), stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def publish(self, tenants: list[dict[str, Any]], cdrs: list[dict[str, Any]]) -> None:
+        load_tenants(self.settings, tenants)
+        path = self.work / f"cdrs-{uuid.uuid4().hex[:6]}.jsonl"
+        path.write_text("".join(json.dumps(c) + "\n" for c in cdrs))
+        sent, bad = ingest(self.settings, path)
+        assert bad == 0 and sent == len(cdrs)
+
+    def read(self, topic: str, min_count: int = 0, timeout: float = 60) -> list[dict[str, Any]]:
+        codec = Codec(self.settings.schemas_dir)
+        return [r for _, r in read_all(self.settings, topic, codec, timeout=timeout, min_count=min_count)]
+
+    def charges(self, min_count: int = 0) -> list[dict[str, Any]]:
+        return self.read(self.settings.topic.charges, min_count)
+
+
+def offline(
+    tenants: list[dict[str, Any]], cdrs: list[dict[str, Any]], rates_file: Path
+) -> tuple[dict[str, Any], set[str]]:
+    """The offline engine's result per call id, and its event ids."""
+    engine = Engine([tenant_from_dict(t) for t in tenants], RateCard.from_csv_text(rates_file.read_text()))
+    out: dict[str, Any] = {}
+    events = {e.event_id for e in engine.opening_events}
+    for d in cdrs:
+        cdr = cdr_from_dict(d)
+        result = engine.process(cdr)  # type: ignore[arg-type]
+        assert result is not None
+        charge, evs = result
+        out[charge.call_id] = charge
+        events |= {event_to_dict(e)["event_id"] for e in evs}
+    return out, events
+
+
+def totals(charges: list[Any]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(tenant, bucket) -> (minutes, micro-units) from charge records or Charge objects."""
+    acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for c in charges:
+        segs = c["segments"] if isinstance(c, dict) else [s.to_dict() for s in c.segments]
+        tid = c["tenant_id"] if isinstance(c, dict) else c.tenant_id
+        for s in segs:
+            acc[(tid, s["bucket"])][0] += s["minutes"]
+            acc[(tid, s["bucket"])][1] += s["amount"]
+    return {k: (v[0], v[1]) for k, v in acc.items()}
+
+
+def assert_exact(
+    env: Env, tenants: list[dict[str, Any]], cdrs: list[dict[str, Any]], charges: list[dict[str, Any]]
+) -> None:
+    """Streaming result == offline result: per call, per tenant and bucket, no duplicates, none lost."""
+    ids = Counter(c["call_id"] for c in charges)
+    dupes = [k for k, v in ids.items() if v > 1]
+    assert dupes == [], f"{len(dupes)} calls charged twice, e.g. {dupes[:3]}"
+    expected, expected_events = offline(tenants, cdrs, env.settings.rates_file)
+    missing = set(expected) - set(ids)
+    assert not missing, f"{len(missing)} calls lost, e.g. {sorted(missing)[:3]}"
+    for c in charges:
+        e = expected[c["call_id"]]
+        assert (c["classification"], c["amount"], c["balance_after"]) == (
+            e.classification,
+            e.amount,
+            e.balance_after,
+        ), c["call_id"]
+    assert totals(charges) == totals(list(expected.values()))
+    events = env.read(env.settings.topic.balance_events)
+    got_events = Counter(e["event_id"] for e in events)
+    assert [k for k, v in got_events.items() if v > 1] == []
+    assert set(got_events) == expected_events
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 180) -> int:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        raise AssertionError("worker did not finish in time") from None
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def wait_for(predicate: Any, timeout: float = 60, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError("condition not reached in time")

@@ -1,0 +1,143 @@
+"""The charging worker against the real broker and Redis: exact, exactly once, crash-safe."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline import stack, traffic
+from pipeline.codec import Codec
+from pipeline.config import Settings
+from pipeline.kafka import producer
+from pipeline.records import cdr_to_avro
+from pipeline.store import tenant_key
+from processors.inputs import cdr_from_dict
+from tests.integration.harness import Env, assert_exact, kill, wait_exit, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def env(base_settings: Settings, tmp_path: Path) -> Env:
+    return Env.make(base_settings, tmp_path)
+
+
+def scenario(env: Env, n_tenants: int, n_cdrs: int, seed: int) -> tuple[list, list]:
+    tenants = traffic.tenants(n_tenants, seed=seed, prefix=env.tag)
+    return tenants, traffic.cdrs(tenants, n_cdrs, seed=seed + 1)
+
+
+def test_worker_charges_exactly_what_offline_rating_says(env: Env) -> None:
+    tenants, cdrs = scenario(env, 12, 3000, seed=1)
+    env.publish(tenants, cdrs)
+    assert wait_exit(env.worker()) == 0
+    charges = env.charges(min_count=len(cdrs))
+    assert_exact(env, tenants, cdrs, charges)
+    # the config is materialized in Redis, with state beside it
+    r = redis.Redis.from_url(env.settings.redis)
+    assert r.hexists(tenant_key(tenants[0]["tenant_id"]), "config")
+    assert int(r.hget(tenant_key(cdrs[0]["tenant_id"]), "ver")) >= 1
+    # every charge names its source offset and, for credits, the lots it came from
+    billable = [c for c in charges if c["classification"] == "billable"]
+    assert billable and all(s["lots"] or s["deficit"] for c in billable for s in c["segments"])
+
+
+def test_every_bad_input_kind_goes_to_the_dead_letter_topic(env: Env) -> None:
+    tenants, cdrs = scenario(env, 2, 20, seed=2)
+    env.publish(tenants, cdrs)
+    codec = Codec(env.settings.schemas_dir)
+    good = cdr_from_dict(cdrs[0])
+    base = cdr_to_avro(good)
+    now = datetime.now(UTC)
+    bad = {
+        "undecodable": b"\x00garbage",
+        "unknown_schema": b"\xc3\x01" + b"\x42" * 8 + b"\x00",
+        "missing_field": codec.encode("cdr", {**base, "call_id": ""}),
+        "invalid_field": codec.encode("cdr", {**base, "call_id": "bad-type", "call_type": "telepathy"}),
+        "bad_duration": codec.encode("cdr", {**base, "call_id": "neg", "duration_s": -3}),
+        "unparsable_number": codec.encode(
+            "cdr", {**base, "call_id": "num", "call_type": "user_out", "callee_number": "+0000"}
+        ),
+        "unknown_tenant": codec.encode("cdr", {**base, "call_id": "who", "tenant_id": "nobody"}),
+        "too_old": codec.encode(
+            "cdr",
+            {
+                **base,
+                "call_id": "old",
+                "start_time": now - timedelta(days=400),
+                "end_time": now - timedelta(days=400) + timedelta(seconds=60),
+            },
+        ),
+        "duplicate": codec.encode("cdr", base),  # same call id as cdrs[0], another offset
+    }
+    p = producer(env.settings)
+    for value in bad.values():
+        p.produce(env.settings.topic.cdr, key=good.tenant_id.encode(), value=value)
+    p.produce(
+        env.settings.topic.cdr, key=b"x", value=codec.encode("cdr", {**base, "call_id": "absurd", "duration_s": 10**7})
+    )
+    assert p.flush(10) == 0
+    assert wait_exit(env.worker()) == 0
+    dlq = env.read(env.settings.topic.dlq, min_count=len(bad) + 1)
+    reasons = {d["reason"] for d in dlq}
+    assert reasons == set(bad)  # absurd duration is bad_duration too
+    assert len(dlq) == len(bad) + 1
+    by_reason = {d["reason"]: d for d in dlq}
+    assert by_reason["undecodable"]["value"] == b"\x00garbage"  # original bytes kept
+    assert by_reason["undecodable"]["source_topic"] == env.settings.topic.cdr
+    assert "already charged" in by_reason["duplicate"]["detail"]
+    # the good CDRs were all charged, once
+    charges = env.charges(min_count=len(cdrs))
+    assert sorted(c["call_id"] for c in charges) == sorted(c["call_id"] for c in cdrs)
+
+
+@pytest.mark.parametrize("step", range(1, 9))
+def test_killed_after_each_commit_step_loses_nothing_and_charges_nothing_twice(env: Env, step: int) -> None:
+    tenants, cdrs = scenario(env, 6, 1200, seed=10 + step)
+    env.publish(tenants, cdrs)
+    crashed = env.worker(crash_after=f"{step}:3")
+    assert wait_exit(crashed) == -9  # it really died at that step
+    assert wait_exit(env.worker()) == 0
+    assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
+
+
+def test_killed_at_random_moments_during_a_long_run(env: Env) -> None:
+    tenants, cdrs = scenario(env, 20, 20000, seed=40)
+    env.publish(tenants, cdrs)
+    rng = random.Random(4)
+    for _ in range(3):
+        w = env.worker(idle=None)
+        time.sleep(rng.uniform(4.0, 7.0))
+        kill(w)
+    assert wait_exit(env.worker()) == 0
+    assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
+
+
+def test_two_workers_share_the_partitions_and_one_is_killed(env: Env) -> None:
+    tenants, cdrs = scenario(env, 20, 12000, seed=50)
+    env.publish(tenants, cdrs)
+    a, b = env.worker(idle=None), env.worker(idle=8)
+    time.sleep(6)
+    kill(a)
+    assert wait_exit(b) == 0
+    assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
+
+
+def test_private_redis_restarted_mid_run(env: Env, base_settings: Settings) -> None:
+    if not stack.running_pid(base_settings, stack.services(base_settings)[1]):
+        pytest.skip("Redis is external (REDIS_URL): not ours to restart")
+    tenants, cdrs = scenario(env, 10, 15000, seed=60)
+    env.publish(tenants, cdrs)
+    w = env.worker(idle=10)
+    r = redis.Redis.from_url(env.settings.redis)
+    wait_for(lambda: any(r.scan_iter(f"cc:{{{env.tag}*", count=1000)), timeout=60)
+    stack.down(base_settings, only="redis")  # SIGTERM; the AOF is fsynced on every write
+    time.sleep(2)
+    stack.up(base_settings, only="redis")
+    assert wait_exit(w) == 0  # the worker rode out the outage
+    assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
