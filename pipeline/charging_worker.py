@@ -97,6 +97,7 @@ class ChargingWorker:
         self._ttl = int(self._window.total_seconds()) + 86400
         self._last_lag = 0.0
         self._redis_backoff = 0.0
+        self.latency_samples: list[float] | None = None  # the benchmark collects raw samples here
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -311,6 +312,8 @@ class ChargingWorker:
             _kind, ts = m.timestamp()
             if ts > 0:
                 self.metrics.latency.observe(max(0.0, done - ts / 1000))
+                if self.latency_samples is not None:
+                    self.latency_samples.append(max(0.0, done - ts / 1000))
 
     def _recover(self, exc: KafkaException, msgs: list[Message]) -> None:
         err = exc.args[0]

@@ -81,7 +81,11 @@ class Env:
             cmd += ["--exit-when-idle", str(idle)]
         with open(self.work / f"{log_name}-{uuid.uuid4().hex[:4]}.log", "wb") as log:
             return subprocess.Popen(
-                cmd, cwd=REPO, env=self.environ(CALLCHARGE_CRASH_AFTER=crash_after), stdout=log, stderr=subprocess.STDOUT
+                cmd,
+                cwd=REPO,
+                env=self.environ(CALLCHARGE_CRASH_AFTER=crash_after),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def publish(self, tenants: list[dict[str, Any]], cdrs: list[dict[str, Any]]) -> None:

@@ -1,0 +1,57 @@
+# callcharge: `make help` lists the targets.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-unit test-integration lint format bench stack-up stack-down clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server is missing: install it (e.g. apt-get install redis-server)"; exit 1; fi; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv, install callcharge with test extras, install redis-server if missing (root)
+
+demo: $(STAMP) ## run the whole pipeline on the embedded stack and print a summary
+	$(BIN)/callcharge demo
+
+test: $(STAMP) ## lint, unit and integration tests (integration starts its own embedded stack)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP) ## unit tests only (no servers)
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: $(STAMP) ## integration tests only (real broker and Redis)
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy strict on processors/ and pipeline/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy processors pipeline
+
+format: $(STAMP) ## apply ruff formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## raw Kafka passthrough vs the charging worker; writes bench/results.json
+	$(BIN)/callcharge bench
+
+stack-up: $(STAMP) ## start the embedded broker and Redis (ports 19092, 16379)
+	$(BIN)/callcharge stack up
+	$(BIN)/callcharge topics create
+
+stack-down: $(STAMP) ## stop exactly the processes stack-up started
+	$(BIN)/callcharge stack down
+
+clean: ## remove the venv and local state
+	rm -rf $(VENV) .callcharge .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,78 @@
+"""`callcharge stack up|down|status` as a newcomer uses it: separate processes, own ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.stack import port_free
+from tests.conftest import _free_port
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(state: Path, broker: int, redis: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CALLCHARGE_") and k not in ("KAFKA_BOOTSTRAP", "REDIS_URL")
+    }
+    env.update(CALLCHARGE_STATE_DIR=str(state), CALLCHARGE_BROKER_PORT=str(broker), CALLCHARGE_REDIS_PORT=str(redis))
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def pids(state: Path) -> list[int]:
+    return [int(p.read_text()) for p in state.glob("*.pid")]
+
+
+def test_up_down_leaves_no_process_and_no_port(tmp_path: Path) -> None:
+    broker, redis = _free_port(), _free_port()
+    up = cli(tmp_path, broker, redis, "stack", "up")
+    assert up.returncode == 0, up.stderr
+    assert "started" in up.stdout
+    started = pids(tmp_path)
+    assert len(started) == 2 and all(Path(f"/proc/{p}").exists() for p in started)
+    again = cli(tmp_path, broker, redis, "stack", "up")
+    assert again.returncode == 0 and again.stdout.count("already running") == 2
+    assert cli(tmp_path, broker, redis, "topics", "create").returncode == 0
+    assert cli(tmp_path, broker, redis, "stack", "status").returncode == 0
+    down = cli(tmp_path, broker, redis, "stack", "down")
+    assert down.returncode == 0 and down.stdout.count("stopped (pid") == 2
+    for pid in started:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split(") ", 1)[1][0] == "Z"
+    assert port_free(broker) and port_free(redis)
+    assert cli(tmp_path, broker, redis, "stack", "status").returncode == 3
+
+
+def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        result = cli(tmp_path, _free_port(), taken, "stack", "up")
+    assert result.returncode == 1
+    assert f"port {taken} for the redis is taken" in result.stderr
+    assert pids(tmp_path) == []
+
+
+def test_a_stale_pid_file_is_ignored_and_replaced(tmp_path: Path) -> None:
+    broker, redis = _free_port(), _free_port()
+    (tmp_path / "broker.pid").write_text("999999")
+    (tmp_path / "redis.pid").write_text(str(os.getpid()))  # alive, but not a redis-server
+    up = cli(tmp_path, broker, redis, "stack", "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.count("started") == 2
+        assert os.getpid() not in pids(tmp_path)
+    finally:
+        cli(tmp_path, broker, redis, "stack", "down")
+    assert Path(f"/proc/{os.getpid()}").exists()  # we were not killed
