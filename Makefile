@@ -24,8 +24,10 @@ setup: $(STAMP) ## create .venv, install callcharge with test extras, install re
 demo: $(STAMP) ## run the whole pipeline on the embedded stack and print a summary
 	$(BIN)/callcharge demo
 
-test: $(STAMP) ## lint, unit and integration tests (integration starts its own embedded stack)
+test: $(STAMP) ## lint (ruff, mypy), unit and integration tests (integration starts its own embedded stack)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy processors pipeline
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP) ## unit tests only (no servers)

@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from processors.inputs import cdr_from_dict
+from processors.inputs import Rejected, cdr_from_dict
 
 from . import stack, traffic
 from .codec import Codec
@@ -63,7 +63,7 @@ def passthrough(settings: Settings, n: int) -> float:
         nxt: dict[int, int] = {}
         for m in msgs:
             p.produce(settings.topic.charges, key=m.key(), value=m.value())
-            nxt[m.partition()] = m.offset() + 1
+            nxt[m.partition() or 0] = (m.offset() or 0) + 1
         p.send_offsets_to_transaction(
             [TopicPartition(settings.topic.cdr, k, v) for k, v in nxt.items()], c.consumer_group_metadata(), 30
         )
@@ -170,7 +170,8 @@ def run(settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, p
         values = []
         for row in rows:
             cdr = cdr_from_dict(row)
-            values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))  # type: ignore[union-attr]
+            assert not isinstance(cdr, Rejected), cdr
+            values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
         print(f"producing {n} CDRs ({tenants_n} tenants) ...")
         _produce(s, s.topic.cdr, values[:n])
         print("raw transactional passthrough ...")

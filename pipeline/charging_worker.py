@@ -60,9 +60,26 @@ CHARGES, EVENTS, DLQ = 0, 1, 2
 MAX_CAS_RETRIES = 20
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a consumed message came from (confluent-kafka's accessors are Optional-typed)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+    @classmethod
+    def of(cls, m: Message) -> Source:
+        _, ts = m.timestamp()
+        return cls(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value() or b"", ts)
+
+
 @dataclass
 class Item:
-    msg: Message
+    msg: Source
     cdr: Cdr | None = None
     reject: Rejected | None = None
     records: tuple[tuple[int, bytes], ...] = ()
@@ -125,9 +142,9 @@ class ChargingWorker:
 
     # -- one batch -------------------------------------------------------------------
     def run_once(self) -> int:
-        msgs = self.consumer.consume(self.s.batch_size, self.s.batch_timeout_ms / 1000)  # step 1
+        raw = self.consumer.consume(self.s.batch_size, self.s.batch_timeout_ms / 1000)  # step 1
         self.directory.poll(0)
-        msgs = [m for m in msgs if not self._consumer_error(m)]
+        msgs = [Source.of(m) for m in raw if not self._consumer_error(m)]
         if not msgs:
             self._update_lag()
             return 0
@@ -162,13 +179,13 @@ class ChargingWorker:
             log.warning("consumer: %s", err)
         return True
 
-    def _decode(self, msgs: list[Message]) -> list[Item]:
+    def _decode(self, msgs: list[Source]) -> list[Item]:
         items = []
         need_catch_up = False
         for m in msgs:
             item = Item(m)
             try:
-                _, record = self.codec.decode(m.value(), expect="cdr")
+                _, record = self.codec.decode(m.value, expect="cdr")
                 decoded = cdr_from_avro(record)
             except PoisonError as exc:
                 decoded = Rejected(exc.reason, str(exc))
@@ -235,7 +252,7 @@ class ChargingWorker:
             m = item.msg
             prior = stored.get(cdr.call_id)
             if prior is not None:
-                if (prior.partition, prior.offset) == (m.partition(), m.offset()):
+                if (prior.partition, prior.offset) == (m.partition, m.offset):
                     item.records = prior.records
                     self.metrics.replayed.inc()
                 else:
@@ -258,35 +275,35 @@ class ChargingWorker:
                 item.reject = Rejected("unparsable_number", str(exc))
                 continue
             now = datetime.now(UTC)
-            records = [(CHARGES, self.codec.encode("charge", charge_to_avro(charge, m.partition(), m.offset(), now)))]
+            records = [(CHARGES, self.codec.encode("charge", charge_to_avro(charge, m.partition, m.offset, now)))]
             records += [(EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency))) for e in events]
             if opening_records:  # config funding applied before this call: emitted with it
                 records = opening_records + records
                 opening_records = []
             item.records = tuple(records)
-            new_calls[cdr.call_id] = StoredCall(m.partition(), m.offset(), item.records).pack()
+            new_calls[cdr.call_id] = StoredCall(m.partition, m.offset, item.records).pack()
         if opening_records:
             # Funding from config with no new call to carry its events: leave it for the
             # next batch that has one, so no event is ever applied without being emitted.
             state = stored_state.copy() if stored_state is not None else TenantState()
         return state, new_calls
 
-    def _commit(self, items: list[Item], msgs: list[Message]) -> None:
+    def _commit(self, items: list[Item], msgs: list[Source]) -> None:
         p = self.producer
         now = datetime.now(UTC)
         try:
             p.begin_transaction()
             for item in items:
-                key = item.cdr.tenant_id.encode() if item.cdr else item.msg.key()
+                key = item.cdr.tenant_id.encode() if item.cdr else item.msg.key
                 if item.reject is not None:
                     m = item.msg
                     self.metrics.dead_letters.labels(item.reject.reason).inc()
                     dl = dead_letter(
-                        m.topic(),
-                        m.partition(),
-                        m.offset(),
-                        m.key(),
-                        m.value(),
+                        m.topic,
+                        m.partition,
+                        m.offset,
+                        m.key,
+                        m.value,
                         item.reject.reason,
                         item.reject.detail,
                         now,
@@ -309,13 +326,13 @@ class ChargingWorker:
         self._count(items)
         done = time.time()
         for m in msgs:
-            _kind, ts = m.timestamp()
+            ts = m.timestamp_ms
             if ts > 0:
                 self.metrics.latency.observe(max(0.0, done - ts / 1000))
                 if self.latency_samples is not None:
                     self.latency_samples.append(max(0.0, done - ts / 1000))
 
-    def _recover(self, exc: KafkaException, msgs: list[Message]) -> None:
+    def _recover(self, exc: KafkaException, msgs: list[Source]) -> None:
         err = exc.args[0]
         self.metrics.aborts.inc()
         if getattr(err, "fatal", lambda: False)():
@@ -327,11 +344,11 @@ class ChargingWorker:
             raise FatalError(f"cannot abort transaction: {abort_exc}") from None
         self._rewind(msgs)
 
-    def _rewind(self, msgs: list[Message]) -> None:
+    def _rewind(self, msgs: list[Source]) -> None:
         first: dict[tuple[str, int], int] = {}
         for m in msgs:
-            key = (m.topic(), m.partition())
-            first[key] = min(first.get(key, m.offset()), m.offset())
+            key = (m.topic, m.partition)
+            first[key] = min(first.get(key, m.offset), m.offset)
         assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         for (topic, part), off in first.items():
             if (topic, part) in assigned:
@@ -375,11 +392,11 @@ class ChargingWorker:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+def _next_offsets(msgs: list[Source]) -> list[TopicPartition]:
     nxt: dict[tuple[str, int], int] = {}
     for m in msgs:
-        key = (m.topic(), m.partition())
-        nxt[key] = max(nxt.get(key, 0), m.offset() + 1)
+        key = (m.topic, m.partition)
+        nxt[key] = max(nxt.get(key, 0), m.offset + 1)
     return [TopicPartition(t, p, o) for (t, p), o in nxt.items()]
 
 

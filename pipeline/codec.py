@@ -81,6 +81,8 @@ class Codec:
             raise DecodeError(f"corrupt {writer.kind} payload: {type(exc).__name__}") from None
         if buf.tell() != len(data):
             raise DecodeError(f"corrupt {writer.kind} payload: {len(data) - buf.tell()} trailing bytes")
+        if not isinstance(record, dict):
+            raise DecodeError(f"{writer.kind} payload is not a record")
         return writer.kind, record
 
     def _version(self, kind: str, version: int) -> SchemaVersion:

@@ -137,6 +137,17 @@ def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
+    from .control_app import build_app
+
+    if not settings.api_token:
+        log.warning("CALLCHARGE_API_TOKEN is not set: the HTTP API refuses every request")
+    app = build_app(settings)
+    sys.argv = ["callcharge-control", "worker", "--loglevel", settings.log_level.lower()[:4]]
+    app.main()
+    return 0
+
+
 def cmd_gen(args: argparse.Namespace, settings: Settings) -> int:
     from . import traffic
 
@@ -169,6 +180,9 @@ def register(sub: Any) -> None:
         help="stop after this long without CDRs (demos and tests)",
     )
     c.set_defaults(func=cmd_charge)
+
+    k = sub.add_parser("control", help="run the control worker (faust): recharge, funding, expiry, API")
+    k.set_defaults(func=cmd_control)
 
     g = sub.add_parser("gen", help="generate example tenants and CDRs")
     g.add_argument("--tenants", type=int, default=20)

@@ -45,14 +45,14 @@ class TenantDirectory:
                 continue
             n += 1
             try:
-                _, record = self.codec.decode(msg.value(), expect="tenant_config")
+                _, record = self.codec.decode(msg.value() or b"", expect="tenant_config")
             except PoisonError as exc:
                 log.error("bad tenant config at %s/%d: %s", msg.partition(), msg.offset(), exc)
                 continue
             tenant = tenant_from_avro(record)
             self.books[tenant.tenant_id] = prepare(tenant)
             if self.store is not None:
-                self.store.save_config(tenant.tenant_id, json.dumps(record, default=str), msg.offset())
+                self.store.save_config(tenant.tenant_id, json.dumps(record, default=str), msg.offset() or 0)
         return n
 
     def catch_up(self, timeout: float = 10.0) -> None:

@@ -32,7 +32,8 @@ def read_all(
             for m in c.consume(1000, 0.2):
                 if m.error():
                     continue
-                out.append((m.key(), codec.decode(m.value())[1] if codec else m.value()))
+                value = m.value() or b""
+                out.append((m.key(), codec.decode(value)[1] if codec else value))
             if len(out) < min_count:
                 continue
             highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5)[1] for tp in parts}

@@ -145,6 +145,7 @@ def tenant_to_avro(d: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
         else {"enabled": t.auto_recharge.enabled, "amount": t.auto_recharge.amount, "trigger": t.auto_recharge.trigger},
         "funding": [{"lot_id": f.lot_id, "amount": f.amount, "purchased_at": f.purchased_at} for f in t.funding],
         "updated_at": updated_at,
+        "payment_method": t.payment_method,
     }
 
 
@@ -170,6 +171,7 @@ def tenant_from_avro(r: dict[str, Any]) -> Tenant:
         },
         auto_recharge=None if ar is None else AutoRecharge(ar["enabled"], ar["amount"], ar["trigger"]),
         funding=tuple(Funding(f["lot_id"], f["amount"], f["purchased_at"]) for f in r["funding"]),
+        payment_method=r.get("payment_method"),
     )
 
 

@@ -223,4 +223,5 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
         time_zone=tz,
         auto_recharge=ar,
         funding=funding,
+        payment_method=d.get("payment_method"),
     )

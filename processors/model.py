@@ -84,6 +84,7 @@ class Tenant:
     time_zone: str | None = None
     auto_recharge: AutoRecharge | None = None
     funding: tuple[Funding, ...] = ()
+    payment_method: str | None = None  # the gateway's token for auto-recharge
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,10 +60,11 @@ def analyze(number: str, region: str | None = None) -> NumberInfo:
     except phonenumbers.NumberParseException as exc:
         raise NumberError(f"unparsable number: {exc.error_type}") from None
     if not phonenumbers.is_valid_number(parsed):
-        country = phonenumbers.region_code_for_country_code(parsed.country_code)
-        return NumberInfo(None if country == "ZZ" else country, UNKNOWN, False)
-    country = phonenumbers.region_code_for_number(parsed)
-    return NumberInfo(country, _TYPES.get(phonenumbers.number_type(parsed), UNKNOWN), True)
+        region_of_code = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
+        return NumberInfo(None if region_of_code == "ZZ" else region_of_code, UNKNOWN, False)
+    return NumberInfo(
+        phonenumbers.region_code_for_number(parsed), _TYPES.get(phonenumbers.number_type(parsed), UNKNOWN), True
+    )
 
 
 def try_analyze(number: str | None, region: str | None = None) -> NumberInfo | None:

@@ -74,7 +74,11 @@ class Env:
         return env
 
     def worker(
-        self, idle: float | None = 6.0, crash_after: str = "", log_name: str = "worker"
+        self,
+        idle: float | None = 6.0,
+        crash_after: str = "",
+        log_name: str = "worker",
+        extra: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "pipeline.cli", "charge"]
         if idle is not None:
@@ -83,7 +87,7 @@ class Env:
             return subprocess.Popen(
                 cmd,
                 cwd=REPO,
-                env=self.environ(CALLCHARGE_CRASH_AFTER=crash_after),
+                env=self.environ(CALLCHARGE_CRASH_AFTER=crash_after, **(extra or {})),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

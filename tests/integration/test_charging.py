@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pipeline.kafka import producer
 from pipeline.records import cdr_to_avro
 from pipeline.store import tenant_key
 from processors.inputs import cdr_from_dict
+from tests.conftest import _free_port
 from tests.integration.harness import Env, assert_exact, kill, wait_exit, wait_for
 
 pytestmark = pytest.mark.integration
@@ -82,8 +84,17 @@ def test_every_bad_input_kind_goes_to_the_dead_letter_topic(env: Env) -> None:
         env.settings.topic.cdr, key=b"x", value=codec.encode("cdr", {**base, "call_id": "absurd", "duration_s": 10**7})
     )
     assert p.flush(10) == 0
-    assert wait_exit(env.worker()) == 0
+    port = _free_port()
+    worker = env.worker(extra={"CALLCHARGE_METRICS_PORT": str(port)})
     dlq = env.read(env.settings.topic.dlq, min_count=len(bad) + 1)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert wait_exit(worker) == 0
+    for reason in bad:
+        assert f'callcharge_dead_letters_total{{reason="{reason}"}}' in metrics
+    assert 'callcharge_dead_letters_total{reason="bad_duration"} 2.0' in metrics
+    assert "callcharge_charges_total{classification=" in metrics
+    assert "callcharge_end_to_end_seconds_count" in metrics
+    assert "+1" not in metrics.replace("+Inf", "")  # no phone number in any label
     reasons = {d["reason"] for d in dlq}
     assert reasons == set(bad)  # absurd duration is bad_duration too
     assert len(dlq) == len(bad) + 1
@@ -140,4 +151,13 @@ def test_private_redis_restarted_mid_run(env: Env, base_settings: Settings) -> N
     time.sleep(2)
     stack.up(base_settings, only="redis")
     assert wait_exit(w) == 0  # the worker rode out the outage
+    assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
+
+
+def test_differential_100k_cdrs_across_many_tenants(env: Env) -> None:
+    """100 000 generated CDRs through Kafka and Redis equal `callcharge rate`, to the micro-unit."""
+    tenants, cdrs = scenario(env, 150, 100_000, seed=70)
+    env.publish(tenants, cdrs)
+    a, b = env.worker(idle=8), env.worker(idle=8)
+    assert wait_exit(a) == 0 and wait_exit(b) == 0
     assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))

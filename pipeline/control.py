@@ -1,0 +1,401 @@
+"""The control side: funding commands, auto-recharge through a payment gateway, lot expiry,
+service state, admin notifications (topic + email) and transaction history.
+
+Plain synchronous logic returning the records to produce; `pipeline/control_app.py` wires it
+into faust agents, timers and web views. Every step is idempotent because faust delivers at
+least once: balance changes run through `LedgerOps` (once per operation id, events stored
+and re-emitted), a payment is keyed by request id and attempt at the gateway, and a
+notification is marked in Redis before and after it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import redis
+
+from processors.charging import Book
+from processors.control import notifications, retry_at, service_state
+from processors.ledger import TenantState, expire, fund
+from processors.model import POSTPAID_CHANNELS, Event
+
+from .codec import Codec
+from .config import Settings
+from .directory import TenantDirectory
+from .gateway import GatewayTimeout, PaymentGateway
+from .ledger_ops import LedgerOps
+from .records import event_to_avro
+from .store import tenant_key
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, bytes, bytes]  # topic, key, value
+RETRY_ZSET = "cc:recharge-retry"
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Refused(Exception):
+    status: int
+    reason: str
+
+
+class Control:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        directory: TenantDirectory,
+        ledger: LedgerOps,
+        client: redis.Redis,
+        gateway: PaymentGateway,
+    ):
+        self.s = settings
+        self.codec = codec
+        self.directory = directory
+        self.ledger = ledger
+        self.r = client
+        self.gateway = gateway
+        self.topics = settings.topic
+
+    # -- time ------------------------------------------------------------------------
+    def now(self) -> datetime:
+        """Wall clock shifted by CALLCHARGE_CLOCK_OFFSET_S (the expiry tests' fake clock)."""
+        return datetime.now(UTC) + timedelta(seconds=self.s.clock_offset_s)
+
+    def book(self, tenant_id: str) -> Book:
+        book = self.directory.get(tenant_id)
+        if book is None:
+            self.directory.catch_up(timeout=5)
+            book = self.directory.get(tenant_id)
+        if book is None:
+            raise Refused(404, f"unknown tenant {tenant_id!r}")
+        return book
+
+    # -- funding -----------------------------------------------------------------------
+    def check_funding(self, book: Book, kind: str, amount: int) -> None:
+        channel = book.tenant.channel
+        if amount <= 0:
+            raise Refused(400, "amount must be positive")
+        if channel in POSTPAID_CHANNELS:
+            raise Refused(409, f"{channel} tenants are billed post-usage and cannot buy credits")
+        if channel == "csp" and kind != "partner":
+            raise Refused(409, "csp tenants are funded by their partner (kind 'partner')")
+        if channel == "direct" and kind == "partner":
+            raise Refused(409, "partner funding is for csp tenants")
+
+    def handle_command(self, value: bytes) -> list[Output]:
+        _, cmd = self.codec.decode(value, expect="funding_command")
+        try:
+            book = self.book(cmd["tenant_id"])
+            self.check_funding(book, cmd["kind"], cmd["amount"])
+            if cmd["currency"] != book.tenant.currency:
+                raise Refused(400, f"currency {cmd['currency']} is not the tenant's {book.tenant.currency}")
+        except Refused as exc:
+            event = Event(
+                f"{cmd['command_id']}:funding_refused",
+                "funding_refused",
+                cmd["tenant_id"],
+                self.now(),
+                0,
+                (("reason", exc.reason), ("amount", cmd["amount"])),
+            )
+            return [self._event_out(event, cmd.get("currency", ""))]
+        at = self.now()
+        command_id = cmd["command_id"]
+
+        def apply(state: TenantState) -> list[Event]:
+            events = fund(book.tenant, state, command_id, cmd["amount"], at, at)
+            for i, e in enumerate(events):
+                if e.type == "funds_added":
+                    events[i] = Event(
+                        e.event_id,
+                        e.type,
+                        e.tenant_id,
+                        e.at,
+                        e.balance,
+                        (*e.fields, ("invoice_id", f"INV-{command_id}"), ("kind", cmd["kind"])),
+                    )
+            return events
+
+        values, _ = self.ledger.run(book, f"fund:{command_id}", apply)
+        return self._after_ledger(book, values)
+
+    # -- events --------------------------------------------------------------------------
+    def handle_event(self, value: bytes) -> list[Output]:
+        _, ev = self.codec.decode(value, expect="balance_event")
+        try:
+            book = self.book(ev["tenant_id"])
+        except Refused:
+            log.warning("event for unknown tenant %s", ev["tenant_id"])
+            return []
+        out: list[Output] = []
+        self._history(ev)
+        kind = ev["type"]
+        if kind == "recharge_requested":
+            out += self.pay(book, ev["request_id"], ev["amount"])
+        if kind in ("balance_zero", "balance_restored", "funds_added", "credits_expired", "recharge_succeeded"):
+            out.append(self._service_state(book))
+        out += self.notify(book, ev)
+        return out
+
+    def handle_charge(self, value: bytes) -> None:
+        """Keep a short transaction history of money-moving charges (API)."""
+        _, c = self.codec.decode(value, expect="charge")
+        if c["amount"]:
+            doc = {
+                "type": "charge",
+                "id": c["call_id"],
+                "at": c["end_time"].isoformat(),
+                "amount": -c["amount"],
+                "classification": c["classification"],
+                "balance_after": c["balance_after"],
+                "lots": [d["lot_id"] for s in c["segments"] for d in s["lots"]],
+            }
+            self._add_history(c["tenant_id"], doc, c["end_time"])
+
+    # -- auto-recharge -------------------------------------------------------------------
+    def pay(self, book: Book, request_id: str, amount: int) -> list[Output]:
+        tid = book.tenant.tenant_id
+        key = f"{tenant_key(tid)}:pay:{request_id}"
+        rec = {_text(k): _text(v) for k, v in self.r.hgetall(key).items()}
+        now = self.now()
+        if rec.get("status") == "succeeded":
+            return self._credit(book, request_id, int(rec["amount"]), rec["payment_id"])
+        if rec.get("status") == "abandoned":
+            return []
+        if rec.get("next_at") and float(rec["next_at"]) > now.timestamp():
+            return []  # backing off: the timer retries when due
+        attempt = int(rec.get("attempt", "1"))
+        if rec.get("status") == "failed":
+            attempt += 1  # a definite failure took no money: the next try is a new payment
+        self.r.hset(key, mapping={"status": "pending", "attempt": attempt, "amount": amount, "tenant": tid})
+        method = book.tenant.payment_method or "pm_card_ok"
+        try:
+            result = self.gateway.charge(f"{request_id}:{attempt}", tid, amount, book.tenant.currency, method)
+        except GatewayTimeout:
+            due = now + timedelta(seconds=self.s.recharge_backoff_s)
+            self.r.hset(key, mapping={"next_at": due.timestamp()})
+            self.r.zadd(RETRY_ZSET, {f"{tid}|{request_id}": due.timestamp()})
+            return []  # outcome unknown: retried with the same key
+        if result.succeeded:
+            self.r.hset(key, mapping={"status": "succeeded", "payment_id": result.payment_id, "next_at": ""})
+            self.r.zrem(RETRY_ZSET, f"{tid}|{request_id}")
+            return self._credit(book, request_id, amount, result.payment_id)
+        final = attempt >= MAX_ATTEMPTS
+        due = retry_at(now, attempt, self.s.recharge_backoff_s, self.s.recharge_backoff_cap_s)
+        self.r.hset(
+            key,
+            mapping={
+                "status": "abandoned" if final else "failed",
+                "reason": result.reason,
+                "next_at": "" if final else due.timestamp(),
+            },
+        )
+        if final:
+            self.r.zrem(RETRY_ZSET, f"{tid}|{request_id}")
+            self.ledger.run(book, f"abandon:{request_id}", lambda st: _clear_in_flight(st, request_id))
+        else:
+            self.r.zadd(RETRY_ZSET, {f"{tid}|{request_id}": due.timestamp()})
+        fields: tuple[tuple[str, Any], ...] = (
+            ("request_id", request_id),
+            ("amount", amount),
+            ("reason", result.reason),
+            ("attempt", attempt),
+            ("next_attempt_at", "" if final else due.isoformat()),
+        )
+        state = self.ledger.peek(tid)
+        event = Event(
+            f"{request_id}:{attempt}:recharge_failed",
+            "recharge_failed",
+            tid,
+            now,
+            state.balance if state else 0,
+            fields,
+        )
+        out = [self._event_out(event, book.tenant.currency)]
+        out += self.notify(book, _avro_view(event))
+        return out
+
+    def _credit(self, book: Book, request_id: str, amount: int, payment_id: str) -> list[Output]:
+        at = self.now()
+
+        def apply(state: TenantState) -> list[Event]:
+            events = fund(book.tenant, state, request_id, amount, at, at)
+            _clear_in_flight(state, request_id)
+            events.append(
+                Event(
+                    f"{request_id}:recharge_succeeded",
+                    "recharge_succeeded",
+                    book.tenant.tenant_id,
+                    at,
+                    state.balance,
+                    (
+                        ("request_id", request_id),
+                        ("amount", amount),
+                        ("invoice_id", f"INV-{request_id}"),
+                        ("payment_id", payment_id),
+                    ),
+                )
+            )
+            return events
+
+        values, _ = self.ledger.run(book, f"recharge:{request_id}", apply)
+        return self._after_ledger(book, values)
+
+    # -- timers ------------------------------------------------------------------------
+    def tick(self) -> list[Output]:
+        out: list[Output] = []
+        now = self.now()
+        for member in self.r.zrangebyscore(RETRY_ZSET, "-inf", now.timestamp()):
+            tid, _, request_id = _text(member).partition("|")
+            rec = {_text(k): _text(v) for k, v in self.r.hgetall(f"{tenant_key(tid)}:pay:{request_id}").items()}
+            try:
+                book = self.book(tid)
+            except Refused:
+                continue
+            out += self.pay(book, request_id, int(rec.get("amount", "0")))
+        for tid, book in list(self.directory.books.items()):
+            state = self.ledger.peek(tid)
+            if state is None:
+                continue
+            due = [lot.lot_id for lot in state.lots if not lot.expired and lot.expires_at <= now]
+            if due:
+                values, _ = self.ledger.run(book, "expire:" + ",".join(due), _expiry(book, now))
+                out += self._after_ledger(book, values)
+        return out
+
+    # -- notifications -------------------------------------------------------------------
+    def notify(self, book: Book, ev: dict[str, Any]) -> list[Output]:
+        event = Event(
+            ev["event_id"],
+            ev["type"],
+            ev["tenant_id"],
+            ev["at"],
+            ev["balance"],
+            tuple(
+                {
+                    **ev.get("attributes", {}),
+                    **{k: ev[k] for k in ("amount", "request_id", "lot_id") if ev.get(k) is not None},
+                }.items()
+            ),
+        )
+        out: list[Output] = []
+        for n in notifications(book.tenant, event):
+            mark = f"{tenant_key(n.tenant_id)}:notified:{n.notification_id}"
+            if self.r.get(mark) == b"sent":
+                continue
+            self.r.set(mark, "pending", ex=400 * 86400, nx=True)
+            record = {
+                "notification_id": n.notification_id,
+                "tenant_id": n.tenant_id,
+                "event_id": n.event_id,
+                "kind": n.kind,
+                "recipient": n.recipient,
+                "role": n.role,
+                "subject": n.subject,
+                "body": n.body,
+                "at": event.at,
+            }
+            self._send_email(n.notification_id, n.recipient, n.subject, n.body)
+            self.r.set(mark, "sent", ex=400 * 86400)
+            out.append((self.topics.notifications, n.tenant_id.encode(), self.codec.encode("notification", record)))
+        return out
+
+    def _send_email(self, notification_id: str, to: str, subject: str, body: str) -> None:
+        msg = EmailMessage()
+        msg["From"] = self.s.smtp_from
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg["Message-ID"] = f"<{notification_id.replace(':', '.')}@callcharge>"
+        msg.set_content(body)
+        with smtplib.SMTP(self.s.smtp_host, self.s.smtp_port, timeout=10) as smtp:
+            smtp.send_message(msg)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _after_ledger(self, book: Book, values: list[bytes]) -> list[Output]:
+        key = book.tenant.tenant_id.encode()
+        out: list[Output] = [(self.topics.balance_events, key, v) for v in values]
+        out.append(self._service_state(book))
+        return out
+
+    def _service_state(self, book: Book) -> Output:
+        state = self.ledger.peek(book.tenant.tenant_id) or TenantState()
+        ss = service_state(book.tenant, state)
+        record = {
+            "tenant_id": book.tenant.tenant_id,
+            "billable_calls": ss.billable_calls,
+            "tollfree_numbers": ss.tollfree_numbers,
+            "balance": state.balance,
+            "currency": book.tenant.currency,
+            "reason": ss.reason,
+            "at": self.now(),
+        }
+        return (self.topics.service_state, book.tenant.tenant_id.encode(), self.codec.encode("service_state", record))
+
+    def _event_out(self, event: Event, currency: str) -> Output:
+        return (
+            self.topics.balance_events,
+            event.tenant_id.encode(),
+            self.codec.encode("balance_event", event_to_avro(event, currency)),
+        )
+
+    def _history(self, ev: dict[str, Any]) -> None:
+        if ev["type"] in ("funds_added", "credits_expired", "recharge_succeeded", "recharge_failed", "funding_refused"):
+            sign = -1 if ev["type"] == "credits_expired" else 1
+            amount = (ev.get("amount") or 0) * (sign if ev["type"] != "recharge_failed" else 0)
+            doc = {
+                "type": ev["type"],
+                "id": ev["event_id"],
+                "at": ev["at"].isoformat(),
+                "amount": amount,
+                "balance_after": ev["balance"],
+                "lot_id": ev.get("lot_id"),
+                **ev.get("attributes", {}),
+            }
+            self._add_history(ev["tenant_id"], doc, ev["at"])
+
+    def _add_history(self, tenant_id: str, doc: dict[str, Any], at: datetime) -> None:
+        key = f"{tenant_key(tenant_id)}:history"
+        self.r.zadd(key, {json.dumps(doc, sort_keys=True, default=str): at.timestamp()})
+        self.r.zremrangebyrank(key, 0, -5001)
+
+    def history(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.r.zrevrange(f"{tenant_key(tenant_id)}:history", 0, limit - 1)
+        return [json.loads(_text(r)) for r in rows]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _expiry(book: Book, now: datetime) -> Callable[[TenantState], list[Event]]:
+    def apply(state: TenantState) -> list[Event]:
+        return expire(book.tenant, state, now)
+
+    return apply
+
+
+def _clear_in_flight(state: TenantState, request_id: str) -> list[Event]:
+    if state.recharge_in_flight == request_id:
+        state.recharge_in_flight = None
+    return []
+
+
+def _avro_view(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "tenant_id": event.tenant_id,
+        "at": event.at,
+        "balance": event.balance,
+        "attributes": {k: v for k, v in event.fields if k not in ("amount", "request_id")},
+        **{k: v for k, v in event.fields if k in ("amount", "request_id")},
+    }

@@ -1,0 +1,300 @@
+"""`callcharge control`: the faust-streaming app around `pipeline.control.Control`.
+
+Agents: funding commands, balance events (recharge orchestration, service state,
+notifications), charges (transaction history). A timer retries payments and forfeits
+expired lots. Web views: the bearer-token API, /health and /metrics.
+
+Faust delivers at least once; every handler is idempotent (see pipeline/control.py).
+Handlers are short, synchronous Redis/SMTP work: they run in the default executor so the
+event loop (heartbeats, web) stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import redis
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from processors.inputs import Rejected
+from processors.model import Cdr
+from processors.money import MoneyError, format_money, parse_money
+
+from .codec import Codec
+from .config import Settings
+from .control import Control, Output, Refused
+from .directory import TenantDirectory
+from .gateway import SimulatedGateway
+from .kafka import producer
+from .ledger_ops import LedgerOps
+from .offline import load_rates
+from .records import tenant_to_avro
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class ControlMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.handled = Counter(
+            "callcharge_control_records_total", "Records handled by the control worker", ["topic"], registry=registry
+        )
+        self.errors = Counter("callcharge_control_errors_total", "Control handler errors", ["topic"], registry=registry)
+        self.api = Counter("callcharge_api_requests_total", "API requests", ["status"], registry=registry)
+
+
+def build_app(settings: Settings) -> faust.App:
+    codec = Codec(settings.schemas_dir)
+    store = Store.connect(settings.redis)
+    client = redis.Redis.from_url(settings.redis)
+    directory = TenantDirectory(settings, codec, store)
+    control = Control(settings, codec, directory, LedgerOps(store, codec), client, SimulatedGateway(client))
+    rates = load_rates(settings.rates_file)
+    registry = CollectorRegistry()
+    metrics = ControlMetrics(registry)
+    out = producer(settings)
+    t = settings.topic
+
+    app = faust.App(
+        f"callcharge-control{settings.topic_prefix and '-' + settings.topic_prefix.strip('-')}",
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        web_host="127.0.0.1",
+        web_port=settings.http_port,
+        web_in_thread=False,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 6000),
+        topic_replication_factor=1,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    commands = app.topic(t.commands, value_serializer="raw", key_serializer="raw")
+    events = app.topic(t.balance_events, value_serializer="raw", key_serializer="raw")
+    charges = app.topic(t.charges, value_serializer="raw", key_serializer="raw")
+
+    def emit(outputs: list[Output]) -> None:
+        for topic, key, value in outputs:
+            out.produce(topic, key=key, value=value)
+        if out.flush(30):
+            raise RuntimeError("control outputs not acknowledged by the broker")
+
+    async def run(topic: str, fn: Callable[[], list[Output] | None]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                outputs = await loop.run_in_executor(None, fn)
+                if outputs:
+                    await loop.run_in_executor(None, emit, outputs)
+                metrics.handled.labels(topic).inc()
+                return
+            except Exception:  # retried: every handler is idempotent
+                metrics.errors.labels(topic).inc()
+                log.exception("control handler for %s failed; retrying", topic)
+                await asyncio.sleep(1.0)
+
+    @app.agent(commands)
+    async def on_command(stream: Any) -> None:
+        async for value in stream:
+            await run("commands", lambda v=value: control.handle_command(v))
+
+    @app.agent(events)
+    async def on_event(stream: Any) -> None:
+        async for value in stream:
+            await run("balance-events", lambda v=value: control.handle_event(v))
+
+    @app.agent(charges)
+    async def on_charge(stream: Any) -> None:
+        async for value in stream:
+            await run("charges", lambda v=value: control.handle_charge(v))
+
+    @app.timer(settings.control_tick_s)
+    async def tick() -> None:
+        await run("timer", lambda: (directory.poll(0), control.tick())[1])
+
+    @app.task
+    async def warm() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, directory.catch_up)
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def authorized(request: Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        return bool(settings.api_token) and hmac.compare_digest(header, f"Bearer {settings.api_token}")
+
+    class Api(View):
+        async def dispatch(self, request: Request) -> Response:
+            if not authorized(request):
+                metrics.api.labels("401").inc()
+                return self.json({"error": "missing or wrong bearer token"}, status=401)
+            try:
+                response = await super().dispatch(request)
+            except Refused as exc:
+                response = self.json({"error": exc.reason}, status=exc.status)
+            except json.JSONDecodeError:
+                response = self.json({"error": "body is not valid JSON"}, status=400)
+            metrics.api.labels(str(response.status)).inc()
+            return response
+
+        async def body(self, request: Request) -> dict[str, Any]:
+            data = json.loads(await request.text() or "null")
+            if not isinstance(data, dict):
+                raise Refused(400, "body must be a JSON object")
+            return data
+
+    @app.page("/health")
+    async def health(web: Any, request: Request) -> Response:
+        return web.json({"status": "ok", "tenants": len(directory.books)})
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Request) -> Response:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/v1/tenants/{tenant_id}/balance")
+    class Balance(Api):
+        async def get(self, request: Request, tenant_id: str) -> Response:
+            book = control.book(tenant_id)
+            state = control.ledger.peek(tenant_id)
+            cur = book.tenant.currency
+            lots = state.lots if state else []
+            return self.json(
+                {
+                    "tenant_id": tenant_id,
+                    "currency": cur,
+                    "balance": format_money(state.balance if state else 0),
+                    "deficit": format_money(state.deficit if state else 0),
+                    "recharge_in_flight": state.recharge_in_flight if state else None,
+                    "lots": [
+                        {
+                            "lot_id": lot.lot_id,
+                            "amount": format_money(lot.amount),
+                            "remaining": format_money(lot.remaining),
+                            "purchased_at": lot.purchased_at.isoformat(),
+                            "expires_at": lot.expires_at.isoformat(),
+                            "expired": lot.expired,
+                        }
+                        for lot in lots
+                    ],
+                }
+            )
+
+    @app.page("/v1/tenants/{tenant_id}/transactions")
+    class Transactions(Api):
+        async def get(self, request: Request, tenant_id: str) -> Response:
+            control.book(tenant_id)
+            rows = control.history(tenant_id, int(request.query.get("limit", "100")))
+            for row in rows:
+                for key in ("amount", "balance_after"):
+                    if isinstance(row.get(key), int):
+                        row[key] = format_money(row[key])
+            return self.json({"tenant_id": tenant_id, "transactions": rows})
+
+    @app.page("/v1/tenants/{tenant_id}/funds")
+    class Funds(Api):
+        async def post(self, request: Request, tenant_id: str) -> Response:
+            body = await self.body(request)
+            book = control.book(tenant_id)
+            try:
+                amount = parse_money(body.get("amount"))  # type: ignore[arg-type]
+            except MoneyError as exc:
+                raise Refused(400, f"amount: {exc}") from None
+            kind = body.get("kind", "partner" if book.tenant.channel == "csp" else "manual")
+            control.check_funding(book, kind, amount)
+            command_id = str(body.get("command_id") or uuid.uuid4())
+            record = {
+                "command_id": command_id,
+                "tenant_id": tenant_id,
+                "kind": kind,
+                "amount": amount,
+                "currency": book.tenant.currency,
+                "requested_by": body.get("requested_by"),
+                "at": datetime.now(UTC),
+            }
+            out.produce(t.commands, key=tenant_id.encode(), value=codec.encode("funding_command", record))
+            out.flush(10)
+            return self.json({"command_id": command_id, "status": "accepted"}, status=202)
+
+    @app.page("/v1/tenants/{tenant_id}/auto-recharge")
+    class AutoRecharge(Api):
+        async def get(self, request: Request, tenant_id: str) -> Response:
+            ar = control.book(tenant_id).tenant.auto_recharge
+            return self.json(
+                {
+                    "enabled": bool(ar and ar.enabled),
+                    "amount": format_money(ar.amount) if ar else None,
+                    "trigger": format_money(ar.trigger) if ar else None,
+                }
+            )
+
+        async def put(self, request: Request, tenant_id: str) -> Response:
+            body = await self.body(request)
+            raw = store.load_config(tenant_id)
+            if raw is None:
+                raise Refused(404, f"unknown tenant {tenant_id!r}")
+            entry = _entry_from_config(raw)
+            entry["auto_recharge"] = {
+                "enabled": bool(body.get("enabled")),
+                "amount": body.get("amount"),
+                "trigger": body.get("trigger"),
+            }
+            try:
+                record = tenant_to_avro(entry, datetime.now(UTC))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise Refused(409 if "must be off" in str(exc) else 400, str(exc)) from None
+            out.produce(t.tenant_config, key=tenant_id.encode(), value=codec.encode("tenant_config", record))
+            out.flush(10)
+            return self.json({"status": "accepted", "auto_recharge": entry["auto_recharge"]}, status=202)
+
+    @app.page("/v1/tenants/{tenant_id}/authorize")
+    class Authorize(Api):
+        async def post(self, request: Request, tenant_id: str) -> Response:
+            from processors.control import authorize
+
+            body = await self.body(request)
+            book = control.book(tenant_id)
+            for field in ("user_id", "number"):
+                if not isinstance(body.get(field), str) or not body[field]:
+                    raise Refused(400, f"{field} is required")
+            call_type = body.get("call_type", "user_out")
+            now = control.now()
+            cdr = Cdr(
+                "authorize", tenant_id, body["user_id"], call_type, body.get("caller", ""), body["number"], now, now, 0
+            )
+            from processors.inputs import check
+
+            if isinstance(check(cdr), Rejected):
+                raise Refused(400, f"call_type {call_type!r} is not a call type")
+            state = control.ledger.peek(tenant_id)
+            from processors.ledger import TenantState
+
+            a = authorize(book, state or TenantState(), cdr, rates)
+            return self.json(
+                {"allowed": a.allowed, "bucket": a.bucket, "max_minutes": a.max_minutes, "reason": a.reason}
+            )
+
+    return app
+
+
+def _entry_from_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored tenant_config record back to the tenants-file shape."""
+    return {
+        "tenant_id": raw["tenant_id"],
+        "country": raw["country"],
+        "currency": raw["currency"],
+        "channel": raw["channel"],
+        "time_zone": raw.get("time_zone"),
+        "payment_method": raw.get("payment_method"),
+        "users": raw["users"],
+        "funding": [
+            {"lot_id": f["lot_id"], "amount": format_money(int(f["amount"])), "purchased_at": f["purchased_at"]}
+            for f in raw["funding"]
+        ],
+    }

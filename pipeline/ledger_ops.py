@@ -1,0 +1,50 @@
+"""Balance operations outside the charging hot path (funding, recharge credit, expiry):
+the same fold and the same Lua compare-and-set as the charging worker, idempotent on an
+operation id whose emitted events are stored with it and re-emitted on a retry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from processors.charging import Book
+from processors.engine import open_state
+from processors.ledger import TenantState
+from processors.model import Event
+
+from .codec import Codec
+from .errors import RetriableError
+from .records import event_to_avro
+from .store import Store, StoredCall
+
+EVENTS = 1
+TTL_S = 400 * 86400
+
+
+class LedgerOps:
+    def __init__(self, store: Store, codec: Codec):
+        self.store = store
+        self.codec = codec
+
+    def run(self, book: Book, op_id: str, fn: Callable[[TenantState], list[Event]]) -> tuple[list[bytes], bool]:
+        """Apply `fn` to the tenant's state once per op_id: (encoded events, newly applied)."""
+        tid = book.tenant.tenant_id
+        for _ in range(50):
+            snap = self.store.snapshots({tid: [op_id]})[tid]
+            prior = snap.calls.get(op_id)
+            if prior is not None:
+                return [v for _, v in prior.records], False
+            state = snap.state.copy() if snap.state is not None else TenantState()
+            _, opening = open_state(book.tenant, state)
+            events = opening + fn(state)
+            records = tuple(
+                (EVENTS, self.codec.encode("balance_event", event_to_avro(e, book.tenant.currency))) for e in events
+            )
+            status, _ = self.store.apply(
+                [(tid, snap.version, state, {op_id: StoredCall(-1, -1, records).pack()})], TTL_S
+            )[0]
+            if status == 1:
+                return [v for _, v in records], True
+        raise RetriableError(f"tenant {tid} state kept changing under operation {op_id}")
+
+    def peek(self, tenant_id: str) -> TenantState | None:
+        return self.store.state(tenant_id)[1]
