@@ -23,6 +23,7 @@ import redis
 
 from processors.charging import Book
 from processors.control import notifications, retry_at, service_state
+from processors.engine import open_state
 from processors.ledger import TenantState, expire, fund
 from processors.model import POSTPAID_CHANNELS, Event
 
@@ -366,6 +367,12 @@ class Control:
         key = f"{tenant_key(tenant_id)}:history"
         self.r.zadd(key, {json.dumps(doc, sort_keys=True, default=str): at.timestamp()})
         self.r.zremrangebyrank(key, 0, -5001)
+
+    def current_state(self, book: Book) -> TenantState:
+        """The tenant's state as the API shows it: Redis state plus configured lots not yet folded in."""
+        stored = self.ledger.peek(book.tenant.tenant_id)
+        state, _ = open_state(book.tenant, stored.copy() if stored is not None else None)
+        return state
 
     def history(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.r.zrevrange(f"{tenant_key(tenant_id)}:history", 0, limit - 1)

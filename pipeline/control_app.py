@@ -156,22 +156,22 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Request) -> Response:
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/v1/tenants/{tenant_id}/balance")
     class Balance(Api):
         async def get(self, request: Request, tenant_id: str) -> Response:
             book = control.book(tenant_id)
-            state = control.ledger.peek(tenant_id)
+            state = control.current_state(book)
             cur = book.tenant.currency
-            lots = state.lots if state else []
+            lots = state.lots
             return self.json(
                 {
                     "tenant_id": tenant_id,
                     "currency": cur,
-                    "balance": format_money(state.balance if state else 0),
-                    "deficit": format_money(state.deficit if state else 0),
-                    "recharge_in_flight": state.recharge_in_flight if state else None,
+                    "balance": format_money(state.balance),
+                    "deficit": format_money(state.deficit),
+                    "recharge_in_flight": state.recharge_in_flight,
                     "lots": [
                         {
                             "lot_id": lot.lot_id,
@@ -272,10 +272,7 @@ def build_app(settings: Settings) -> faust.App:
 
             if isinstance(check(cdr), Rejected):
                 raise Refused(400, f"call_type {call_type!r} is not a call type")
-            state = control.ledger.peek(tenant_id)
-            from processors.ledger import TenantState
-
-            a = authorize(book, state or TenantState(), cdr, rates)
+            a = authorize(book, control.current_state(book), cdr, rates)
             return self.json(
                 {"allowed": a.allowed, "bucket": a.bucket, "max_minutes": a.max_minutes, "reason": a.reason}
             )

@@ -1,0 +1,352 @@
+"""The control worker (faust) end to end: auto-recharge, failing cards, zero balance and
+service state, funding, expiry on a fake clock, notifications by email, the HTTP API."""
+
+from __future__ import annotations
+
+import email
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+
+from pipeline.config import Settings
+from pipeline.gateway import SimulatedGateway
+from tests.conftest import _free_port
+from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-token-123"
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = email.message_from_bytes(envelope.content)
+        self.messages.append({"to": envelope.rcpt_tos, "subject": str(msg["Subject"]), "id": str(msg["Message-ID"])})
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Any:
+    inbox = Inbox()
+    port = _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    inbox.port = port  # type: ignore[attr-defined]
+    yield inbox
+    controller.stop()
+
+
+RUNNING: list[ControlProc] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_control_left_behind() -> Any:
+    yield
+    while RUNNING:
+        proc = RUNNING.pop().proc
+        if proc is not None and proc.poll() is None:
+            kill(proc)
+
+
+class ControlProc:
+    def __init__(self, env: Env, smtp: Inbox, **extra: str) -> None:
+        self.env = env
+        self.port = _free_port()
+        self.extra = {
+            "CALLCHARGE_HTTP_PORT": str(self.port),
+            "CALLCHARGE_API_TOKEN": TOKEN,
+            "CALLCHARGE_SMTP_PORT": str(smtp.port),  # type: ignore[attr-defined]
+            "CALLCHARGE_CONTROL_TICK_S": "0.5",
+            "CALLCHARGE_RECHARGE_BACKOFF_S": "1",
+            "CALLCHARGE_RECHARGE_BACKOFF_CAP_S": "2",
+            **extra,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ControlProc:
+        with open(self.env.work / f"control-{time.monotonic_ns()}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "control"],
+                cwd=REPO,
+                env=self.env.environ(**self.extra),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        RUNNING.append(self)
+        wait_for(lambda: self.get("/health")[0] == 200, timeout=60)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        kill(self.proc)
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            return err.code, json.loads(raw) if raw[:1] == b"{" else raw
+        except OSError:
+            return 0, None
+
+    def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return self.call("GET", path, **kw)
+
+
+def tenant(
+    tid: str,
+    funding: str,
+    method: str = "pm_card_ok",
+    channel: str = "direct",
+    auto: dict[str, Any] | None = None,
+    purchased: datetime | None = None,
+) -> dict[str, Any]:
+    purchased = purchased or datetime.now(UTC) - timedelta(days=5)
+    return {
+        "tenant_id": tid,
+        "country": "US",
+        "currency": "USD",
+        "channel": channel,
+        "payment_method": method,
+        "users": [
+            {"user_id": "u1", "usage_country": "US", "licences": ["PAYG", "MCOPSTNPP"]},
+            {
+                "user_id": "admin1",
+                "usage_country": "US",
+                "licences": [],
+                "roles": ["Teams Administrator"],
+                "email": f"admin1@{tid}.example",
+            },
+            {
+                "user_id": "admin2",
+                "usage_country": "US",
+                "licences": [],
+                "roles": ["Billing Administrator"],
+                "email": f"admin2@{tid}.example",
+            },
+            {
+                "user_id": "nobody",
+                "usage_country": "US",
+                "licences": [],
+                "roles": ["Reader"],
+                "email": f"reader@{tid}.example",
+            },
+        ],
+        **({"auto_recharge": auto} if auto else {}),
+        "funding": [{"lot_id": f"{tid}-L1", "amount": funding, "purchased_at": purchased.isoformat()}],
+    }
+
+
+def calls(tid: str, n: int, minutes: int, start: int = 0) -> list[dict[str, Any]]:
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+    out = []
+    for i in range(start, start + n):
+        s = t0 + timedelta(minutes=i)
+        out.append(
+            {
+                "call_id": f"{tid}-c{i}",
+                "tenant_id": tid,
+                "user_id": "u1",
+                "call_type": "user_out",
+                "caller_number": "+12125550100",
+                "callee_number": "+12125550123",
+                "start_time": s.isoformat(),
+                "end_time": (s + timedelta(minutes=minutes)).isoformat(),
+                "duration_s": minutes * 60,
+            }
+        )
+    return out
+
+
+def events(env: Env, tid: str) -> list[dict[str, Any]]:
+    return [e for e in env.read(env.settings.topic.balance_events) if e["tenant_id"] == tid]
+
+
+def service(env: Env, tid: str) -> dict[str, Any] | None:
+    states = [s for s in env.read(env.settings.topic.service_state) if s["tenant_id"] == tid]
+    return states[-1] if states else None
+
+
+@pytest.fixture
+def env(base_settings: Settings, tmp_path: Path) -> Env:
+    return Env.make(base_settings, tmp_path)
+
+
+def test_auto_recharge_pays_once_credits_the_lot_and_emails_admins(env: Env, smtp: Inbox) -> None:
+    tid = f"{env.tag}rich"
+    # 5.00 of credit, 0.019/min (example card, US->US): 10 calls x 20 min = 3.80 -> below the 2.00 trigger
+    env.publish([tenant(tid, "5", auto={"enabled": True, "amount": "25", "trigger": "2"})], calls(tid, 10, 20))
+    control = ControlProc(env, smtp).start()
+    assert wait_exit(env.worker()) == 0
+    wait_for(lambda: any(e["type"] == "recharge_succeeded" for e in events(env, tid)), timeout=60)
+    ev = events(env, tid)
+    requested = [e for e in ev if e["type"] == "recharge_requested"]
+    assert len(requested) == 1
+    gw = SimulatedGateway(redis.Redis.from_url(env.settings.redis))
+    paid = [p for p in gw.captured() if p["tenant_id"] == tid]
+    assert len(paid) == 1 and paid[0]["amount"] == 25_000_000
+    ok = next(e for e in ev if e["type"] == "recharge_succeeded")
+    assert ok["attributes"]["invoice_id"] == f"INV-{requested[0]['request_id']}"
+    status, bal = control.get(f"/v1/tenants/{tid}/balance")
+    assert status == 200
+    assert bal["balance"] == "26.20"  # 5.00 - 3.80 + 25.00
+    assert [lot["lot_id"] for lot in bal["lots"]] == [f"{tid}-L1", requested[0]["request_id"]]
+    assert bal["recharge_in_flight"] is None
+    wait_for(lambda: len([m for m in smtp.messages if "recharged" in m["subject"]]) >= 2, timeout=30)
+    recipients = sorted(r for m in smtp.messages if "recharged" in m["subject"] for r in m["to"])
+    assert recipients == [f"admin1@{tid}.example", f"admin2@{tid}.example"]  # admins only, once each
+    status, tx = control.get(f"/v1/tenants/{tid}/transactions")
+    assert status == 200 and {t["type"] for t in tx["transactions"]} >= {"charge", "recharge_succeeded"}
+    control.kill()
+
+
+def test_failing_card_backs_off_and_never_charges(env: Env, smtp: Inbox) -> None:
+    tid = f"{env.tag}expired"
+    env.publish(
+        [tenant(tid, "3", method="pm_card_expired", auto={"enabled": True, "amount": "25", "trigger": "2"})],
+        calls(tid, 4, 20),
+    )
+    control = ControlProc(env, smtp).start()
+    assert wait_exit(env.worker()) == 0
+    wait_for(lambda: sum(e["type"] == "recharge_failed" for e in events(env, tid)) >= 2, timeout=60)
+    failures = [e for e in events(env, tid) if e["type"] == "recharge_failed"]
+    assert failures[0]["attributes"]["reason"] == "card_expired"
+    t1 = datetime.fromisoformat(failures[0]["attributes"]["next_attempt_at"])
+    assert t1 > failures[0]["at"]  # backed off, not a tight loop
+    assert failures[1]["at"] >= t1 - timedelta(milliseconds=50)
+    gw = SimulatedGateway(redis.Redis.from_url(env.settings.redis))
+    assert [p for p in gw.captured() if p["tenant_id"] == tid] == []
+    assert len([e for e in events(env, tid) if e["type"] == "recharge_requested"]) == 1
+    wait_for(lambda: any("failed" in m["subject"] for m in smtp.messages), timeout=30)
+    control.kill()
+
+
+def test_zero_balance_blocks_service_and_funding_restores_it(env: Env, smtp: Inbox) -> None:
+    tid = f"{env.tag}zero"
+    env.publish([tenant(tid, "1")], calls(tid, 3, 20))  # 1.00 - 3 x 0.38 -> -0.14
+    control = ControlProc(env, smtp).start()
+    assert wait_exit(env.worker()) == 0
+    wait_for(lambda: (service(env, tid) or {}).get("billable_calls") is False, timeout=60)
+    assert service(env, tid)["tollfree_numbers"] is False
+    wait_for(lambda: any("reached zero" in m["subject"] for m in smtp.messages), timeout=30)
+    status, reply = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "10", "command_id": "cmd-1"})
+    assert status == 202 and reply["command_id"] == "cmd-1"
+    again = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "10", "command_id": "cmd-1"})
+    assert again[0] == 202  # the same command twice funds once
+    wait_for(lambda: (service(env, tid) or {}).get("billable_calls") is True, timeout=60)
+    time.sleep(1)
+    status, bal = control.get(f"/v1/tenants/{tid}/balance")
+    assert bal["balance"] == "9.86"  # deficit 0.14 covered first
+    added = [e for e in events(env, tid) if e["type"] == "funds_added" and e["lot_id"] == "cmd-1"]
+    assert len({e["event_id"] for e in added}) == 1
+    assert added[0]["attributes"]["deficit_covered"] == "0.14"
+    assert added[0]["attributes"]["invoice_id"] == "INV-cmd-1"
+    control.kill()
+
+
+def test_expiry_on_a_fake_clock_forfeits_the_remainder(env: Env, smtp: Inbox) -> None:
+    tid = f"{env.tag}old"
+    env.publish([tenant(tid, "7.5", purchased=datetime.now(UTC) - timedelta(days=300))], calls(tid, 1, 10))
+    assert wait_exit(env.worker()) == 0  # 7.50 - 0.19 = 7.31 left on the lot
+    control = ControlProc(env, smtp, CALLCHARGE_CLOCK_OFFSET_S=str(70 * 86400)).start()
+    wait_for(lambda: any(e["type"] == "credits_expired" for e in events(env, tid)), timeout=60)
+    expired = [e for e in events(env, tid) if e["type"] == "credits_expired"]
+    assert len(expired) == 1 and expired[0]["amount"] == 7_310_000 and expired[0]["lot_id"] == f"{tid}-L1"
+    wait_for(lambda: (service(env, tid) or {}).get("billable_calls") is False, timeout=30)
+    control.kill()
+
+
+def test_api_refuses_without_token_and_explains_bad_requests(env: Env, smtp: Inbox) -> None:
+    tid = f"{env.tag}api"
+    env.publish([tenant(tid, "5"), {**tenant(f"{tid}-mca", "5", channel="mca")}], calls(tid, 1, 1))
+    control = ControlProc(env, smtp).start()
+    assert control.get(f"/v1/tenants/{tid}/balance", token=None)[0] == 401
+    assert control.get(f"/v1/tenants/{tid}/balance", token="wrong")[0] == 401
+    assert control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "5"}, token=None)[0] == 401
+    status, body = control.call("POST", f"/v1/tenants/{tid}/funds", b"{not json")
+    assert status == 400 and "JSON" in body["error"]
+    status, body = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "1.0000001"})
+    assert status == 400 and "6 decimal" in body["error"]
+    status, body = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": -5})
+    assert status == 400
+    status, body = control.call("POST", f"/v1/tenants/{tid}-mca/funds", {"amount": "5"})
+    assert status == 409 and "cannot buy credits" in body["error"]
+    status, body = control.call(
+        "PUT", f"/v1/tenants/{tid}-mca/auto-recharge", {"enabled": True, "amount": "10", "trigger": "5"}
+    )
+    assert status == 409 and "must be off" in body["error"]
+    assert control.get("/v1/tenants/nobody/balance")[0] == 404
+    status, body = control.call("POST", f"/v1/tenants/{tid}/authorize", {"user_id": "u1"})
+    assert status == 400 and "number" in body["error"]
+    status, body = control.call("POST", f"/v1/tenants/{tid}/authorize", {"user_id": "u1", "number": "+12125550123"})
+    assert status == 200 and body["allowed"] is True and body["bucket"] == "billable"
+    assert body["max_minutes"] == 5_000_000 // 19_000  # 5.00 at 0.019/min
+    status, body = control.call(
+        "PUT", f"/v1/tenants/{tid}/auto-recharge", {"enabled": True, "amount": "20", "trigger": "5"}
+    )
+    assert status == 202
+    wait_for(lambda: control.get(f"/v1/tenants/{tid}/auto-recharge")[1].get("enabled") is True, timeout=30)
+    assert control.get("/health")[0] == 200
+    status, metrics = control.get("/metrics", token=None)
+    assert status == 200 and b'callcharge_api_requests_total{status="401"} 3.0' in metrics
+    control.kill()
+
+
+def test_control_restarted_at_random_moments_pays_and_mails_once(env: Env, smtp: Inbox) -> None:
+    tids = [f"{env.tag}r{i}" for i in range(4)]
+    tenants = [
+        tenant(
+            t,
+            "3",
+            method="pm_card_timeout" if i % 2 else "pm_card_ok",
+            auto={"enabled": True, "amount": "10", "trigger": "2"},
+        )
+        for i, t in enumerate(tids)
+    ]
+    env.publish(tenants, [c for t in tids for c in calls(t, 6, 20)])
+    worker = env.worker()
+    for delay in (3.0, 5.0, 2.0):
+        control = ControlProc(env, smtp)
+        control.start()
+        time.sleep(delay)
+        control.kill()
+    control = ControlProc(env, smtp).start()
+    assert wait_exit(worker) == 0
+    wait_for(
+        lambda: (
+            sum(
+                e["type"] == "recharge_succeeded"
+                for e in env.read(env.settings.topic.balance_events)
+                if e["tenant_id"] in tids
+            )
+            >= len(tids)
+        ),
+        timeout=90,
+    )
+    time.sleep(2)
+    gw = SimulatedGateway(redis.Redis.from_url(env.settings.redis))
+    paid = Counter(p["tenant_id"] for p in gw.captured() if p["tenant_id"] in tids)
+    assert paid == Counter({t: 1 for t in tids})  # one payment per request, timeouts included
+    ids = Counter(m["id"] for m in smtp.messages)
+    assert [k for k, v in ids.items() if v > 1] == []  # no email twice
+    assert sum("recharged" in m["subject"] for m in smtp.messages) == 2 * len(tids)
+    control.kill()
