@@ -32,7 +32,7 @@ from .records import cdr_to_avro
 
 
 def _produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    p = producer(settings, linger_ms=20, batch_num_messages=10000)
+    p = producer(settings, extra={"linger.ms": 20, "batch.num.messages": 10000})
     for i, (key, value) in enumerate(values):
         while True:
             try:
@@ -117,7 +117,7 @@ def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, se
     t.start()
     while not worker.consumer.assignment():
         time.sleep(0.1)
-    p = producer(settings, linger_ms=0)
+    p = producer(settings, extra={"linger.ms": 0})
     total = int(rate * seconds)
     t0 = time.perf_counter()
     for i, (key, value) in enumerate(values[:total]):

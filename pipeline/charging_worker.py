@@ -42,7 +42,7 @@ from processors.charging import Book, Unchargeable, charge_call
 from processors.engine import open_state
 from processors.inputs import Rejected
 from processors.ledger import TenantState
-from processors.model import BILLABLE, OVERAGE, Cdr
+from processors.model import BILLABLE, OVERAGE, Cdr, Charge
 from processors.rating import RateCard
 
 from .codec import Codec
@@ -82,6 +82,7 @@ class Item:
     msg: Source
     cdr: Cdr | None = None
     reject: Rejected | None = None
+    charge: Charge | None = None  # set when charged in this batch (not when replayed)
     records: tuple[tuple[int, bytes], ...] = ()
 
 
@@ -249,6 +250,7 @@ class ChargingWorker:
             assert cdr is not None
             item.reject = None
             item.records = ()
+            item.charge = None
             m = item.msg
             prior = stored.get(cdr.call_id)
             if prior is not None:
@@ -281,6 +283,7 @@ class ChargingWorker:
                 records = opening_records + records
                 opening_records = []
             item.records = tuple(records)
+            item.charge = charge
             new_calls[cdr.call_id] = StoredCall(m.partition, m.offset, item.records).pack()
         if opening_records:
             # Funding from config with no new call to carry its events: leave it for the
@@ -358,16 +361,21 @@ class ChargingWorker:
         for item in items:
             if item.reject is not None or not item.records:
                 continue
-            for code, value in item.records:
-                if code != CHARGES:
-                    continue
-                _, c = self.codec.decode(value)
-                self.metrics.charges.labels(c["classification"]).inc()
-                if "FREECALL" in c["flags"]:
-                    self.metrics.unrated.inc()
-                for seg in c["segments"]:
-                    if seg["bucket"] in (BILLABLE, OVERAGE) and seg["amount"]:
-                        self.metrics.money.labels(c["currency"], seg["bucket"]).inc(seg["amount"])
+            if item.charge is not None:
+                c = item.charge
+                classification, currency, flags = c.classification, c.currency, c.flags
+                segments = [(s.bucket, s.amount) for s in c.segments]
+            else:  # replayed from Redis: decode its stored charge (rare)
+                value = next(v for code, v in item.records if code == CHARGES)
+                _, d = self.codec.decode(value)
+                classification, currency, flags = d["classification"], d["currency"], d["flags"]
+                segments = [(s["bucket"], s["amount"]) for s in d["segments"]]
+            self.metrics.charges.labels(classification).inc()
+            if "FREECALL" in flags:
+                self.metrics.unrated.inc()
+            for bucket, amount in segments:
+                if bucket in (BILLABLE, OVERAGE) and amount:
+                    self.metrics.money.labels(currency, bucket).inc(amount)
 
     def _update_lag(self) -> None:
         if time.monotonic() - self._last_lag < 5:

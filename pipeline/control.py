@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Output = tuple[str, bytes, bytes]  # topic, key, value
 RETRY_ZSET = "cc:recharge-retry"
+EMAIL_RETRY_ZSET = "cc:email-retry"
 MAX_ATTEMPTS = 5
 
 
@@ -255,6 +256,7 @@ class Control:
     def tick(self) -> list[Output]:
         out: list[Output] = []
         now = self.now()
+        self.retry_emails()
         for member in self.r.zrangebyscore(RETRY_ZSET, "-inf", now.timestamp()):
             tid, _, request_id = _text(member).partition("|")
             rec = {_text(k): _text(v) for k, v in self.r.hgetall(f"{tenant_key(tid)}:pay:{request_id}").items()}
@@ -305,10 +307,27 @@ class Control:
                 "body": n.body,
                 "at": event.at,
             }
-            self._send_email(n.notification_id, n.recipient, n.subject, n.body)
-            self.r.set(mark, "sent", ex=400 * 86400)
             out.append((self.topics.notifications, n.tenant_id.encode(), self.codec.encode("notification", record)))
+            self._deliver(mark, n.recipient, n.subject, n.body, n.notification_id)
         return out
+
+    def _deliver(self, mark: str, to: str, subject: str, body: str, notification_id: str) -> None:
+        """Email one notification; on SMTP trouble it stays pending and the timer retries."""
+        try:
+            self._send_email(notification_id, to, subject, body)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("email %s to admin not delivered (%s); will retry", notification_id, type(exc).__name__)
+            doc = json.dumps({"mark": mark, "to": to, "subject": subject, "body": body, "id": notification_id})
+            self.r.zadd(EMAIL_RETRY_ZSET, {doc: self.now().timestamp() + self.s.recharge_backoff_s})
+            return
+        self.r.set(mark, "sent", ex=400 * 86400)
+
+    def retry_emails(self) -> None:
+        for raw in self.r.zrangebyscore(EMAIL_RETRY_ZSET, "-inf", self.now().timestamp()):
+            self.r.zrem(EMAIL_RETRY_ZSET, _text(raw))
+            doc = json.loads(_text(raw))
+            if self.r.get(doc["mark"]) != b"sent":
+                self._deliver(doc["mark"], doc["to"], doc["subject"], doc["body"], doc["id"])
 
     def _send_email(self, notification_id: str, to: str, subject: str, body: str) -> None:
         msg = EmailMessage()

@@ -69,7 +69,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     return report
 
 
-def producer(settings: Settings, transactional_id: str | None = None, **extra: Any) -> Producer:
+def producer(settings: Settings, transactional_id: str | None = None, extra: dict[str, Any] | None = None) -> Producer:
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap,
         "linger.ms": 5,
@@ -79,7 +79,7 @@ def producer(settings: Settings, transactional_id: str | None = None, **extra: A
     if transactional_id:
         conf["transactional.id"] = transactional_id
         conf["transaction.timeout.ms"] = 60000
-    conf.update(extra)
+    conf.update(extra or {})
     return Producer(conf)
 
 

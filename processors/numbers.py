@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import PhoneNumberType, shortnumberinfo
+from phonenumbers import PhoneMetadata, PhoneNumberType, shortnumberinfo
+from phonenumbers.phonenumberutil import _number_type_helper
 
 FIXED = "fixed"
 MOBILE = "mobile"
@@ -59,12 +60,21 @@ def analyze(number: str, region: str | None = None) -> NumberInfo:
         parsed = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException as exc:
         raise NumberError(f"unparsable number: {exc.error_type}") from None
-    if not phonenumbers.is_valid_number(parsed):
+    # One region lookup and one type match. phonenumbers' public is_valid_number,
+    # region_code_for_number and number_type each repeat both (three region scans over
+    # the 25 NANP regions for every +1 number); valid <=> type != UNKNOWN for the
+    # number's own region. tests/unit/test_numbers.py checks this against the public API.
+    region = phonenumbers.region_code_for_number(parsed)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(parsed.country_code or 0, region) if region else None
+    kind = (
+        _number_type_helper(phonenumbers.national_significant_number(parsed), metadata)
+        if metadata is not None
+        else PhoneNumberType.UNKNOWN
+    )
+    if kind == PhoneNumberType.UNKNOWN:
         region_of_code = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
         return NumberInfo(None if region_of_code == "ZZ" else region_of_code, UNKNOWN, False)
-    return NumberInfo(
-        phonenumbers.region_code_for_number(parsed), _TYPES.get(phonenumbers.number_type(parsed), UNKNOWN), True
-    )
+    return NumberInfo(region, _TYPES.get(kind, UNKNOWN), True)
 
 
 def try_analyze(number: str | None, region: str | None = None) -> NumberInfo | None:
