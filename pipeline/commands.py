@@ -143,7 +143,10 @@ def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.api_token:
         log.warning("CALLCHARGE_API_TOKEN is not set: the HTTP API refuses every request")
     app = build_app(settings)
-    sys.argv = ["callcharge-control", "worker", "--loglevel", settings.log_level.lower()[:4]]
+    level = {"CRITICAL": "crit", "ERROR": "error", "WARNING": "warn", "DEBUG": "debug"}.get(
+        settings.log_level.upper(), "info"
+    )
+    sys.argv = ["callcharge-control", "worker", "--loglevel", level]
     app.main()
     return 0
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
+import os
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
+import urllib.request
+import uuid
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +44,57 @@ def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int
             f"{sum(v == 'exists' for v in created.values())} already there"
         )
         work = Path(tempfile.mkdtemp(prefix="callcharge-demo-"))
-        tenants = traffic.tenants(n_tenants, seed=3)
-        cdrs = traffic.cdrs(tenants, n_cdrs, seed=5)
+        run = f"demo{uuid.uuid4().hex[:4]}-"  # a fresh namespace per run: Redis keeps earlier runs
+        tenants = traffic.tenants(n_tenants, seed=3, prefix=run) + lifecycle_tenants(run)
+        cdrs = traffic.cdrs(tenants[:n_tenants], n_cdrs, seed=5) + lifecycle_calls(run)
+        cdrs.sort(key=lambda c: c["end_time"])
         (work / "tenants.json").write_text(json.dumps(tenants))
         with open(work / "cdrs.jsonl", "w") as f:
             for c in cdrs:
                 f.write(json.dumps(c) + "\n")
-            f.write('{"call_id": "bad-1", "tenant_id": "tenant-0000"}\n')
-        print(f"3. {n_tenants} tenants published to {settings.topic.tenant_config}")
+            f.write(json.dumps({"call_id": "bad-1", "tenant_id": f"{run}tenant-0000"}) + "\n")
+        print(f"3. {len(tenants)} tenants published to {settings.topic.tenant_config}")
         load_tenants(settings, tenants)
         sent, bad = ingest(settings, work / "cdrs.jsonl")
         print(f"4. {sent} CDRs produced to {settings.topic.cdr} ({bad} malformed line rejected at ingest)")
         codec = Codec(settings.schemas_dir)
         p = producer(settings)
-        p.produce(settings.topic.cdr, key=b"tenant-0000", value=b"\x00not avro at all")
+        p.produce(settings.topic.cdr, key=f"{run}tenant-0000".encode(), value=b"\x00not avro at all")
         p.flush(10)
         print("   plus 1 undecodable message, straight onto the topic")
-        print("5. charging worker (exactly-once) running until the topic is drained ...")
-        worker = build_worker(settings)
-        t = threading.Thread(target=worker.run, kwargs={"max_idle_s": 3.0})
-        t.start()
-        t.join()
-        del worker, p  # close their broker connections before the broker stops
+        print("5. control worker (faust: recharge, notifications, API) and charging worker (exactly-once) ...")
+        with ControlRun(settings) as control:
+            worker = build_worker(settings)
+            t = threading.Thread(target=worker.run, kwargs={"max_idle_s": 3.0})
+            t.start()
+            t.join()
+            del worker, p  # close their broker connections before the broker stops
+            control.wait_for_lifecycle(run)
+            lifecycle = control.report(run)
         charges = [r for _, r in read_all(settings, settings.topic.charges, codec)]
         events = [r for _, r in read_all(settings, settings.topic.balance_events, codec)]
         dlq = [r for _, r in read_all(settings, settings.topic.dlq, codec)]
-        mine = [c for c in charges if c["call_id"].startswith("call-5-")]
+        ours = [c for c in charges if c["tenant_id"].startswith(run)]
+        mine = [c for c in ours if c["call_id"].startswith("call-5-")]  # the generated traffic
+        events = [e for e in events if e["tenant_id"].startswith(run)]
+        dlq = [d for d in dlq if (d["key"] or b"").startswith(run.encode())]
         print(
-            f"6. read back (read_committed): {len(mine)} charges, {len(events)} balance events, {len(dlq)} dead letters"
+            f"6. read back (read_committed): {len(ours)} charges, {len(events)} balance events, {len(dlq)} dead letters"
         )
         for d in dlq[-3:]:
             print(
                 f"   dead letter at {d['source_topic']}/{d['source_partition']}/{d['source_offset']}: "
                 f"{d['reason']}: {d['detail']}"
             )
-        _summary(mine, events, tenants)
+        _summary(ours, events, tenants)
+        print("   credits lifecycle (control worker, balances from its HTTP API):")
+        for line in lifecycle:
+            print(f"   {line}")
+        (work / "tenants.json").write_text(json.dumps(tenants[:n_tenants]))
+        with open(work / "cdrs.jsonl", "w") as f:
+            for c in cdrs:
+                if not c["tenant_id"].startswith(f"{run}life-"):
+                    f.write(json.dumps(c) + "\n")
         out = io.StringIO()
         rate(work / "tenants.json", work / "cdrs.jsonl", settings.rates_file, out, io.StringIO())
         offline = [json.loads(x) for x in out.getvalue().splitlines()]
@@ -86,6 +111,183 @@ def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int
             print("8. embedded stack")
             for name, line in stack.down(settings).items():
                 print(f"   {name:<8} {line}")
+
+
+def lifecycle_tenants(run: str) -> list[dict[str, Any]]:
+    """Three tenants whose balances run down: recharge succeeds, card expired, no auto-recharge."""
+    out = []
+    for name, method, auto in (
+        ("recharge-ok", "pm_card_ok", True),
+        ("card-expired", "pm_card_expired", True),
+        ("runs-dry", "pm_card_ok", False),
+    ):
+        tid = f"{run}life-{name}"
+        out.append(
+            {
+                "tenant_id": tid,
+                "country": "US",
+                "currency": "USD",
+                "channel": "direct",
+                "payment_method": method,
+                "users": [
+                    {"user_id": "agent", "usage_country": "US", "licences": ["PAYG", "MCOPSTNPP"]},
+                    {
+                        "user_id": "admin",
+                        "usage_country": "US",
+                        "licences": [],
+                        "roles": ["Teams Administrator"],
+                        "email": f"admin@{name}.example",
+                    },
+                    {
+                        "user_id": "billing",
+                        "usage_country": "US",
+                        "licences": [],
+                        "roles": ["Billing Administrator"],
+                        "email": f"billing@{name}.example",
+                    },
+                ],
+                **({"auto_recharge": {"enabled": True, "amount": "25", "trigger": "2"}} if auto else {}),
+                "funding": [
+                    {
+                        "lot_id": f"{tid}-lot-1",
+                        "amount": "5" if auto else "1",
+                        "purchased_at": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
+                    }
+                ],
+            }
+        )
+    return out
+
+
+def lifecycle_calls(run: str) -> list[dict[str, Any]]:
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+    out = []
+    for name in ("recharge-ok", "card-expired", "runs-dry"):
+        for i in range(10):
+            start = t0 + timedelta(minutes=15 * i)
+            out.append(
+                {
+                    "call_id": f"{run}{name}-{i}",
+                    "tenant_id": f"{run}life-{name}",
+                    "user_id": "agent",
+                    "call_type": "user_out",
+                    "caller_number": "+12125550100",
+                    "callee_number": "+13125550142",
+                    "start_time": start.isoformat(),
+                    "end_time": (start + timedelta(minutes=20)).isoformat(),
+                    "duration_s": 1200,
+                }
+            )
+    return out
+
+
+class ControlRun:
+    """`callcharge control` as a subprocess, with a loopback SMTP sink to receive the emails."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.token = uuid.uuid4().hex
+        self.port = _free_port()
+        self.emails: list[str] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.smtp: Any = None
+
+    def __enter__(self) -> ControlRun:
+        smtp_port = _free_port()
+        try:
+            from aiosmtpd.controller import Controller
+
+            sink = self
+
+            class Handler:
+                async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                    sink.emails.extend(envelope.rcpt_tos)
+                    return "250 OK"
+
+            logging.getLogger("mail.log").setLevel(logging.WARNING)
+            self.smtp = Controller(Handler(), hostname="127.0.0.1", port=smtp_port)
+            self.smtp.start()
+        except ImportError:
+            print("   (aiosmtpd not installed: emails are retried until an SMTP server answers)")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCHARGE_")}
+        s = self.settings
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP": s.bootstrap,
+                "REDIS_URL": s.redis,
+                "CALLCHARGE_HTTP_PORT": str(self.port),
+                "CALLCHARGE_API_TOKEN": self.token,
+                "CALLCHARGE_SMTP_PORT": str(smtp_port),
+                "CALLCHARGE_CONTROL_TICK_S": "1",
+                "CALLCHARGE_RECHARGE_BACKOFF_S": "2",
+                "CALLCHARGE_LOG_LEVEL": "ERROR",
+                "CALLCHARGE_TOPIC_PREFIX": s.topic_prefix,
+            }
+        )
+        log = open(s.state_dir / "control.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "control"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while self.api("/health") is None:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"control worker did not start; see {s.state_dir}/control.log")
+            time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.smtp is not None:
+            self.smtp.stop()
+
+    def api(self, path: str) -> Any:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read())
+        except (OSError, ValueError):
+            return None
+
+    def wait_for_lifecycle(self, run: str, timeout: float = 45) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = self.api(f"/v1/tenants/{run}life-recharge-ok/transactions") or {}
+            bad = self.api(f"/v1/tenants/{run}life-card-expired/transactions") or {}
+            if any(t["type"] == "recharge_succeeded" for t in ok.get("transactions", [])) and any(
+                t["type"] == "recharge_failed" for t in bad.get("transactions", [])
+            ):
+                time.sleep(1.5)  # let the emails go out
+                return
+            time.sleep(0.5)
+
+    def report(self, run: str) -> list[str]:
+        lines = []
+        for name in ("recharge-ok", "card-expired", "runs-dry"):
+            tid = f"{run}life-{name}"
+            bal = self.api(f"/v1/tenants/{tid}/balance") or {}
+            tx = (self.api(f"/v1/tenants/{tid}/transactions") or {}).get("transactions", [])
+            kinds = sorted({t["type"] for t in tx if t["type"] != "charge"})
+            mails = sum(1 for e in self.emails if e.endswith(f"@{name}.example"))
+            lines.append(
+                f"{name:<13} balance {bal.get('balance', '?'):>7} USD  lots {len(bal.get('lots', []))}  "
+                f"{', '.join(kinds) or 'no funding events'}; {mails} emails to admins"
+            )
+        return lines
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _micros(text: str) -> int:
