@@ -32,7 +32,7 @@ from .config import Settings
 from .directory import TenantDirectory
 from .gateway import GatewayTimeout, PaymentGateway
 from .ledger_ops import LedgerOps
-from .records import event_to_avro
+from .records import event_from_avro, event_to_avro
 from .store import tenant_key
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class Control:
             out += self.pay(book, ev["request_id"], ev["amount"])
         if kind in ("balance_zero", "balance_restored", "funds_added", "credits_expired", "recharge_succeeded"):
             out.append(self._service_state(book))
-        out += self.notify(book, ev)
+        out += self.notify(book, event_from_avro(ev))
         return out
 
     def handle_charge(self, value: bytes) -> None:
@@ -223,7 +223,7 @@ class Control:
             fields,
         )
         out = [self._event_out(event, book.tenant.currency)]
-        out += self.notify(book, _avro_view(event))
+        out += self.notify(book, event)
         return out
 
     def _credit(self, book: Book, request_id: str, amount: int, payment_id: str) -> list[Output]:
@@ -276,20 +276,7 @@ class Control:
         return out
 
     # -- notifications -------------------------------------------------------------------
-    def notify(self, book: Book, ev: dict[str, Any]) -> list[Output]:
-        event = Event(
-            ev["event_id"],
-            ev["type"],
-            ev["tenant_id"],
-            ev["at"],
-            ev["balance"],
-            tuple(
-                {
-                    **ev.get("attributes", {}),
-                    **{k: ev[k] for k in ("amount", "request_id", "lot_id") if ev.get(k) is not None},
-                }.items()
-            ),
-        )
+    def notify(self, book: Book, event: Event) -> list[Output]:
         out: list[Output] = []
         for n in notifications(book.tenant, event):
             mark = f"{tenant_key(n.tenant_id)}:notified:{n.notification_id}"
@@ -413,15 +400,3 @@ def _clear_in_flight(state: TenantState, request_id: str) -> list[Event]:
     if state.recharge_in_flight == request_id:
         state.recharge_in_flight = None
     return []
-
-
-def _avro_view(event: Event) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "tenant_id": event.tenant_id,
-        "at": event.at,
-        "balance": event.balance,
-        "attributes": {k: v for k, v in event.fields if k not in ("amount", "request_id")},
-        **{k: v for k, v in event.fields if k in ("amount", "request_id")},
-    }

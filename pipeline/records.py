@@ -119,6 +119,15 @@ def event_to_avro(e: Event, currency: str) -> dict[str, Any]:
     }
 
 
+def event_from_avro(r: dict[str, Any]) -> Event:
+    """A decoded balance_event back to the domain Event (attributes stay strings)."""
+    fields: dict[str, Any] = dict(r.get("attributes") or {})
+    for key in ("amount", "lot_id", "request_id"):
+        if r.get(key) is not None:
+            fields[key] = r[key]
+    return Event(r["event_id"], r["type"], r["tenant_id"], r["at"], r["balance"], tuple(fields.items()))
+
+
 def tenant_to_avro(d: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
     """A tenants-file entry (validated) to its tenant_config record."""
     t = tenant_from_dict(d)

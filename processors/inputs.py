@@ -141,28 +141,6 @@ def _from_graph(d: Mapping[str, Any]) -> Cdr:
     )
 
 
-def cdr_to_dict(cdr: Cdr) -> dict[str, Any]:
-    """The JSON form of a CDR (schema field names, ISO 8601 UTC times)."""
-    return {
-        "call_id": cdr.call_id,
-        "tenant_id": cdr.tenant_id,
-        "user_id": cdr.user_id,
-        "call_type": cdr.call_type,
-        "caller_number": cdr.caller_number,
-        "callee_number": cdr.callee_number,
-        "start_time": cdr.start.isoformat().replace("+00:00", "Z"),
-        "end_time": cdr.end.isoformat().replace("+00:00", "Z"),
-        "duration_s": cdr.duration_s,
-        "usage_country": cdr.usage_country,
-        "conference_id": cdr.conference_id,
-        "licence_capability": cdr.licence_capability,
-        "routing": cdr.routing,
-        "graph_call_id": cdr.graph_call_id,
-        "user_principal_name": cdr.user_principal_name,
-        "user_display_name": cdr.user_display_name,
-    }
-
-
 class TenantError(ValueError):
     """A tenant entry that cannot be used; the message names the tenant and field."""
 

@@ -18,26 +18,23 @@ TENANT = tenant_entry(
 )
 
 
+def rate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "rate", *args], capture_output=True, text=True, timeout=60
+    )
+
+
 def run(tmp: Path, lines: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
     (tmp / "tenants.json").write_text(json.dumps([TENANT]))
     (tmp / "cdrs.jsonl").write_text("\n".join(lines) + "\n")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "rate",
-            "--tenants",
-            str(tmp / "tenants.json"),
-            "--cdrs",
-            str(tmp / "cdrs.jsonl"),
-            "--rates",
-            str(FIXTURES / "rates.csv"),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return rate(
+        "--tenants",
+        str(tmp / "tenants.json"),
+        "--cdrs",
+        str(tmp / "cdrs.jsonl"),
+        "--rates",
+        str(FIXTURES / "rates.csv"),
+        *extra,
     )
 
 
@@ -90,22 +87,13 @@ def test_graph_response_file_is_accepted(tmp_path: Path) -> None:
     doc["tenantId"] = "T"
     (tmp_path / "g.json").write_text(json.dumps(doc))
     (tmp_path / "tenants.json").write_text(json.dumps([TENANT]))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "rate",
-            "--tenants",
-            str(tmp_path / "tenants.json"),
-            "--cdrs",
-            str(tmp_path / "g.json"),
-            "--out",
-            str(tmp_path / "o.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = rate(
+        "--tenants",
+        str(tmp_path / "tenants.json"),
+        "--cdrs",
+        str(tmp_path / "g.json"),
+        "--out",
+        str(tmp_path / "o.jsonl"),
     )
     assert proc.returncode == 0, proc.stderr
     charges = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines() if '"call_id"' in x]
@@ -114,21 +102,7 @@ def test_graph_response_file_is_accepted(tmp_path: Path) -> None:
 
 
 def test_unreadable_inputs_exit_non_zero(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "rate",
-            "--tenants",
-            str(tmp_path / "none.json"),
-            "--cdrs",
-            str(tmp_path / "none.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = rate("--tenants", str(tmp_path / "none.json"), "--cdrs", str(tmp_path / "none.jsonl"))
     assert proc.returncode == 2
     assert "cannot read tenants file" in proc.stderr
 
@@ -137,20 +111,6 @@ def test_mca_tenant_cannot_enable_auto_recharge(tmp_path: Path) -> None:
     bad = {**TENANT, "channel": "mca"}
     (tmp_path / "tenants.json").write_text(json.dumps([bad]))
     (tmp_path / "c.jsonl").write_text("")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "rate",
-            "--tenants",
-            str(tmp_path / "tenants.json"),
-            "--cdrs",
-            str(tmp_path / "c.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = rate("--tenants", str(tmp_path / "tenants.json"), "--cdrs", str(tmp_path / "c.jsonl"))
     assert proc.returncode == 2
     assert "auto-recharge must be off for mca" in proc.stderr
