@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from processors.charging import prepare
 from processors.control import authorize, notifications, retry_at, service_state
