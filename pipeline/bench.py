@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,35 @@ def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, se
     }
 
 
+def stage_ceilings(
+    settings: Settings, tenants: list[dict[str, Any]], rows: list[dict[str, Any]], values: list[tuple[bytes, bytes]]
+) -> dict[str, int]:
+    """CDR/s of each CPU stage alone, in this process: what bounds the worker."""
+    from processors.engine import Engine
+    from processors.inputs import tenant_from_dict
+    from processors.numbers import analyze
+
+    from .offline import load_rates
+    from .records import charge_to_avro
+
+    codec = Codec(settings.schemas_dir)
+    engine = Engine([tenant_from_dict(t) for t in tenants], load_rates(settings.rates_file))
+    cdrs = [cdr_from_dict(r) for r in rows]
+    analyze.cache_clear()  # cold, as the worker met these numbers
+    t0 = time.perf_counter()
+    charges = [engine.process(c) for c in cdrs if not isinstance(c, Rejected)]
+    rating = len(cdrs) / (time.perf_counter() - t0)
+    now = datetime.now(UTC)
+    records = [charge_to_avro(r[0], 0, i, now) for i, r in enumerate(charges) if r is not None]
+    t0 = time.perf_counter()
+    for _, value in values[: len(records)]:
+        codec.decode(value)
+    for record in records:
+        codec.encode("charge", record)
+    avro = len(records) / (time.perf_counter() - t0)
+    return {"rating_only_cdr_per_s": round(rating), "avro_decode_encode_only_cdr_per_s": round(avro)}
+
+
 def run(settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, profile: bool) -> dict[str, Any]:
     own_stack = not all(v.startswith("running") for v in stack.status(settings).values())
     if own_stack:
@@ -178,6 +208,8 @@ def run(settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, p
         raw = passthrough(replace(s, topic_prefix=s.topic_prefix), n)
         print("charging worker (exactly-once, Redis, rating) ...")
         ours, prof = charging(replace(s, group_id=s.group_id + "-w"), n, profile)
+        print("stage ceilings (rating alone, Avro alone) ...")
+        ceilings = stage_ceilings(s, tenants, rows[:n], values[:n])
         print(f"latency at {rate} CDR/s for {seconds:.0f}s ...")
         lat_settings = replace(s, topic_prefix=f"bench-{tag}-lat-", group_id=f"bench-{tag}-lat", batch_timeout_ms=10)
         create_topics(lat_settings)
@@ -190,6 +222,7 @@ def run(settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, p
             "raw_passthrough_cdr_per_s": round(raw),
             "charging_worker_cdr_per_s": round(ours),
             "ratio": round(ours / raw, 3),
+            "stage_ceilings": ceilings,
             "latency": lat,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -211,6 +244,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         f"\nraw passthrough   {result['raw_passthrough_cdr_per_s']:>8} CDR/s\n"
         f"charging worker   {result['charging_worker_cdr_per_s']:>8} CDR/s\n"
         f"ratio             {result['ratio']:>8.1%}\n"
+        f"ceilings: rating alone {result['stage_ceilings']['rating_only_cdr_per_s']} CDR/s, "
+        f"Avro decode+encode alone {result['stage_ceilings']['avro_decode_encode_only_cdr_per_s']} CDR/s\n"
         f"latency @ {lat['offered_cdr_per_s']} CDR/s: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
         f"p99 {lat['p99_ms']} ms ({lat['samples']} samples)\nwritten to {out}"
     )

@@ -93,6 +93,9 @@ def consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 6),
         "max.poll.interval.ms": 300000,
+        # The broker may hold a fetch until this much time passes; charging is latency
+        # sensitive and batches are formed by consume(), so do not let fetches idle long.
+        "fetch.wait.max.ms": 25,
     }
     conf.update(extra)
     return Consumer(conf)
