@@ -9,7 +9,6 @@ A call that overruns a pool is split.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from . import tables
 from .calendar import month_key
@@ -350,7 +349,3 @@ def _pool_alerts(book: Book, state: TenantState, cdr: Cdr, month: str, used_befo
     if len(state.thresholds) > 8:
         del state.thresholds[:-8]
     return events
-
-
-def at_of(cdr: Cdr) -> datetime:
-    return cdr.end

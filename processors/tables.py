@@ -41,10 +41,6 @@ def _allowances() -> dict[tuple[str, str], Allowance]:
     return out
 
 
-def calling_plans() -> frozenset[str]:
-    return frozenset(cap for cap, _ in _allowances())
-
-
 def allowance(capability: str, usage_country: str) -> Allowance | None:
     table = _allowances()
     return table.get((capability, usage_country)) or table.get((capability, "*"))
