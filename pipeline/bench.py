@@ -20,16 +20,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from processors.inputs import Rejected, cdr_from_dict
+from processors.engine import Engine
+from processors.inputs import Rejected, cdr_from_dict, tenant_from_dict
+from processors.numbers import analyze
 
 from . import stack, traffic
 from .codec import Codec
 from .commands import build_worker, load_tenants
 from .config import Settings
 from .kafka import consumer, create_topics, producer
-from .records import cdr_to_avro
+from .offline import load_rates
+from .records import cdr_to_avro, charge_to_avro
 
 
 def _produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) -> None:
@@ -53,8 +57,6 @@ def passthrough(settings: Settings, n: int) -> float:
     p.init_transactions(30)
     c.subscribe([settings.topic.cdr])
     done, start = 0, None
-    from confluent_kafka import TopicPartition
-
     while done < n:
         msgs = [m for m in c.consume(settings.batch_size, 0.05) if not m.error()]
         if not msgs:
@@ -153,13 +155,6 @@ def stage_ceilings(
     settings: Settings, tenants: list[dict[str, Any]], rows: list[dict[str, Any]], values: list[tuple[bytes, bytes]]
 ) -> dict[str, int]:
     """CDR/s of each CPU stage alone, in this process: what bounds the worker."""
-    from processors.engine import Engine
-    from processors.inputs import tenant_from_dict
-    from processors.numbers import analyze
-
-    from .offline import load_rates
-    from .records import charge_to_avro
-
     codec = Codec(settings.schemas_dir)
     engine = Engine([tenant_from_dict(t) for t in tenants], load_rates(settings.rates_file))
     cdrs = [cdr_from_dict(r) for r in rows]

@@ -25,7 +25,8 @@ import redis
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from processors.inputs import Rejected
+from processors.control import authorize
+from processors.inputs import Rejected, check
 from processors.model import Cdr
 from processors.money import MoneyError, format_money, parse_money
 
@@ -256,8 +257,6 @@ def build_app(settings: Settings) -> faust.App:
     @app.page("/v1/tenants/{tenant_id}/authorize")
     class Authorize(Api):
         async def post(self, request: Request, tenant_id: str) -> Response:
-            from processors.control import authorize
-
             body = await self.body(request)
             book = control.book(tenant_id)
             for field in ("user_id", "number"):
@@ -268,8 +267,6 @@ def build_app(settings: Settings) -> faust.App:
             cdr = Cdr(
                 "authorize", tenant_id, body["user_id"], call_type, body.get("caller", ""), body["number"], now, now, 0
             )
-            from processors.inputs import check
-
             if isinstance(check(cdr), Rejected):
                 raise Refused(400, f"call_type {call_type!r} is not a call type")
             a = authorize(book, control.current_state(book), cdr, rates)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from processors.money import format_money
+from processors.money import format_money, parse_money
 
 from . import stack, traffic
 from .codec import Codec
@@ -98,7 +98,7 @@ def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int
         out = io.StringIO()
         rate(work / "tenants.json", work / "cdrs.jsonl", settings.rates_file, out, io.StringIO())
         offline = [json.loads(x) for x in out.getvalue().splitlines()]
-        off_total = sum(_micros(o["amount"]) for o in offline if "call_id" in o)
+        off_total = sum(parse_money(o["amount"]) for o in offline if "call_id" in o)
         on_total = sum(c["amount"] for c in mine)
         same = off_total == on_total
         print(
@@ -290,12 +290,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _micros(text: str) -> int:
-    from processors.money import parse_money
-
-    return parse_money(text)
-
-
 def _summary(charges: list[dict[str, Any]], events: list[dict[str, Any]], tenants: list[dict[str, Any]]) -> None:
     per: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     for c in charges:
@@ -312,7 +306,7 @@ def _summary(charges: list[dict[str, Any]], events: list[dict[str, Any]], tenant
     cur = {t["tenant_id"]: (t["currency"], t["channel"]) for t in tenants}
     print(
         f"   {'tenant':<12} {'chan':<6} {'calls':>5} {'incl':>5} {'zoneA':>5} {'bill':>5} {'mixed':>5} "
-        f"{'over':>5} {'charged':>12} {'balance':>12}  events"
+        f"{'over':>5} {'charged':>12} {'after calls':>12}  events"
     )
     for tid in sorted(per):
         r = per[tid]
