@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 Output = tuple[str, bytes, bytes]  # topic, key, value
 RETRY_ZSET = "cc:recharge-retry"
 EMAIL_RETRY_ZSET = "cc:email-retry"
+# Balance events kept in the transaction history, with the sign of their amount.
+HISTORY_SIGN = {
+    "funds_added": 1,
+    "recharge_succeeded": 1,
+    "funding_refused": 1,
+    "credits_expired": -1,
+    "recharge_failed": 0,
+}
 MAX_ATTEMPTS = 5
 
 
@@ -355,9 +363,9 @@ class Control:
         )
 
     def _history(self, ev: dict[str, Any]) -> None:
-        if ev["type"] in ("funds_added", "credits_expired", "recharge_succeeded", "recharge_failed", "funding_refused"):
-            sign = -1 if ev["type"] == "credits_expired" else 1
-            amount = (ev.get("amount") or 0) * (sign if ev["type"] != "recharge_failed" else 0)
+        sign = HISTORY_SIGN.get(ev["type"])
+        if sign is not None:
+            amount = (ev.get("amount") or 0) * sign
             doc = {
                 "type": ev["type"],
                 "id": ev["event_id"],

@@ -21,18 +21,16 @@ def admin(settings: Settings) -> AdminClient:
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
     t = settings.topic
+    partitions = {
+        "cdr": settings.cdr_partitions,
+        "charges": settings.charges_partitions,
+        "balance_events": settings.charges_partitions,
+    }
     specs = []
     for name in Topics.__dataclass_fields__:
-        if name == "COMPACTED":
-            continue
-        topic = getattr(t, name)
-        parts = {"cdr": settings.cdr_partitions, "charges": settings.charges_partitions}.get(
-            name, settings.other_partitions
-        )
-        if name == "balance_events":
-            parts = settings.charges_partitions
         config = {"cleanup.policy": "compact"} if name in Topics.COMPACTED else {}
-        specs.append(NewTopic(topic, num_partitions=parts, replication_factor=1, config=config))
+        parts = partitions.get(name, settings.other_partitions)
+        specs.append(NewTopic(getattr(t, name), num_partitions=parts, replication_factor=1, config=config))
     return specs
 
 

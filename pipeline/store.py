@@ -74,9 +74,8 @@ class Snapshot:
 class Store:
     def __init__(self, client: redis.Redis):
         self.r = client
-        source = resources.files(__package__).joinpath("lua", "apply.lua").read_text()
-        self._apply = self.r.register_script(source)
-        self._apply_sha = self.r.script_load(source)
+        self._apply_source = resources.files(__package__).joinpath("lua", "apply.lua").read_text()
+        self._apply_sha = self.r.script_load(self._apply_source)
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -115,7 +114,7 @@ class Store:
         try:
             replies = pipe.execute()
         except redis.exceptions.NoScriptError:
-            self._apply_sha = self.r.script_load(self._apply.script)
+            self._apply_sha = self.r.script_load(self._apply_source)
             return self.apply(writes, ttl_s)
         return [(int(a), int(b)) for a, b in replies]
 
