@@ -97,7 +97,9 @@ def charging(settings: Settings, n: int, profile: bool) -> tuple[float, str]:
     report = ""
     if prof:
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(25)
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats("cumulative").print_stats(25)
+        stats.sort_stats("tottime").print_stats(25)
         report = out.getvalue()
     return n / elapsed, report
 

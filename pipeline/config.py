@@ -102,6 +102,18 @@ class Settings:
         values.update(overrides)
         return replace(cls(), **values)
 
+    def to_env(self, base: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, str]:
+        """The environment of a child process that reads back exactly these settings:
+        `base` (default: ours) without any CALLCHARGE_* of its own, plus every field."""
+        env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(PREFIX)}
+        env.pop("KAFKA_BOOTSTRAP", None)
+        env.pop("REDIS_URL", None)
+        s = replace(self, **overrides)
+        for f in fields(s):
+            if f.name != "topics":
+                env[PREFIX + f.name.upper()] = str(getattr(s, f.name))
+        return env
+
     def masked(self) -> dict[str, Any]:
         """A dump safe for logs: secrets and URL passwords replaced."""
         out = asdict(self)

@@ -6,7 +6,6 @@ import argparse
 import io
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -209,20 +208,14 @@ class ControlRun:
             self.smtp.start()
         except ImportError:
             print("   (aiosmtpd not installed: emails are retried until an SMTP server answers)")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCHARGE_")}
         s = self.settings
-        env.update(
-            {
-                "KAFKA_BOOTSTRAP": s.bootstrap,
-                "REDIS_URL": s.redis,
-                "CALLCHARGE_HTTP_PORT": str(self.port),
-                "CALLCHARGE_API_TOKEN": self.token,
-                "CALLCHARGE_SMTP_PORT": str(smtp_port),
-                "CALLCHARGE_CONTROL_TICK_S": "1",
-                "CALLCHARGE_RECHARGE_BACKOFF_S": "2",
-                "CALLCHARGE_LOG_LEVEL": "ERROR",
-                "CALLCHARGE_TOPIC_PREFIX": s.topic_prefix,
-            }
+        env = s.to_env(
+            http_port=self.port,
+            api_token=self.token,
+            smtp_port=smtp_port,
+            control_tick_s=1.0,
+            recharge_backoff_s=2.0,
+            log_level="ERROR",
         )
         log = open(s.state_dir / "control.log", "ab")
         self.proc = subprocess.Popen(

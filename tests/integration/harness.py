@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -54,22 +53,7 @@ class Env:
         return self.settings.topic_prefix
 
     def environ(self, **extra: str) -> dict[str, str]:
-        s = self.settings
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCHARGE_")}
-        env.update(
-            {
-                "KAFKA_BOOTSTRAP": s.bootstrap,
-                "REDIS_URL": s.redis,
-                "CALLCHARGE_TOPIC_PREFIX": s.topic_prefix,
-                "CALLCHARGE_GROUP_ID": s.group_id,
-                "CALLCHARGE_TRANSACTIONAL_ID_PREFIX": s.transactional_id_prefix,
-                "CALLCHARGE_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
-                "CALLCHARGE_BATCH_SIZE": str(s.batch_size),
-                "CALLCHARGE_DEDUP_WINDOW_DAYS": str(s.dedup_window_days),
-                "CALLCHARGE_METRICS_PORT": "0",
-                "CALLCHARGE_LOG_LEVEL": "WARNING",
-            }
-        )
+        env = self.settings.to_env(metrics_port=0, log_level="WARNING")
         env.update(extra)
         return env
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,14 @@ def test_masked_dump_hides_secrets() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().broker_port = 1  # type: ignore[misc]
+
+
+def test_child_environment_reads_back_the_same_settings() -> None:
+    s = Settings.from_env(
+        {"CALLCHARGE_TOPIC_PREFIX": "t-", "REDIS_URL": "redis://r:1/0", "CALLCHARGE_CONTROL_TICK_S": "0.5"}
+    )
+    env = s.to_env({"PATH": "/bin", "CALLCHARGE_GROUP_ID": "stale", "KAFKA_BOOTSTRAP": "stale:1"}, metrics_port=0)
+    assert env["PATH"] == "/bin"
+    back = Settings.from_env(env)
+    assert back == replace(s, metrics_port=0)
+    assert back.group_id == s.group_id and back.bootstrap == s.bootstrap
