@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import json
+import os
 import pstats
+import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import TopicPartition
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from processors.engine import Engine
@@ -28,80 +34,160 @@ from processors.inputs import Rejected, cdr_from_dict, tenant_from_dict
 from processors.numbers import analyze
 
 from . import stack, traffic
+from .charging_worker import tune_gc
 from .codec import Codec
 from .commands import build_worker, load_tenants
 from .config import Settings
+from .errors import FatalError
 from .kafka import consumer, create_topics, producer
 from .offline import load_rates
 from .records import cdr_to_avro, charge_to_avro
 
 
-def _produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+def _produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) -> dict[int, int]:
+    """Produce `values`; the end offset of every partition written, from delivery reports
+    (the embedded broker's high watermark is not reliable for batched writes)."""
     p = producer(settings, extra={"linger.ms": 20, "batch.num.messages": 10000})
+    ends: dict[int, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        if err is not None:
+            raise RuntimeError(f"bench produce failed: {err}")
+        ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+
     for i, (key, value) in enumerate(values):
         while True:
             try:
-                p.produce(topic, key=key, value=value)
+                p.produce(topic, key=key, value=value, on_delivery=delivered)
                 break
             except BufferError:
                 p.poll(0.05)
         if i % 5000 == 0:
             p.poll(0)
-    p.flush(60)
+    if p.flush(60):
+        raise RuntimeError("bench produce: messages left undelivered")
+    return ends
 
 
-def passthrough(settings: Settings, n: int) -> float:
-    """CDR/s of consume -> produce -> send offsets -> commit, transactional, no work."""
-    c = consumer(settings, f"bench-raw-{uuid.uuid4().hex[:6]}")
-    p = producer(settings, f"bench-raw-{uuid.uuid4().hex[:6]}")
-    p.init_transactions(30)
-    c.subscribe([settings.topic.cdr])
-    done, start = 0, None
-    while done < n:
-        msgs = [m for m in c.consume(settings.batch_size, 0.05) if not m.error()]
-        if not msgs:
-            continue
-        start = start or time.perf_counter()
-        p.begin_transaction()
-        nxt: dict[int, int] = {}
-        for m in msgs:
-            p.produce(settings.topic.charges, key=m.key(), value=m.value())
-            nxt[m.partition() or 0] = (m.offset() or 0) + 1
-        p.send_offsets_to_transaction(
-            [TopicPartition(settings.topic.cdr, k, v) for k, v in nxt.items()], c.consumer_group_metadata(), 30
-        )
-        p.commit_transaction(60)
-        done += len(msgs)
-    elapsed = time.perf_counter() - (start or time.perf_counter())
-    c.close()
-    return n / elapsed
+# -- measured runs: each in its own processes, all started together -------------------
+#
+# Every measured run (passthrough or charging, 1 or N processes) is the same shape: N
+# fresh processes (`python -m pipeline.bench child ...`) each take a fixed share of the
+# cdr partitions (assign, not subscribe: no rebalance inside the timing), start on one
+# signal and read to the partitions' end. Throughput = all CDRs / (last finish - start).
+# A process is what an operator deploys, so N processes is the scaled-out figure; the
+# passthrough gets the same N, so the comparison stays like for like.
 
 
-def charging(settings: Settings, n: int, profile: bool) -> tuple[float, str]:
-    worker = build_worker(settings, CollectorRegistry())
-    worker.directory.catch_up()
-    worker.consumer.subscribe([settings.topic.cdr])
-    done, start = 0, None
-    prof = cProfile.Profile() if profile else None
-    while done < n:
-        if prof and start:
-            prof.enable()
-        got = worker.run_once()
-        if prof:
-            prof.disable()
-        if got and start is None:
-            start = time.perf_counter()
-        done += got
-    elapsed = time.perf_counter() - (start or time.perf_counter())
-    worker.close()
-    report = ""
+def _child(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark process: `raw` passthrough or `charge` (the real ChargingWorker)."""
+    settings = Settings.from_env()
+    topic = settings.topic.cdr
+    high = {int(p): int(h) for p, h in spec["high"].items()}
+    parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in high]
+    prof = cProfile.Profile() if spec.get("profile") else None
+    if mode == "charge":
+        worker = build_worker(settings, CollectorRegistry())
+        worker.directory.catch_up()
+        tune_gc()  # as `callcharge charge` does
+        c, step = worker.consumer, worker.run_once
+    else:
+        c = consumer(settings, settings.group_id)
+        p = producer(settings, f"{settings.transactional_id_prefix}-{uuid.uuid4().hex[:6]}")
+        p.init_transactions(30)
+        step = functools.partial(_passthrough_batch, settings, c, p)
+    c.assign(parts)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.time()
     if prof:
-        out = io.StringIO()
-        stats = pstats.Stats(prof, stream=out)
-        stats.sort_stats("cumulative").print_stats(25)
-        stats.sort_stats("tottime").print_stats(25)
-        report = out.getvalue()
-    return n / elapsed, report
+        prof.enable()
+    pending = dict(high)
+    while pending:
+        step()
+        for tp in c.position([TopicPartition(topic, q) for q in pending]):
+            if tp.offset >= pending[tp.partition]:
+                del pending[tp.partition]
+    if prof:
+        prof.disable()
+    t1 = time.time()
+    if mode == "charge":
+        worker.close()
+    else:
+        c.close()
+    return {"t0": t0, "t1": t1, "cdrs": spec["cdrs"], "profile": _report(prof) if prof else ""}
+
+
+def _passthrough_batch(settings: Settings, c: Consumer, p: Producer) -> None:
+    """Consume, produce the same bytes, send offsets, commit: no work at all."""
+    msgs = [m for m in c.consume(settings.batch_size, settings.batch_timeout_ms / 1000) if not m.error()]
+    if not msgs:
+        return
+    p.begin_transaction()
+    nxt: dict[int, int] = {}
+    for m in msgs:
+        p.produce(settings.topic.charges, key=m.key(), value=m.value())
+        nxt[m.partition() or 0] = (m.offset() or 0) + 1
+    p.send_offsets_to_transaction(
+        [TopicPartition(settings.topic.cdr, k, v) for k, v in nxt.items()], c.consumer_group_metadata(), 30
+    )
+    p.commit_transaction(60)
+
+
+def _report(prof: cProfile.Profile) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(25)
+    stats.sort_stats("tottime").print_stats(25)
+    return out.getvalue()
+
+
+def measured(
+    settings: Settings, mode: str, processes: int, high: dict[int, int], profile: bool = False
+) -> tuple[float, str]:
+    """CDR/s of `processes` fresh `mode` processes reading the cdr topic up to `high`."""
+    tag = uuid.uuid4().hex[:6]
+    env = settings.to_env(
+        group_id=f"{settings.group_id}-{mode}-{tag}",
+        transactional_id_prefix=f"{settings.transactional_id_prefix}-{mode}-{tag}",
+        metrics_port=0,
+        log_level="WARNING",
+    )
+    procs = []
+    for i in range(processes):
+        share = {p: h for p, h in high.items() if p % processes == i}
+        cdrs = sum(share.values())  # a fresh topic: offsets start at 0
+        spec = json.dumps({"high": share, "cdrs": cdrs, "profile": profile and i == 0})
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline.bench", "child", mode, spec],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"bench {mode} process exited with {proc.wait()}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench {mode} process exited with {proc.returncode}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+    return sum(r["cdrs"] for r in results) / elapsed, "".join(r["profile"] for r in results)
 
 
 def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, seconds: float) -> dict[str, float]:
@@ -175,7 +261,19 @@ def stage_ceilings(
     return {"rating_only_cdr_per_s": round(rating), "avro_decode_encode_only_cdr_per_s": round(avro)}
 
 
-def run(settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, profile: bool) -> dict[str, Any]:
+def _fresh_redis_db(settings: Settings, db: int) -> Settings:
+    """Settings on database `db` of the embedded Redis, emptied: each charging run starts
+    from no state, as the first run did (the bench never touches an external Redis)."""
+    if settings.redis_url:
+        raise FatalError("the benchmark runs on the embedded stack; unset REDIS_URL")
+    s = replace(settings, redis_url=f"redis://127.0.0.1:{settings.redis_port}/{db}")
+    redis.Redis.from_url(s.redis).flushdb()
+    return s
+
+
+def run(
+    settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, processes: int, rounds: int, profile: bool
+) -> dict[str, Any]:
     own_stack = not all(v.startswith("running") for v in stack.status(settings).values())
     if own_stack:
         stack.up(settings)
@@ -200,31 +298,62 @@ def run(settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, p
             assert not isinstance(cdr, Rejected), cdr
             values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
         print(f"producing {n} CDRs ({tenants_n} tenants) ...")
-        _produce(s, s.topic.cdr, values[:n])
-        print("raw transactional passthrough ...")
-        raw = passthrough(replace(s, topic_prefix=s.topic_prefix), n)
-        print("charging worker (exactly-once, Redis, rating) ...")
-        ours, prof = charging(replace(s, group_id=s.group_id + "-w"), n, profile)
+        high = _produce(s, s.topic.cdr, values[:n])
+        counts = sorted({1, processes})
+        runs: dict[str, list[float]] = {f"{mode}x{k}": [] for k in counts for mode in ("raw", "charge")}
+        reports = []
+        db = 0
+        for r in range(rounds):
+            for k in counts:
+                print(f"round {r + 1}/{rounds}: raw transactional passthrough, {k} process(es) ...")
+                runs[f"rawx{k}"].append(measured(s, "raw", k, high)[0])
+                print(f"round {r + 1}/{rounds}: charging worker, {k} process(es) ...")
+                db = db % 14 + 1  # 1..14 for charging runs, 15 for the latency run
+                cdr_s, report = measured(_fresh_redis_db(s, db), "charge", k, high, profile and r == 0 and k == 1)
+                runs[f"chargex{k}"].append(cdr_s)
+                reports.append(report)
+        median = {key: statistics.median(v) for key, v in runs.items()}
+        by_processes = {
+            str(k): {
+                "raw_passthrough_cdr_per_s": round(median[f"rawx{k}"]),
+                "charging_worker_cdr_per_s": round(median[f"chargex{k}"]),
+                "ratio": round(median[f"chargex{k}"] / median[f"rawx{k}"], 3),
+                "raw_runs": [round(x) for x in runs[f"rawx{k}"]],
+                "charging_runs": [round(x) for x in runs[f"chargex{k}"]],
+            }
+            for k in counts
+        }
         print("stage ceilings (rating alone, Avro alone) ...")
         ceilings = stage_ceilings(s, tenants, rows[:n], values[:n])
         print(f"latency at {rate} CDR/s for {seconds:.0f}s ...")
-        lat_settings = replace(s, topic_prefix=f"bench-{tag}-lat-", group_id=f"bench-{tag}-lat", batch_timeout_ms=10)
+        lat_settings = replace(
+            _fresh_redis_db(s, 15),
+            topic_prefix=f"bench-{tag}-lat-",
+            group_id=f"bench-{tag}-lat",
+            batch_timeout_ms=10,
+        )
         create_topics(lat_settings)
         load_tenants(lat_settings, tenants)
         lat = latency(lat_settings, values[n:], rate, seconds)
+        best = max(counts, key=lambda k: median[f"chargex{k}"] / median[f"rawx{k}"])
         result = {
             "cdrs": n,
             "tenants": tenants_n,
             "batch_size": s.batch_size,
-            "raw_passthrough_cdr_per_s": round(raw),
-            "charging_worker_cdr_per_s": round(ours),
-            "ratio": round(ours / raw, 3),
+            "cores": os.cpu_count(),
+            "rounds": rounds,
+            "processes": by_processes,
+            "raw_passthrough_cdr_per_s": by_processes["1"]["raw_passthrough_cdr_per_s"],
+            "charging_worker_cdr_per_s": by_processes["1"]["charging_worker_cdr_per_s"],
+            "ratio": by_processes["1"]["ratio"],
+            "best": {"processes": best, **by_processes[str(best)]},
             "stage_ceilings": ceilings,
             "latency": lat,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        if prof:
-            print(prof)
+        for report in reports:
+            if report:
+                print(report)
         return result
     finally:
         if own_stack:
@@ -232,15 +361,19 @@ def run(settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, p
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    result = run(settings, args.cdrs, args.tenants, args.rate, args.seconds, args.profile)
+    result = run(settings, args.cdrs, args.tenants, args.rate, args.seconds, args.processes, args.rounds, args.profile)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     lat = result["latency"]
+    print(f"\nmedians of {result['rounds']} rounds, {result['cdrs']} CDRs each, {result['cores']} cores:")
+    print(f"  {'processes':>9} {'passthrough CDR/s':>18} {'charging CDR/s':>15} {'ratio':>7}")
+    for k, row in result["processes"].items():
+        print(
+            f"  {k:>9} {row['raw_passthrough_cdr_per_s']:>18} {row['charging_worker_cdr_per_s']:>15} "
+            f"{row['ratio']:>7.1%}"
+        )
     print(
-        f"\nraw passthrough   {result['raw_passthrough_cdr_per_s']:>8} CDR/s\n"
-        f"charging worker   {result['charging_worker_cdr_per_s']:>8} CDR/s\n"
-        f"ratio             {result['ratio']:>8.1%}\n"
         f"ceilings: rating alone {result['stage_ceilings']['rating_only_cdr_per_s']} CDR/s, "
         f"Avro decode+encode alone {result['stage_ceilings']['avro_decode_encode_only_cdr_per_s']} CDR/s\n"
         f"latency @ {lat['offered_cdr_per_s']} CDR/s: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
@@ -251,10 +384,23 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: Any) -> None:
     b = sub.add_parser("bench", help="raw passthrough vs charging worker, latency percentiles")
-    b.add_argument("--cdrs", type=int, default=50000)
+    b.add_argument("--cdrs", type=int, default=100000)
     b.add_argument("--tenants", type=int, default=200)
     b.add_argument("--rate", type=int, default=1000, help="offered load for the latency run, CDR/s")
     b.add_argument("--seconds", type=float, default=10.0)
-    b.add_argument("--profile", action="store_true", help="print a cProfile of the charging run")
+    b.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="also measure both sides with this many processes (default: one per core)",
+    )
+    b.add_argument("--rounds", type=int, default=3, help="rounds of every run; the medians are reported")
+    b.add_argument("--profile", action="store_true", help="print a cProfile of one single-process charging run")
     b.add_argument("--out", default="bench/results.json")
     b.set_defaults(func=cmd_bench)
+
+
+if __name__ == "__main__":  # a measured process, started by measured()
+    if len(sys.argv) != 4 or sys.argv[1] != "child":
+        sys.exit("usage: python -m pipeline.bench child raw|charge SPEC (started by `callcharge bench`)")
+    print(json.dumps(_child(sys.argv[2], json.loads(sys.argv[3]))), flush=True)

@@ -125,10 +125,12 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
 
 
 def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
+    from .charging_worker import tune_gc
     from .metrics import serve
 
     registry = CollectorRegistry()
     worker = build_worker(settings, registry)
+    tune_gc()
     serve(registry, settings.metrics_port if args.metrics_port is None else args.metrics_port)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
