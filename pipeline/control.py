@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 Output = tuple[str, bytes, bytes]  # topic, key, value
 RETRY_ZSET = "cc:recharge-retry"
 EMAIL_RETRY_ZSET = "cc:email-retry"
-# Balance events kept in the transaction history, with the sign of their amount.
+# Balance events kept in the transaction history, with the sign of their amount. Sign 0:
+# no money moved; the history shows amount 0 and what was asked for as `requested`.
 HISTORY_SIGN = {
     "funds_added": 1,
     "recharge_succeeded": 1,
-    "funding_refused": 1,
+    "funding_refused": 0,
     "credits_expired": -1,
     "recharge_failed": 0,
 }
@@ -365,16 +366,18 @@ class Control:
     def _history(self, ev: dict[str, Any]) -> None:
         sign = HISTORY_SIGN.get(ev["type"])
         if sign is not None:
-            amount = (ev.get("amount") or 0) * sign
+            amount = ev.get("amount") or 0
             doc = {
                 "type": ev["type"],
                 "id": ev["event_id"],
                 "at": ev["at"].isoformat(),
-                "amount": amount,
+                "amount": amount * sign,
                 "balance_after": ev["balance"],
                 "lot_id": ev.get("lot_id"),
                 **ev.get("attributes", {}),
             }
+            if sign == 0 and amount:
+                doc["requested"] = amount
             self._add_history(ev["tenant_id"], doc, ev["at"])
 
     def _add_history(self, tenant_id: str, doc: dict[str, Any], at: datetime) -> None:

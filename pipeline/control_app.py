@@ -193,7 +193,7 @@ def build_app(settings: Settings) -> faust.App:
             control.book(tenant_id)
             rows = control.history(tenant_id, int(request.query.get("limit", "100")))
             for row in rows:
-                for key in ("amount", "balance_after"):
+                for key in ("amount", "balance_after", "requested"):
                     if isinstance(row.get(key), int):
                         row[key] = format_money(row[key])
             return self.json({"tenant_id": tenant_id, "transactions": rows})

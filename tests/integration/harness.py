@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.codec import Codec
 from pipeline.commands import ingest, load_tenants
 from pipeline.config import Settings
-from pipeline.kafka import create_topics
+from pipeline.kafka import create_topics, producer
 from pipeline.readback import read_all
 from processors.engine import Engine, event_to_dict
 from processors.inputs import cdr_from_dict, tenant_from_dict
@@ -82,6 +82,12 @@ class Env:
         path.write_text("".join(json.dumps(c) + "\n" for c in cdrs))
         sent, bad = ingest(self.settings, path)
         assert bad == 0 and sent == len(cdrs)
+
+    def produce_record(self, topic: str, key: str, kind: str, record: dict[str, Any]) -> None:
+        """One Avro record straight onto a topic, as another system would put it there."""
+        p = producer(self.settings)
+        p.produce(topic, key=key.encode(), value=Codec(self.settings.schemas_dir).encode(kind, record))
+        assert p.flush(30) == 0
 
     def read(self, topic: str, min_count: int = 0, timeout: float = 60) -> list[dict[str, Any]]:
         codec = Codec(self.settings.schemas_dir)

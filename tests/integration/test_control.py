@@ -294,6 +294,32 @@ def test_api_refuses_without_token_and_explains_bad_requests(env: Env, smtp: Inb
         "PUT", f"/v1/tenants/{tid}-mca/auto-recharge", {"enabled": True, "amount": "10", "trigger": "5"}
     )
     assert status == 409 and "must be off" in body["error"]
+    # The same refusal for a command another system put straight on the commands topic:
+    # recorded in the history, with no money moved.
+    env.produce_record(
+        env.settings.topic.commands,
+        f"{tid}-mca",
+        "funding_command",
+        {
+            "command_id": f"{tid}-partner-1",
+            "tenant_id": f"{tid}-mca",
+            "kind": "manual",
+            "amount": 5_000_000,
+            "currency": "USD",
+            "requested_by": "partner-portal",
+            "at": datetime.now(UTC),
+        },
+    )
+
+    def refusals() -> list[dict[str, Any]]:
+        rows = control.get(f"/v1/tenants/{tid}-mca/transactions")[1]["transactions"]
+        return [r for r in rows if r["type"] == "funding_refused"]
+
+    wait_for(refusals, timeout=30)
+    (refused,) = refusals()
+    assert refused["type"] == "funding_refused" and "cannot buy credits" in refused["reason"]
+    assert refused["amount"] == "0.00" and refused["requested"] == "5.00"
+    assert control.get(f"/v1/tenants/{tid}-mca/balance")[1]["balance"] == "5.00"
     assert control.get("/v1/tenants/nobody/balance")[0] == 404
     status, body = control.call("POST", f"/v1/tenants/{tid}/authorize", {"user_id": "u1"})
     assert status == 400 and "number" in body["error"]
