@@ -45,7 +45,7 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## raw Kafka passthrough vs the charging worker; writes bench/results.json
+bench: $(STAMP) ## raw Kafka passthrough vs the charging worker, 1 and N processes, medians of 3 rounds; writes bench/results.json
 	$(BIN)/callcharge bench
 
 stack-up: $(STAMP) ## start the embedded broker and Redis (ports 19092, 16379)
