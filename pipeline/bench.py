@@ -74,7 +74,8 @@ def _produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) 
 # Every measured run (passthrough or charging, 1 or N processes) is the same shape: N
 # fresh processes (`python -m pipeline.bench child ...`) each take a fixed share of the
 # cdr partitions (assign, not subscribe: no rebalance inside the timing), start on one
-# signal and read to the partitions' end. Throughput = all CDRs / (last finish - start).
+# signal and read to the partitions' end. Throughput = CDRs after each process's first
+# batch / (last finish - first clock start).
 # A process is what an operator deploys, so N processes is the scaled-out figure; the
 # passthrough gets the same N, so the comparison stays like for like.
 
