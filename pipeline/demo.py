@@ -297,9 +297,10 @@ def _summary(charges: list[dict[str, Any]], events: list[dict[str, Any]], tenant
     for c in charges:
         last_balance[c["tenant_id"]] = c["balance_after"]
     cur = {t["tenant_id"]: (t["currency"], t["channel"]) for t in tenants}
+    w = max([len("tenant"), *(len(t) for t in per)])
     print(
-        f"   {'tenant':<12} {'chan':<6} {'calls':>5} {'incl':>5} {'zoneA':>5} {'bill':>5} {'mixed':>5} "
-        f"{'over':>5} {'charged':>12} {'after calls':>12}  events"
+        f"   {'tenant':<{w}} {'chan':<6} {'calls':>5} {'incl':>5} {'zoneA':>5} {'bill':>5} {'mixed':>5} "
+        f"{'over':>5} {'charged':>14} {'after calls':>14}  events"
     )
     for tid in sorted(per):
         r = per[tid]
@@ -308,9 +309,9 @@ def _summary(charges: list[dict[str, Any]], events: list[dict[str, Any]], tenant
             f"{k} {r[k]}" for k in ("recharge_requested", "balance_zero", "balance_low", "pool_threshold") if r.get(k)
         )
         print(
-            f"   {tid:<12} {channel:<6} {r['calls']:>5} {r['included']:>5} {r['pooled_zone_a']:>5} "
+            f"   {tid:<{w}} {channel:<6} {r['calls']:>5} {r['included']:>5} {r['pooled_zone_a']:>5} "
             f"{r['billable']:>5} {r['mixed']:>5} {r['overage']:>5} "
-            f"{format_money(r['amount']):>8} {currency} {format_money(last_balance.get(tid, 0)):>8} {currency}  {ev}"
+            f"{format_money(r['amount']):>10} {currency} {format_money(last_balance.get(tid, 0)):>10} {currency}  {ev}"
         )
 
 
