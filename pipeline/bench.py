@@ -34,7 +34,7 @@ from processors.inputs import Rejected, cdr_from_dict, tenant_from_dict
 from processors.numbers import analyze
 
 from . import stack, traffic
-from .charging_worker import tune_gc
+from .charging_worker import tune_runtime
 from .codec import Codec
 from .commands import build_worker, load_tenants
 from .config import Settings
@@ -91,7 +91,7 @@ def _child(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
     if mode == "charge":
         worker = build_worker(settings, registry)
         worker.directory.catch_up()
-        tune_gc()  # as `callcharge charge` does
+        tune_runtime()  # as `callcharge charge` does
         c, step = worker.consumer, worker.run_once
     else:
         c = consumer(settings, settings.group_id)
@@ -115,8 +115,8 @@ def _child(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
         for tp in c.position([TopicPartition(topic, q) for q in pending]):
             if tp.offset >= pending[tp.partition]:
                 del pending[tp.partition]
-        if not pending:
-            break
+        if not pending and not (mode == "charge" and worker.read_ahead):
+            break  # every CDR consumed, and none waits in a batch read ahead
         step()
     if prof:
         prof.disable()

@@ -125,12 +125,12 @@ def build_worker(settings: Settings, registry: CollectorRegistry | None = None) 
 
 
 def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
-    from .charging_worker import tune_gc
+    from .charging_worker import tune_runtime
     from .metrics import serve
 
     registry = CollectorRegistry()
     worker = build_worker(settings, registry)
-    tune_gc()
+    tune_runtime()
     serve(registry, settings.metrics_port if args.metrics_port is None else args.metrics_port)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
@@ -182,7 +182,7 @@ def register(sub: Any) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="stop after this long without CDRs (demos and tests)",
+        help="stop once every assigned partition is read to its end and idle this long (demos, tests, draining)",
     )
     c.set_defaults(func=cmd_charge)
 

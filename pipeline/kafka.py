@@ -76,7 +76,10 @@ def producer(settings: Settings, transactional_id: str | None = None, extra: dic
     }
     if transactional_id:
         conf["transactional.id"] = transactional_id
-        conf["transaction.timeout.ms"] = 60000
+        # A worker's transaction spans one batch's produce and commit (well under a
+        # second). If the worker dies inside it, read_committed readers of its output
+        # wait until the broker aborts it: keep that short (Kafka Streams uses 10 s).
+        conf["transaction.timeout.ms"] = 10000
     conf.update(extra or {})
     return Producer(conf)
 

@@ -6,9 +6,31 @@ many); never a phone number or a user.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class BatchHistogram(Histogram):
+    """A Histogram that also takes a batch of observations at once: one increment per
+    bucket touched instead of a locked increment of a bucket and the sum per value
+    (the end-to-end latency is observed for every CDR of every batch)."""
+
+    def observe_many(self, amounts: Iterable[float]) -> None:
+        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
+        bounds = self._upper_bounds  # the last is +Inf
+        counts = [0] * len(bounds)
+        total = 0.0
+        for amount in amounts:
+            total += amount
+            counts[bisect_left(bounds, amount)] += 1  # the first bucket with amount <= bound
+        self._sum.inc(total)
+        for i, n in enumerate(counts):
+            if n:
+                self._buckets[i].inc(n)
 
 
 class ChargingMetrics:
@@ -50,7 +72,7 @@ class ChargingMetrics:
             registry=registry,
         )
         self.lag = Gauge("callcharge_consumer_lag", "CDRs not yet consumed, all assigned partitions", registry=registry)
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "callcharge_end_to_end_seconds",
             "CDR produced to charge committed",
             buckets=LATENCY_BUCKETS,

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from processors.frozen import frozen
 from processors.ledger import TenantState
 
 _HEAD = struct.Struct(">iqH")
@@ -35,7 +36,7 @@ def call_key(tenant_id: str, call_id: str) -> str:
     return f"cc:{{{tenant_id}}}:call:{call_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StoredCall:
     """What a call produced the first time: re-emitted byte for byte on redelivery."""
 

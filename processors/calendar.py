@@ -14,6 +14,9 @@ def zone(name: str | None) -> ZoneInfo:
 
 def month_key(at: datetime, time_zone: str | None) -> str:
     """The pool month ("2026-11") a moment belongs to, in the tenant's time zone."""
+    if 3 <= at.day <= 26:
+        # UTC offsets span less than two days, so mid-month the zone cannot change the month.
+        return f"{at.year:04d}-{at.month:02d}"
     local = at.astimezone(zone(time_zone))
     return f"{local.year:04d}-{local.month:02d}"
 

@@ -8,10 +8,9 @@ A call that overruns a pool is split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import tables
 from .calendar import month_key
+from .frozen import frozen
 from .ledger import TenantState, after_change, debit, expire
 from .model import (
     AUDIO_CONF,
@@ -66,16 +65,18 @@ def plan_pool(user: User, plan: str) -> str:
     return f"cp:{plan}:{country}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Book:
     """A tenant's configuration with its derived pool totals, prepared once per version."""
 
     tenant: Tenant
     pools: dict[str, tuple[int, int]]  # pool id -> (domestic minutes, international minutes)
+    plans: dict[str, tuple[str, str]]  # user id -> (calling plan, its pool id), users with a plan
 
 
 def prepare(tenant: Tenant) -> Book:
     pools: dict[str, tuple[int, int]] = {}
+    plans: dict[str, tuple[str, str]] = {}
     conf = 0
     for user in tenant.users.values():
         if AUDIO_CONF in user.licences:
@@ -83,6 +84,7 @@ def prepare(tenant: Tenant) -> Book:
         plan = plan_of(user)
         if plan is None:
             continue
+        plans[user.user_id] = (plan, plan_pool(user, plan))
         allowance = tables.allowance(plan, user.usage_country)
         if allowance is None:
             continue
@@ -90,7 +92,7 @@ def prepare(tenant: Tenant) -> Book:
         dom, intl = pools.get(pool, (0, 0))
         pools[pool] = (dom + allowance.domestic_minutes, intl + allowance.international_minutes)
     pools[ZONE_A_POOL] = (conf * ZONE_A_MINUTES_PER_LICENCE, 0)
-    return Book(tenant, pools)
+    return Book(tenant, pools, plans)
 
 
 def pool_available(book: Book, state: TenantState, pool: str, dim: str, month: str) -> int:
@@ -104,7 +106,7 @@ def pool_available(book: Book, state: TenantState, pool: str, dim: str, month: s
     return max(0, total_intl - used_intl)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Route:
     """Where a call may draw from, before looking at any balance."""
 
@@ -179,18 +181,18 @@ def route(book: Book, cdr: Cdr) -> Route:
         )
     if policy and not _allowed(policy.user_pstn, strict_domestic, dest):
         flags.append("policy_violation")
-    plan = plan_of(user)
+    plan, plan_pool_id = book.plans.get(cdr.user_id, (None, None)) if user is not None else (None, None)
     plan_domestic = strict_domestic or (
         dest.country is not None
         and DOMESTIC_GROUP.get(region) is not None
         and DOMESTIC_GROUP.get(region) == DOMESTIC_GROUP.get(dest.country)
     )
     pool, dim = None, "dom"
-    if user is not None and plan is not None and dest.kind != PREMIUM:
+    if plan_pool_id is not None and dest.kind != PREMIUM:
         if plan_domestic:
-            pool = plan_pool(user, plan)
-        elif book.pools.get(plan_pool(user, plan), (0, 0))[1] > 0:
-            pool, dim = plan_pool(user, plan), "intl"
+            pool = plan_pool_id
+        elif book.pools.get(plan_pool_id, (0, 0))[1] > 0:
+            pool, dim = plan_pool_id, "intl"
     return Route(
         "calling",
         "user_pstn",

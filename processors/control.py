@@ -3,12 +3,12 @@ whether credit-funded services may run, and the pre-call authorization dry run."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import tables
 from .calendar import month_key
 from .charging import Book, Unchargeable, pool_available, route, tariff_for
+from .frozen import frozen
 from .ledger import TenantState
 from .model import CREDITS_LICENCE, POSTPAID_CHANNELS, Cdr, Event, Tenant
 from .money import format_money
@@ -17,7 +17,7 @@ from .rating import RateCard
 NOTIFY = frozenset({"recharge_succeeded", "recharge_failed", "balance_zero", "pool_threshold"})
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Notification:
     notification_id: str  # event id + recipient: sent once
     tenant_id: str
@@ -73,7 +73,7 @@ def retry_at(failed_at: datetime, attempt: int, base_s: float, cap_s: float) -> 
     return failed_at + timedelta(seconds=min(cap_s, base_s * 2 ** (attempt - 1)))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ServiceState:
     billable_calls: bool
     tollfree_numbers: bool
@@ -88,7 +88,7 @@ def service_state(tenant: Tenant, state: TenantState) -> ServiceState:
     return ServiceState(False, False, "credit balance is zero")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Authorization:
     allowed: bool
     bucket: str  # included | pooled_zone_a | billable | overage | not_charged | free_unrated

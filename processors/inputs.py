@@ -5,18 +5,18 @@ into domain records, or a Rejected value with a reason. Never raises on bad inpu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .calendar import zone
+from .frozen import frozen
 from .model import CALL_TYPES, CHANNELS, POSTPAID_CHANNELS, AutoRecharge, Cdr, Funding, Tenant, User
 from .money import MoneyError, parse_money
 
 MAX_DURATION_S = 7 * 24 * 3600  # Teams ends calls after 24 h; a week is absurd for sure.
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Rejected:
     reason: str  # a short machine-readable code: the dead-letter metric label
     detail: str

@@ -13,17 +13,18 @@ reproduces them) and mutates only the state object it is given; callers copy fir
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from .calendar import add_months
+from .frozen import frozen
 from .model import POSTPAID_CHANNELS, Event, LotDraw, Tenant
 
 LOT_LIFETIME_MONTHS = 12
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Lot:
     lot_id: str
     amount: int
@@ -31,6 +32,13 @@ class Lot:
     purchased_at: datetime
     expires_at: datetime
     expired: bool = False
+
+    # Built directly: dataclasses.replace() inspects the fields on every call (debit path).
+    def debited(self, amount: int) -> Lot:
+        return Lot(self.lot_id, self.amount, self.remaining - amount, self.purchased_at, self.expires_at, self.expired)
+
+    def forfeited(self) -> Lot:
+        return Lot(self.lot_id, self.amount, 0, self.purchased_at, self.expires_at, True)
 
 
 @dataclass(slots=True)
@@ -185,7 +193,7 @@ def expire(tenant: Tenant, state: TenantState, at: datetime) -> list[Event]:
         if lot.expired or lot.expires_at > at:
             continue
         before = state.balance
-        state.lots[i] = replace(lot, remaining=0, expired=True)
+        state.lots[i] = lot.forfeited()
         state.expired += lot.remaining
         cause = f"expire:{lot.lot_id}"
         if lot.remaining:
@@ -211,7 +219,7 @@ def debit(state: TenantState, amount: int, allow_deficit: bool) -> tuple[tuple[L
         if lot.remaining <= 0:
             continue
         take = min(lot.remaining, left)
-        state.lots[i] = replace(lot, remaining=lot.remaining - take)
+        state.lots[i] = lot.debited(take)
         draws.append(LotDraw(lot.lot_id, take))
         left -= take
     deficit = 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any
+
+from .frozen import frozen
 
 # Call types of the PSTN usage report.
 INBOUND = frozenset({"user_in", "conf_in", "unassigned_in", "ucap_in"})
@@ -29,7 +31,7 @@ AUDIO_CONF = "MCOMEETADD"
 AUDIO_CONF_PPM = "MCOMEETACPEA"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Cdr:
     call_id: str  # the usage row id (GUID): the idempotency key
     tenant_id: str
@@ -49,7 +51,7 @@ class Cdr:
     user_display_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class User:
     user_id: str
     usage_country: str
@@ -60,21 +62,21 @@ class User:
     display_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AutoRecharge:
     enabled: bool
     amount: int
     trigger: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Funding:
     lot_id: str
     amount: int
     purchased_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Tenant:
     tenant_id: str
     country: str
@@ -87,13 +89,13 @@ class Tenant:
     payment_method: str | None = None  # the gateway's token for auto-recharge
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class LotDraw:
     lot_id: str
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Segment:
     bucket: str
     minutes: int
@@ -127,7 +129,7 @@ class Segment:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Charge:
     """What one call cost and where each minute and micro-unit came from."""
 
@@ -154,7 +156,7 @@ class Charge:
     month: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Event:
     """A balance or pool event (recharge_requested, balance_zero, credits_expired, ...).
 

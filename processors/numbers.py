@@ -12,12 +12,14 @@ checked against each other and against the public API in tests/unit/test_numbers
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import Any
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumberType, shortnumberinfo
 from phonenumbers.phonenumberutil import _number_type_helper
+
+from .frozen import frozen
 
 FIXED = "fixed"
 MOBILE = "mobile"
@@ -45,7 +47,7 @@ class NumberError(ValueError):
     """A number that cannot be interpreted at all."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NumberInfo:
     country: str | None
     kind: str
@@ -85,10 +87,11 @@ _DESC_ORDER = (
     ("fixed_line", FIXED),
 )
 
-Row = tuple[frozenset[int] | None, re.Pattern[str], str]
+# (possible lengths or None, pattern, kind, digits a match can start with)
+Row = tuple[frozenset[int] | None, re.Pattern[str], str, frozenset[str]]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Region:
     code: str
     general: Row | None
@@ -98,13 +101,15 @@ class _Region:
     def kind(self, nsn: str) -> str:
         if self.general is None or not _matches(self.general, nsn):
             return UNKNOWN
-        for row in self.rows:
-            if _matches(row, nsn):
-                return row[2]
+        first, n = nsn[0], len(nsn)
+        for lengths, pattern, kind, starts in self.rows:
+            # the cheap tests first: most rows cannot start with this digit or have this length
+            if first in starts and (lengths is None or n in lengths) and pattern.fullmatch(nsn) is not None:
+                return kind
         return UNKNOWN
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Code:
     regions: tuple[_Region, ...]
     national_prefix: re.Pattern[str] | None
@@ -112,8 +117,8 @@ class _Code:
 
 
 def _matches(row: Row, nsn: str) -> bool:
-    lengths, pattern, _ = row
-    return (lengths is None or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None
+    lengths, pattern, _, starts = row
+    return nsn[0] in starts and (lengths is None or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None
 
 
 def _row(desc: object, kind: str) -> Row | None:
@@ -121,7 +126,57 @@ def _row(desc: object, kind: str) -> Row | None:
     if not pattern:
         return None
     lengths = getattr(desc, "possible_length", None) or ()
-    return (frozenset(lengths) or None, re.compile(pattern), kind)
+    return (frozenset(lengths) or None, re.compile(pattern), kind, first_digits(pattern))
+
+
+DIGITS = frozenset("0123456789")
+
+
+def first_digits(pattern: str) -> frozenset[str]:
+    """The digits a full match of `pattern` can start with: a superset, never less (any
+    construct not understood counts as every digit), read off the regex's parse tree."""
+    try:
+        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser  # type: ignore[attr-defined]
+    except ImportError:  # another Python's internals: no filtering, still exact
+        return DIGITS
+
+    def seq(items: object) -> tuple[set[str], bool]:
+        found: set[str] = set()
+        for op, av in items:  # type: ignore[attr-defined]
+            chars, nullable = item(op, av)
+            found |= chars
+            if not nullable:
+                return found, False
+        return found, True
+
+    def item(op: object, av: Any) -> tuple[set[str], bool]:
+        if op is c.LITERAL:
+            return {chr(av)} & DIGITS, False
+        if op is c.IN:
+            chars: set[str] = set()
+            for kind, value in av:
+                if kind is c.LITERAL:
+                    chars.add(chr(value))
+                elif kind is c.RANGE:
+                    chars |= {chr(x) for x in range(value[0], value[1] + 1)}
+                else:  # a category, a negation, ...
+                    return set(DIGITS), False
+            return chars & DIGITS, False
+        if op is c.BRANCH:
+            parts = [seq(branch) for branch in av[1]]
+            return set().union(*(p[0] for p in parts)), any(p[1] for p in parts)
+        if op is c.SUBPATTERN:
+            return seq(av[-1])
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            chars, nullable = seq(av[2])
+            return chars, nullable or av[0] == 0
+        return set(DIGITS), True
+
+    try:
+        return frozenset(seq(_parser.parse(pattern))[0])
+    except Exception:  # any surprise in the internals: no filtering
+        return DIGITS
 
 
 def _region(code: str, metadata: PhoneMetadata) -> _Region:
@@ -163,15 +218,23 @@ def _fast(text: str) -> NumberInfo | None:
     nsn = digits[width:]
     if code is None or len(nsn) < 2 or nsn[0] == "0" or (code.national_prefix and code.national_prefix.match(nsn)):
         return None
+    found: _Region | None = None
+    kind = UNKNOWN
     if len(code.regions) == 1:
-        found: _Region | None = code.regions[0]
+        found = code.regions[0]
     else:
-        found = None
         for r in code.regions:
-            if (r.leading.match(nsn) is not None) if r.leading is not None else r.kind(nsn) != UNKNOWN:
-                found = r
-                break
-    kind = found.kind(nsn) if found is not None else UNKNOWN
+            if r.leading is not None:
+                if r.leading.match(nsn) is not None:
+                    found = r
+                    break
+            else:
+                kind = r.kind(nsn)  # the region is the first whose kind is known: keep it
+                if kind != UNKNOWN:
+                    found = r
+                    break
+    if found is not None and kind == UNKNOWN:
+        kind = found.kind(nsn)
     if found is None or kind == UNKNOWN:
         return NumberInfo(code.fallback_country, UNKNOWN, False)
     return NumberInfo(found.code, kind, True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
+from .frozen import frozen
 from .money import MoneyError, ceil_div, parse_money
 
 SERVICES = frozenset({"calling", "dialout", "tollfree"})
@@ -31,7 +31,7 @@ class RateCardError(ValueError):
     """A rate card row that cannot be used, with its line number."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Tariff:
     rate_id: str
     price_per_minute: int
@@ -60,11 +60,23 @@ PER_MINUTE = Tariff("default", 0)
 class RateCard:
     def __init__(self, tariffs: Mapping[tuple[str, str, str, str, str], Tariff]):
         self._tariffs = dict(tariffs)
+        # lookup() answers, memoized: the card never changes and the keys are few
+        self._found: dict[tuple[str, str, str | None, str | None, str], Tariff | None] = {}
 
     def __len__(self) -> int:
         return len(self._tariffs)
 
     def lookup(
+        self, currency: str, service: str, origin: str | None, destination: str | None, kind: str
+    ) -> Tariff | None:
+        key = (currency, service, origin, destination, kind)
+        try:
+            return self._found[key]
+        except KeyError:
+            found = self._found[key] = self._search(*key)
+            return found
+
+    def _search(
         self, currency: str, service: str, origin: str | None, destination: str | None, kind: str
     ) -> Tariff | None:
         t = self._tariffs

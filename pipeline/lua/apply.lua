@@ -11,9 +11,17 @@ local ver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
 if ver ~= tonumber(ARGV[1]) then
   return {0, ver}
 end
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    return {-1, i - 1}
+-- One EXISTS per chunk of keys (a call each is most of the script's time); the rare hit
+-- is then located key by key.
+local chunk = 500
+for first = 2, #KEYS, chunk do
+  local last = math.min(first + chunk - 1, #KEYS)
+  if redis.call('EXISTS', unpack(KEYS, first, last)) > 0 then
+    for i = first, last do
+      if redis.call('EXISTS', KEYS[i]) == 1 then
+        return {-1, i - 1}
+      end
+    end
   end
 end
 local ttl = tonumber(ARGV[3])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import signal
 import time
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import stack, traffic
 from pipeline.codec import Codec
@@ -85,10 +88,29 @@ def test_every_bad_input_kind_goes_to_the_dead_letter_topic(env: Env) -> None:
     )
     assert p.flush(10) == 0
     port = _free_port()
-    worker = env.worker(extra={"CALLCHARGE_METRICS_PORT": str(port)})
+    worker = env.worker(idle=None, extra={"CALLCHARGE_METRICS_PORT": str(port)})
     dlq = env.read(env.settings.topic.dlq, min_count=len(bad) + 1)
+    charged = env.charges(min_count=len(cdrs))
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    worker.send_signal(signal.SIGTERM)  # a clean stop
     assert wait_exit(worker) == 0
+    # what SREs and finance read off /metrics is what the charges topic holds
+    samples = {
+        (smp.name, tuple(sorted(smp.labels.items()))): smp.value
+        for family in text_string_to_metric_families(metrics)
+        for smp in family.samples
+    }
+    for classification, n in Counter(c["classification"] for c in charged).items():
+        assert samples[("callcharge_charges_total", (("classification", classification),))] == n
+    money: Counter[tuple[str, str]] = Counter()
+    for c in charged:
+        for seg in c["segments"]:
+            if seg["bucket"] in ("billable", "overage") and seg["amount"]:
+                money[c["currency"], seg["bucket"]] += seg["amount"]
+    assert money, "the scenario charges some money"
+    for (currency, bucket), amount in money.items():
+        key = ("callcharge_money_charged_micros_total", (("bucket", bucket), ("currency", currency)))
+        assert samples[key] == amount, key
     for reason in bad:
         assert f'callcharge_dead_letters_total{{reason="{reason}"}}' in metrics
     assert 'callcharge_dead_letters_total{reason="bad_duration"} 2.0' in metrics

@@ -20,6 +20,7 @@ from processors.numbers import (
     _fast,
     _full,
     analyze,
+    first_digits,
 )
 
 CODES = ["1", "44", "49", "33", "81", "61", "55", "234", "86", "39", "34", "31", "46", "91", "7", "1441"]
@@ -114,3 +115,11 @@ def test_every_example_number_is_analysed_like_the_public_api() -> None:
     # The fast path is the one taken for strict E.164 (the few left are national
     # prefixes or leading zeros after the country code).
     assert fast_taken > 0.9 * len(EXAMPLES)
+
+
+def test_first_digits_of_a_pattern_is_every_digit_a_match_can_start_with() -> None:
+    assert first_digits(r"8(?:00|33|44)[2-9]\d{6}|9\d{2}") == frozenset("89")
+    assert first_digits(r"(?:5|6)?7\d") == frozenset("567")  # optional prefix: what follows counts too
+    assert first_digits(r"[13-5]\d{4}") == frozenset("1345")
+    assert first_digits(r"\d{3}") == frozenset("0123456789")
+    assert first_digits(r"(?=1)1\d") == frozenset("0123456789")  # not understood: every digit

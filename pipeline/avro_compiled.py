@@ -1,0 +1,330 @@
+"""Avro binary writers and readers compiled to Python source, one per schema version.
+
+fastavro interprets the schema for every datum: per field it looks up the type, and for
+each union it tries the branches. For the few record kinds on the hot path (a CDR in, a
+charge and its balance events out, per call) that dispatch is most of the cost. Here the
+schema is walked once, at start-up, into straight-line Python for exactly that schema;
+measured on bench traffic in one process: charge encode 21.5 -> 14 us, CDR decode
+13 -> 8.7 us.
+
+Scope: the types our schemas use (null, boolean, int, long, string, bytes, array, map,
+union, record, and long with logicalType timestamp-micros). A schema with anything else
+is not compiled (`compile_*` raises `Unsupported`) and fastavro serves it. The output is
+byte-for-byte fastavro's: tests/unit/test_avro_compiled.py checks both directions on
+generated records of every schema, and garbage input, against fastavro.
+
+A writer raises on a datum that does not fit its schema (missing field, wrong type);
+`Codec` then lets fastavro encode it, so a bad datum gets fastavro's error. A reader
+raises `ValueError` or `IndexError` on bytes that are not a datum of its schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICRO = timedelta(microseconds=1)
+LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
+INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
+
+# Varints 14 bits at a time: the unsigned varint of every z < 2**14 (one or two bytes), and
+# the two continuation bytes carrying any 14 bits. A timestamp is 4 steps instead of 8.
+_RAW: list[bytes] = []
+_CONT2: list[bytes] = []
+for _z in range(1 << 14):
+    _RAW.append(bytes([_z]) if _z < 0x80 else bytes([(_z & 0x7F) | 0x80, _z >> 7]))
+    _CONT2.append(bytes([(_z & 0x7F) | 0x80, (_z >> 7) | 0x80]))
+# zig-zag varints of small non-negative longs (lengths, counts, minutes, partitions)
+_SMALL = 4096
+_VARINT = [_RAW[n << 1] for n in range(_SMALL)]
+
+
+class Unsupported(ValueError):
+    """A schema (or part of one) the compiler does not handle: fastavro serves it."""
+
+
+def _varint(n: int) -> bytes:
+    """Avro zig-zag varint of a long."""
+    if not LONG_MIN <= n <= LONG_MAX:
+        raise OverflowError(f"{n} does not fit an Avro long")
+    z = (n << 1) ^ (n >> 63)
+    if z < 0x4000:
+        return _RAW[z]
+    out = _CONT2[z & 0x3FFF]
+    z >>= 14
+    while z >= 0x4000:
+        out += _CONT2[z & 0x3FFF]
+        z >>= 14
+    return out + _RAW[z]
+
+
+def write_long(n: int) -> bytes:
+    if 0 <= n < _SMALL:
+        return _VARINT[n]
+    return _varint(n)
+
+
+def write_int(n: int) -> bytes:
+    if not INT_MIN <= n <= INT_MAX:
+        raise OverflowError(f"{n} does not fit an Avro int")
+    return write_long(n)
+
+
+def write_string(s: str) -> bytes:
+    b = s.encode()
+    n = len(b)
+    return (_VARINT[n] if n < _SMALL else _varint(n)) + b
+
+
+def write_bytes(b: bytes) -> bytes:
+    if not isinstance(b, (bytes, bytearray)):
+        raise TypeError(f"{type(b).__name__} is not bytes")
+    n = len(b)
+    return (_VARINT[n] if n < _SMALL else _varint(n)) + bytes(b)
+
+
+_last_timestamp: tuple[datetime | None, bytes] = (None, b"")
+
+
+def write_timestamp_micros(dt: datetime | int) -> bytes:
+    global _last_timestamp
+    if isinstance(dt, datetime):
+        last, encoded = _last_timestamp  # one tuple: read and replaced whole, thread-safe
+        if dt is last:  # e.g. a batch's charged_at, the same object on every charge
+            return encoded
+        if dt.tzinfo is None:
+            raise TypeError("naive datetime")  # fastavro's rule for these applies
+        encoded = write_long((dt - EPOCH) // MICRO)
+        _last_timestamp = (dt, encoded)
+        return encoded
+    return write_long(dt)
+
+
+def write_boolean(v: bool) -> bytes:
+    if v is True:
+        return b"\x01"
+    if v is False:
+        return b"\x00"
+    raise TypeError(f"{v!r} is not a boolean")
+
+
+# -- writer compiler ---------------------------------------------------------------------
+
+
+class _Gen:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.n = 0
+
+    def var(self, stem: str) -> str:
+        self.n += 1
+        return f"{stem}{self.n}"
+
+    def emit(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+
+_PRIMITIVE_WRITERS = {"bytes": "write_bytes", "boolean": "write_boolean"}  # the rest are inline
+
+
+def _type_name(schema: Any) -> str:
+    if isinstance(schema, str):
+        return schema
+    if isinstance(schema, list):
+        return "union"
+    if isinstance(schema, dict):
+        if schema.get("logicalType") == "timestamp-micros" and schema.get("type") == "long":
+            return "timestamp-micros"
+        if "logicalType" in schema:
+            raise Unsupported(f"logicalType {schema['logicalType']}")
+        t = schema["type"]
+        return str(t) if isinstance(t, str) else "union"
+    raise Unsupported(f"schema {schema!r}")
+
+
+def _write(g: _Gen, schema: Any, value: str, depth: int) -> None:
+    """Emit code appending the encoding of expression `value` (a local name) to `out`."""
+    kind = _type_name(schema)
+    if isinstance(schema, dict) and not isinstance(schema["type"], str):
+        schema, kind = schema["type"], _type_name(schema["type"])
+    if kind in ("int", "long"):
+        # _V[n] raises for a non-int; a negative n must not index from the end
+        g.emit(depth, f"out += _V[{value}] if 0 <= {value} < {_SMALL} else write_{kind}({value})")
+    elif kind == "string":
+        b = g.var("b")
+        g.emit(depth, f"{b} = {value}.encode()")
+        g.emit(depth, f"out += _V[len({b})] if len({b}) < {_SMALL} else write_long(len({b}))")
+        g.emit(depth, f"out += {b}")
+    elif kind in _PRIMITIVE_WRITERS:
+        g.emit(depth, f"out += {_PRIMITIVE_WRITERS[kind]}({value})")
+    elif kind == "timestamp-micros":
+        g.emit(depth, f"out += write_timestamp_micros({value})")
+    elif kind == "null":
+        g.emit(depth, f"if {value} is not None: raise TypeError('expected null')")
+    elif kind == "record":
+        for f in schema["fields"]:
+            v = g.var("v")
+            g.emit(depth, f"{v} = {value}[{f['name']!r}]")
+            _write(g, f["type"], v, depth)
+    elif kind == "array":
+        item = g.var("i")
+        g.emit(depth, f"if {value}:")
+        g.emit(depth + 1, f"out += write_long(len({value}))")
+        g.emit(depth + 1, f"for {item} in {value}:")
+        _write(g, schema["items"], item, depth + 2)
+        g.emit(depth, "out += b'\\x00'")
+    elif kind == "map":
+        k, v = g.var("k"), g.var("m")
+        g.emit(depth, f"if {value}:")
+        g.emit(depth + 1, f"out += write_long(len({value}))")
+        g.emit(depth + 1, f"for {k}, {v} in {value}.items():")
+        g.emit(depth + 2, f"out += write_string({k})")
+        _write(g, schema["values"], v, depth + 2)
+        g.emit(depth, "out += b'\\x00'")
+    elif kind == "union":
+        branches = [_type_name(b) for b in schema]
+        if len(branches) != 2 or "null" not in branches:
+            raise Unsupported(f"union {schema!r}")
+        null_at = branches.index("null")
+        other = schema[1 - null_at]
+        g.emit(depth, f"if {value} is None:")
+        g.emit(depth + 1, f"out += {_VARINT[null_at]!r}")
+        g.emit(depth, "else:")
+        g.emit(depth + 1, f"out += {_VARINT[1 - null_at]!r}")
+        _write(g, other, value, depth + 1)
+    else:
+        raise Unsupported(f"type {kind}")
+
+
+def compile_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    """`write(record) -> bytes` for a record schema (as written, not fastavro-parsed)."""
+    if _type_name(schema) != "record":
+        raise Unsupported("only record schemas are compiled")
+    g = _Gen()
+    g.emit(0, "def write(r):")
+    g.emit(1, "out = bytearray()")
+    _write(g, schema, "r", 1)
+    g.emit(1, "return bytes(out)")
+    namespace: dict[str, Any] = {
+        "write_int": write_int,
+        "write_long": write_long,
+        "write_string": write_string,
+        "write_bytes": write_bytes,
+        "write_boolean": write_boolean,
+        "write_timestamp_micros": write_timestamp_micros,
+        "_V": _VARINT,
+    }
+    exec(compile("\n".join(g.lines), f"<avro writer {schema.get('name')}>", "exec"), namespace)
+    fn: Callable[[dict[str, Any]], bytes] = namespace["write"]
+    return fn
+
+
+# -- reader compiler ---------------------------------------------------------------------
+
+
+def read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of the zig-zag varint at `pos`."""
+    shift = z = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _read_long_into(g: _Gen, target: str, depth: int) -> None:
+    # one-byte varints (0..63 and -1..-64) inline; longer ones call read_long
+    g.emit(depth, "b = data[pos]")
+    g.emit(depth, "if b < 0x80:")
+    g.emit(depth + 1, f"{target} = (b >> 1) ^ -(b & 1)")
+    g.emit(depth + 1, "pos += 1")
+    g.emit(depth, "else:")
+    g.emit(depth + 1, f"{target}, pos = read_long(data, pos)")
+
+
+def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
+    """Emit code setting local `target` to the datum at `pos` (advancing `pos`)."""
+    kind = _type_name(schema)
+    if isinstance(schema, dict) and not isinstance(schema["type"], str):
+        schema, kind = schema["type"], _type_name(schema["type"])
+    if kind == "long":
+        _read_long_into(g, target, depth)
+    elif kind == "int":
+        _read_long_into(g, target, depth)
+        g.emit(depth, f"if not {INT_MIN} <= {target} <= {INT_MAX}: raise ValueError('int out of range')")
+    elif kind == "timestamp-micros":
+        _read_long_into(g, target, depth)
+        g.emit(depth, f"{target} = EPOCH + timedelta(microseconds={target})")
+    elif kind in ("string", "bytes"):
+        n = g.var("n")
+        _read_long_into(g, n, depth)
+        g.emit(depth, f"if {n} < 0: raise ValueError('negative length')")
+        g.emit(depth, f"{target} = data[pos:pos + {n}]" + (".decode()" if kind == "string" else ""))
+        g.emit(depth, f"pos += {n}")  # past the end: the caller's end-of-data check fails
+    elif kind == "boolean":
+        g.emit(depth, "b = data[pos]")
+        g.emit(depth, "pos += 1")
+        g.emit(depth, "if b > 1: raise ValueError('not a boolean')")
+        g.emit(depth, f"{target} = b == 1")
+    elif kind == "null":
+        g.emit(depth, f"{target} = None")
+    elif kind == "record":
+        names = []
+        for f in schema["fields"]:
+            v = g.var("v")
+            _read(g, f["type"], v, depth)
+            names.append(f"{f['name']!r}: {v}")
+        g.emit(depth, f"{target} = {{{', '.join(names)}}}")
+    elif kind in ("array", "map"):
+        n, k, item = g.var("n"), g.var("k"), g.var("i")
+        g.emit(depth, f"{target} = {'[]' if kind == 'array' else '{}'}")
+        g.emit(depth, "while True:")
+        _read_long_into(g, n, depth + 1)
+        g.emit(depth + 1, f"if {n} == 0: break")
+        g.emit(depth + 1, f"if {n} < 0:")  # a block with its size in bytes
+        g.emit(depth + 2, f"{n} = -{n}")
+        g.emit(depth + 2, "_, pos = read_long(data, pos)")
+        g.emit(depth + 1, f"for _ in range({n}):")
+        if kind == "map":
+            _read(g, "string", k, depth + 2)
+            _read(g, schema["values"], item, depth + 2)
+            g.emit(depth + 2, f"{target}[{k}] = {item}")
+        else:
+            _read(g, schema["items"], item, depth + 2)
+            g.emit(depth + 2, f"{target}.append({item})")
+    elif kind == "union":
+        branches = [_type_name(b) for b in schema]
+        if len(branches) != 2 or "null" not in branches:
+            raise Unsupported(f"union {schema!r}")
+        null_at = branches.index("null")
+        g.emit(depth, "b = data[pos]")
+        g.emit(depth, "pos += 1")
+        g.emit(depth, f"if b == {2 * null_at}:")
+        g.emit(depth + 1, f"{target} = None")
+        g.emit(depth, f"elif b == {2 * (1 - null_at)}:")
+        _read(g, schema[1 - null_at], target, depth + 1)
+        g.emit(depth, "else:")
+        g.emit(depth + 1, "raise ValueError('union branch out of range')")
+    else:
+        raise Unsupported(f"type {kind}")
+
+
+def compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
+    """`read(data, pos) -> (record, end position)` for data written with `schema` itself
+    (no schema resolution: a reader for another version goes through fastavro)."""
+    if _type_name(schema) != "record":
+        raise Unsupported("only record schemas are compiled")
+    g = _Gen()
+    g.emit(0, "def read(data, pos):")
+    _read(g, schema, "r", 1)
+    g.emit(1, "return r, pos")
+    namespace: dict[str, Any] = {"read_long": read_long, "EPOCH": EPOCH, "timedelta": timedelta}
+    exec(compile("\n".join(g.lines), f"<avro reader {schema.get('name')}>", "exec"), namespace)
+    fn: Callable[[bytes, int], tuple[dict[str, Any], int]] = namespace["read"]
+    return fn
