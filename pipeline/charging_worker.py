@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processors.charging import Book, Unchargeable, charge_call
 from processors.engine import open_state
@@ -133,6 +133,7 @@ class ChargingWorker:
         self.latency_samples: list[float] | None = None  # the benchmark collects raw samples here
         self._ahead: tuple[list[Source], list[Item]] | None = None  # the next batch, read early
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="redis-apply")
+        self._probe: Consumer | None = None  # reads on from the committed offsets (drained())
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -140,7 +141,11 @@ class ChargingWorker:
 
     def run(self, max_idle_s: float | None = None) -> None:
         self.directory.catch_up()
-        self.consumer.subscribe([self.topics.cdr])
+        self.consumer.subscribe(
+            [self.topics.cdr],
+            on_assign=lambda _, parts: log.info("assigned %s", sorted(tp.partition for tp in parts)),
+            on_revoke=lambda _, parts: log.info("revoked %s", sorted(tp.partition for tp in parts)),
+        )
         idle_since = time.monotonic()
         log.info("charging worker %s consuming %s", self.worker_id, self.topics.cdr)
         while not self._stop:
@@ -150,34 +155,79 @@ class ChargingWorker:
             elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                 # Idle is not drained: a rebalance or a dead member's pending offsets can
                 # stall fetching for longer than max_idle_s while CDRs are still waiting.
-                if self.caught_up() and not self.read_ahead:
+                if not self.read_ahead and self.drained():
+                    log.info("idle for %.1fs and the topic is drained: %s", max_idle_s, self._positions_text())
                     break
                 idle_since = time.monotonic()
         self.close()
 
-    def caught_up(self) -> bool:
-        """Every assigned `cdr` partition read to the end its last fetch reported."""
-        parts = self.consumer.assignment()
+    def drained(self, timeout_s: float = 10.0) -> bool:
+        """The group has charged every CDR in the `cdr` topic so far: at each partition,
+        reading on from the group's committed offset finds nothing.
+
+        Not just this worker's partitions: a killed worker stays in the group until its
+        session times out and may still be dealt partitions, so "my share ran dry" says
+        nothing about the topic. A separate probe consumer (assigned, never committing)
+        reads from the committed offsets; each partition must report its end before any
+        CDR arrives. Fetch responses carry the true end; the embedded broker's
+        ListOffsets answer is stale after batched writes, so it is not asked.
+        """
+        topic = self.topics.cdr
         try:
-            positions = self.consumer.position(parts)
-            unknown = [tp for tp in positions if tp.offset < 0]  # nothing consumed here yet
-            committed = {tp.partition: tp.offset for tp in self.consumer.committed(unknown, 10)} if unknown else {}
-            for tp in positions:
-                # The cached high watermark comes from fetch responses (the embedded
-                # broker's ListOffsets answer is stale after batched writes).
-                low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
-                if high < 0:
-                    return False  # not fetched yet
-                pos = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
-                if max(pos, low) < high:
-                    return False
-        except KafkaException:
+            meta = self.consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+            parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+            committed = self.consumer.committed(parts, timeout_s)
+        except KafkaException as exc:
+            log.info("cannot tell whether the topic is drained: %s", exc)
             return False
-        return True
+        if self._probe is None:
+            self._probe = consumer(
+                self.s, f"{self.s.group_id}-probe-{self.worker_id}", **{"enable.partition.eof": True}
+            )
+        start = [
+            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING) for tp in committed
+        ]
+        self._probe.assign(start)
+        try:
+            ended: set[int] = set()
+            deadline = time.monotonic() + timeout_s
+            while len(ended) < len(start) and time.monotonic() < deadline:
+                for m in self._probe.consume(100, 0.2):
+                    err = m.error()
+                    if err is None:
+                        log.info("not drained: partition %s has CDRs from offset %s", m.partition(), m.offset())
+                        return False
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        ended.add(m.partition() or 0)
+            return len(ended) == len(start)
+        finally:
+            self._probe.unassign()
+
+    def _positions(self) -> list[TopicPartition]:
+        """This worker's read position in each assigned partition (the group's committed
+        offset where it has not read yet)."""
+        positions = self.consumer.position(self.consumer.assignment())
+        unknown = [tp for tp in positions if tp.offset < 0]
+        if unknown:
+            committed = {tp.partition: tp.offset for tp in self.consumer.committed(unknown, 10)}
+            for tp in unknown:
+                tp.offset = committed.get(tp.partition, tp.offset)
+        return positions
+
+    def _positions_text(self) -> str:
+        try:
+            return " ".join(
+                f"{tp.partition}@{tp.offset}/{(self.consumer.get_watermark_offsets(tp, cached=True) or (-1, -1))[1]}"
+                for tp in self._positions()
+            )
+        except KafkaException as exc:
+            return str(exc)
 
     def close(self) -> None:
         try:
             self.consumer.close()
+            if self._probe is not None:
+                self._probe.close()
         finally:
             self._applier.shutdown()
             self.directory.close()
@@ -496,11 +546,10 @@ class ChargingWorker:
             return
         self._last_lag = time.monotonic()
         try:
-            parts = self.consumer.assignment()
-            if not parts:
+            if not self.consumer.assignment():
                 return
             lag = 0
-            for tp in self.consumer.position(parts):
+            for tp in self._positions():
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
                 if tp.offset >= 0 and high >= 0:
                     lag += max(0, high - tp.offset)

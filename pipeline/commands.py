@@ -182,7 +182,8 @@ def register(sub: Any) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="stop once every assigned partition is read to its end and idle this long (demos, tests, draining)",
+        help="stop once nothing has arrived for this long and the group has charged every CDR in the topic "
+        "(every partition, including any a dead worker still holds); for demos, tests and draining",
     )
     c.set_defaults(func=cmd_charge)
 

@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 class Env:
     settings: Settings
     work: Path
+    logs: dict[int, Path] = field(default_factory=dict)  # worker pid -> its log file
 
     @classmethod
     def make(cls, base: Settings, work: Path, **overrides: Any) -> Env:
@@ -53,7 +54,7 @@ class Env:
         return self.settings.topic_prefix
 
     def environ(self, **extra: str) -> dict[str, str]:
-        env = self.settings.to_env(metrics_port=0, log_level="WARNING")
+        env = self.settings.to_env(metrics_port=0, log_level="INFO")  # logs stay in the test's work dir
         env.update(extra)
         return env
 
@@ -67,17 +68,26 @@ class Env:
         cmd = [sys.executable, "-m", "pipeline.cli", "charge"]
         if idle is not None:
             cmd += ["--exit-when-idle", str(idle)]
-        with open(self.work / f"{log_name}-{uuid.uuid4().hex[:4]}.log", "wb") as log:
-            return subprocess.Popen(
+        path = self.work / f"{log_name}-{uuid.uuid4().hex[:4]}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen(
                 cmd,
                 cwd=REPO,
                 env=self.environ(CALLCHARGE_CRASH_AFTER=crash_after, **(extra or {})),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        self.logs[proc.pid] = path
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.logs[proc.pid].read_text(errors="replace")
 
     def publish(self, tenants: list[dict[str, Any]], cdrs: list[dict[str, Any]]) -> None:
         load_tenants(self.settings, tenants)
+        self.ingest(cdrs)
+
+    def ingest(self, cdrs: list[dict[str, Any]]) -> None:
         path = self.work / f"cdrs-{uuid.uuid4().hex[:6]}.jsonl"
         path.write_text("".join(json.dumps(c) + "\n" for c in cdrs))
         sent, bad = ingest(self.settings, path)

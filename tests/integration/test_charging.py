@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import stack, traffic
 from pipeline.codec import Codec
+from pipeline.commands import load_tenants
 from pipeline.config import Settings
 from pipeline.kafka import producer
 from pipeline.records import cdr_to_avro
@@ -158,6 +159,26 @@ def test_two_workers_share_the_partitions_and_one_is_killed(env: Env) -> None:
     time.sleep(6)
     kill(a)
     assert wait_exit(b) == 0
+    assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
+
+
+def test_exit_when_idle_waits_for_partitions_a_dead_worker_still_holds(env: Env) -> None:
+    """A killed worker stays in the group until its session times out, and the group may
+    still hand it partitions. A worker told to exit when idle must not take its own share
+    running dry for the whole topic being charged."""
+    tenants, cdrs = scenario(env, 12, 3000, seed=45)
+    load_tenants(env.settings, tenants)
+    first = env.worker(idle=None)
+    wait_for(lambda: "assigned [0, 1, 2, 3]" in env.log(first), timeout=60)
+    kill(first)  # a member holding every partition: the next join waits for its session to end
+    second = env.worker(idle=None)
+    wait_for(lambda: "consuming" in env.log(second), timeout=60)
+    time.sleep(1.5)
+    kill(second)  # joined, but dead before the group settles: it is dealt partitions anyway
+    env.ingest(cdrs)
+    last = env.worker(idle=1)
+    assert wait_exit(last) == 0
+    assert "assigned [0, 1, 2, 3]" in env.log(last), env.log(last)  # it outlived the dead members
     assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
 
 
