@@ -101,9 +101,11 @@ class _Region:
     def kind(self, nsn: str) -> str:
         if self.general is None or not _matches(self.general, nsn):
             return UNKNOWN
-        for row in self.rows:
-            if _matches(row, nsn):
-                return row[2]
+        first, n = nsn[0], len(nsn)
+        for lengths, pattern, kind, starts in self.rows:
+            # the cheap tests first: most rows cannot start with this digit or have this length
+            if first in starts and (lengths is None or n in lengths) and pattern.fullmatch(nsn) is not None:
+                return kind
         return UNKNOWN
 
 
@@ -116,7 +118,6 @@ class _Code:
 
 def _matches(row: Row, nsn: str) -> bool:
     lengths, pattern, _, starts = row
-    # the cheap tests first: most rows cannot start with this digit or have this length
     return nsn[0] in starts and (lengths is None or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None
 
 
