@@ -1,4 +1,4 @@
-"""Sub-commands that talk to the running stack: tenants load, ingest, charge, gen."""
+"""Sub-commands that talk to the running stack: tenants load, ingest, charge, control, dlq, gen."""
 
 from __future__ import annotations
 
@@ -153,6 +153,20 @@ def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from . import dlq
+
+    if args.action == "redrive":
+        if not args.reason:
+            raise FatalError("dlq redrive needs --reason (see `callcharge dlq` for the reasons present)")
+        n, before = dlq.redrive(settings, args.reason, dry_run=args.dry_run)
+        verb = "would re-drive" if args.dry_run else "re-drove"
+        print(f"{verb} {n} '{args.reason}' dead letters to {settings.topic.cdr} ({before} re-driven before: skipped)")
+        return 0
+    print("\n".join(dlq.summary(settings, args.reason, args.newest)))
+    return 0
+
+
 def cmd_gen(args: argparse.Namespace, settings: Settings) -> int:
     from . import traffic
 
@@ -189,6 +203,13 @@ def register(sub: Any) -> None:
 
     k = sub.add_parser("control", help="run the control worker (faust): recharge, funding, expiry, API")
     k.set_defaults(func=cmd_control)
+
+    d = sub.add_parser("dlq", help="dead letters by reason; re-drive them once the cause is fixed")
+    d.add_argument("action", nargs="?", choices=["show", "redrive"], default="show")
+    d.add_argument("--reason", help="only this reason (required for redrive)")
+    d.add_argument("--newest", type=int, default=10, metavar="N", help="show the N newest letters (default 10)")
+    d.add_argument("--dry-run", action="store_true", help="redrive: count, produce nothing")
+    d.set_defaults(func=cmd_dlq)
 
     g = sub.add_parser("gen", help="generate example tenants and CDRs")
     g.add_argument("--tenants", type=int, default=20)
