@@ -1,4 +1,4 @@
-"""Sub-commands that talk to the running stack: tenants load, ingest, charge, control, dlq, gen."""
+"""Sub-commands that talk to the running stack: tenants load, ingest, charge, control, dlq, rebuild, gen."""
 
 from __future__ import annotations
 
@@ -167,6 +167,14 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from .rebuild import rebuild
+
+    report = rebuild(settings, check=args.check, only=args.tenant)
+    print("\n".join(report.lines(args.check)))
+    return 3 if args.check and report.differing else 0
+
+
 def cmd_gen(args: argparse.Namespace, settings: Settings) -> int:
     from . import traffic
 
@@ -210,6 +218,13 @@ def register(sub: Any) -> None:
     d.add_argument("--newest", type=int, default=10, metavar="N", help="show the N newest letters (default 10)")
     d.add_argument("--dry-run", action="store_true", help="redrive: count, produce nothing")
     d.set_defaults(func=cmd_dlq)
+
+    b = sub.add_parser("rebuild", help="restore Redis balances and call records from the ledger on Kafka")
+    b.add_argument(
+        "--check", action="store_true", help="compare Redis with the ledger, write nothing (exit 3 if differ)"
+    )
+    b.add_argument("--tenant", help="only this tenant")
+    b.set_defaults(func=cmd_rebuild)
 
     g = sub.add_parser("gen", help="generate example tenants and CDRs")
     g.add_argument("--tenants", type=int, default=20)

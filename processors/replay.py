@@ -121,3 +121,30 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
     ar = tenant.auto_recharge
     state.below_trigger = ar is not None and state.balance < ar.trigger
     return state
+
+
+def differences(stored: TenantState | None, rebuilt: TenantState) -> list[str]:
+    """What differs between a stored state and the one rebuilt from the ledger, as short
+    sentences (empty when they agree). A used-up lot's expiry flag is not compared."""
+    if stored is None:
+        return [] if rebuilt == TenantState() else ["no state stored"]
+    out = []
+    for name in ("deficit", "funded", "charged", "expired", "overage", "recharge_seq", "recharge_in_flight"):
+        a, b = getattr(stored, name), getattr(rebuilt, name)
+        if a != b:
+            out.append(f"{name} {a} stored, {b} in the ledger")
+    if stored.balance != rebuilt.balance:
+        out.append(f"balance {stored.balance} stored, {rebuilt.balance} in the ledger")
+    mine = {lot.lot_id: (lot.remaining, lot.expired and lot.remaining != 0) for lot in stored.lots}
+    theirs = {lot.lot_id: (lot.remaining, lot.expired and lot.remaining != 0) for lot in rebuilt.lots}
+    for lot_id in sorted(mine.keys() | theirs.keys()):
+        if mine.get(lot_id) != theirs.get(lot_id):
+            out.append(f"lot {lot_id}: {mine.get(lot_id)} stored, {theirs.get(lot_id)} in the ledger")
+    for key in sorted(stored.pool_used.keys() | rebuilt.pool_used.keys()):
+        if stored.pool_used.get(key, 0) != rebuilt.pool_used.get(key, 0):
+            out.append(
+                f"pool {key}: {stored.pool_used.get(key, 0)} min stored, {rebuilt.pool_used.get(key, 0)} in the ledger"
+            )
+    if stored.thresholds != rebuilt.thresholds:
+        out.append(f"pool alerts {stored.thresholds} stored, {rebuilt.thresholds} in the ledger")
+    return out

@@ -80,6 +80,17 @@ class Env:
         self.logs[proc.pid] = path
         return proc
 
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """`callcharge ARGS` as an operator runs it against this slice of the stack."""
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            cwd=REPO,
+            env=self.environ(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def log(self, proc: subprocess.Popen[bytes]) -> str:
         return self.logs[proc.pid].read_text(errors="replace")
 

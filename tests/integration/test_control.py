@@ -217,6 +217,9 @@ def test_auto_recharge_pays_once_credits_the_lot_and_emails_admins(env: Env, smt
     status, tx = control.get(f"/v1/tenants/{tid}/transactions")
     assert status == 200 and {t["type"] for t in tx["transactions"]} >= {"charge", "recharge_succeeded"}
     control.kill()
+    # the ledger alone gives back the same state: the recharge's lot, nothing in flight
+    check = env.cli("rebuild", "--check", "--tenant", tid)
+    assert (check.returncode, check.stdout.splitlines()[0]) == (0, "1 tenants: 1 match the ledger, 0 differ"), check
 
 
 def test_failing_card_backs_off_and_never_charges(env: Env, smtp: Inbox) -> None:
@@ -273,6 +276,8 @@ def test_expiry_on_a_fake_clock_forfeits_the_remainder(env: Env, smtp: Inbox) ->
     assert len(expired) == 1 and expired[0]["amount"] == 7_310_000 and expired[0]["lot_id"] == f"{tid}-L1"
     wait_for(lambda: (service(env, tid) or {}).get("billable_calls") is False, timeout=30)
     control.kill()
+    check = env.cli("rebuild", "--check", "--tenant", tid)  # the forfeited lot, from the ledger alone
+    assert (check.returncode, check.stdout.splitlines()[0]) == (0, "1 tenants: 1 match the ledger, 0 differ"), check
 
 
 def test_api_refuses_without_token_and_explains_bad_requests(env: Env, smtp: Inbox) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from pipeline.commands import load_tenants
 from pipeline.config import Settings
 from pipeline.records import cdr_to_avro
 from processors.inputs import cdr_from_dict
-from tests.integration.harness import REPO, Env, assert_exact, wait_exit
+from tests.integration.harness import Env, assert_exact, wait_exit
 
 pytestmark = pytest.mark.integration
 
@@ -21,17 +19,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def env(base_settings: Settings, tmp_path: Path) -> Env:
     return Env.make(base_settings, tmp_path)
-
-
-def callcharge(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=REPO,
-        env=env.environ(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_cdrs_of_a_tenant_configured_late_are_charged_after_a_redrive(env: Env) -> None:
@@ -51,21 +38,21 @@ def test_cdrs_of_a_tenant_configured_late_are_charged_after_a_redrive(env: Env) 
     )
     assert wait_exit(env.worker()) == 0
 
-    shown = callcharge(env, "dlq")
+    shown = env.cli("dlq")
     assert shown.returncode == 0, shown.stderr
     assert f"{env.settings.topic.dlq}: {len(late_cdrs) + 1} dead letters" in shown.stdout
     rows = {line.split()[0]: line.split()[1:3] for line in shown.stdout.splitlines()[2:4]}
     assert rows == {"unknown_tenant": [str(len(late_cdrs)), "0"], "bad_duration": ["1", "0"]}, shown.stdout
 
-    refused = callcharge(env, "dlq", "redrive", "--reason", "duplicate")
+    refused = env.cli("dlq", "redrive", "--reason", "duplicate")
     assert refused.returncode == 1 and "charged again" in refused.stderr
 
-    dry = callcharge(env, "dlq", "redrive", "--reason", "unknown_tenant", "--dry-run")
+    dry = env.cli("dlq", "redrive", "--reason", "unknown_tenant", "--dry-run")
     assert f"would re-drive {len(late_cdrs)} " in dry.stdout, dry.stdout + dry.stderr
     load_tenants(env.settings, [late])  # the cause, fixed
-    done = callcharge(env, "dlq", "redrive", "--reason", "unknown_tenant")
+    done = env.cli("dlq", "redrive", "--reason", "unknown_tenant")
     assert f"re-drove {len(late_cdrs)} 'unknown_tenant'" in done.stdout, done.stdout + done.stderr
-    again = callcharge(env, "dlq", "redrive", "--reason", "unknown_tenant")
+    again = env.cli("dlq", "redrive", "--reason", "unknown_tenant")
     assert f"re-drove 0 'unknown_tenant' dead letters to {env.settings.topic.cdr} ({len(late_cdrs)} re-driven" in (
         again.stdout
     )
@@ -74,6 +61,6 @@ def test_cdrs_of_a_tenant_configured_late_are_charged_after_a_redrive(env: Env) 
     assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))  # every call, once
     letters = env.read(env.settings.topic.dlq)
     assert sorted(d["reason"] for d in letters) == ["bad_duration"] + ["unknown_tenant"] * len(late_cdrs)
-    after = callcharge(env, "dlq", "--reason", "unknown_tenant", "--newest", "1")
+    after = env.cli("dlq", "--reason", "unknown_tenant", "--newest", "1")
     assert after.stdout.splitlines()[2].split()[1:3] == [str(len(late_cdrs)), str(len(late_cdrs))]
     assert after.stdout.rstrip().endswith("(re-driven)")

@@ -16,7 +16,7 @@ from processors.inputs import cdr_from_dict, tenant_from_dict
 from processors.ledger import TenantState, expire, fund
 from processors.model import Event
 from processors.rating import RateCard
-from processors.replay import LedgerGap, state_from_ledger
+from processors.replay import LedgerGap, differences, state_from_ledger
 
 RATES = Path(__file__).resolve().parents[2] / "deploy" / "rates.example.csv"
 
@@ -142,3 +142,20 @@ def test_a_draw_from_a_lot_never_funded_is_a_gap_not_a_guess() -> None:
     )
     with pytest.raises(LedgerGap, match=drawn_lot):
         state_from_ledger(tenant, charges, missing)
+
+
+def test_differences_name_what_differs_and_nothing_when_equal() -> None:
+    engine, charges, events = run(17, 1500)
+    tid, state = next((t, s) for t, s in engine.states.items() if s.lots and s.pool_used)
+    rebuilt_state = state_from_ledger(engine.books[tid].tenant, charges, events)
+    assert differences(state, rebuilt_state) == []
+    assert differences(None, TenantState()) == []
+    assert differences(None, rebuilt_state) == ["no state stored"]
+    tampered = state.copy()
+    tampered.lots[0] = tampered.lots[0].debited(1)
+    key = next(iter(tampered.pool_used))
+    tampered.pool_used[key] += 2
+    found = differences(tampered, rebuilt_state)
+    assert any(f.startswith("balance ") for f in found)
+    assert any(f.startswith(f"lot {state.lots[0].lot_id}:") for f in found)
+    assert f"pool {key}: {state.pool_used[key] + 2} min stored, {state.pool_used[key]} in the ledger" in found

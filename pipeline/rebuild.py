@@ -1,0 +1,142 @@
+"""`callcharge rebuild`: Redis restored from the ledger on Kafka (or checked against it).
+
+Redis is the hot state, not the only record. Each tenant's balance state (lots, deficit,
+pools, alerts, recharge in flight, totals) is rebuilt from the committed `charges` and
+`balance-events` topics by `processors.replay`, and every call id charged within the dedup
+window gets its record back (source offset, the charge and the events it caused), so a
+CDR published again is still a `duplicate`, never a second charge. Tenant configuration
+needs nothing: every worker re-materializes it from the compacted config topic at start.
+
+`--check` writes nothing: it compares what Redis holds with the ledger, tenant by tenant,
+and exits 3 when they differ. Without it, tenants whose stored state differs (or is
+missing) get the rebuilt state, with a new version so no writer's compare-and-set can
+land on top of it unseen. Run it with the charging and control workers stopped: a batch
+applied while it runs would not be in the ledger it read.
+
+Not restored: the control worker's own marks (payment attempts, sent notifications,
+transaction history). An unfinished recharge is retried with its gateway idempotency key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+
+from processors.ledger import TenantState
+from processors.model import Event
+from processors.replay import LedgerGap, differences, state_from_ledger
+
+from .codec import Codec
+from .config import Settings
+from .directory import TenantDirectory
+from .errors import FatalError
+from .readback import read_all
+from .records import event_from_avro
+from .store import StoredCall, call_key, tenant_key
+
+CHARGES, EVENTS = 0, 1
+
+
+@dataclass
+class Report:
+    tenants: int = 0
+    matching: int = 0
+    differing: dict[str, list[str]] = field(default_factory=dict)
+    rebuilt: int = 0
+    calls_restored: int = 0
+    calls_present: int = 0
+    unknown_tenants: set[str] = field(default_factory=set)
+
+    def lines(self, check: bool) -> list[str]:
+        out = [f"{self.tenants} tenants: {self.matching} match the ledger, {len(self.differing)} differ"]
+        for tid, diffs in sorted(self.differing.items()):
+            out.append(f"  {tid}: " + "; ".join(diffs[:4]) + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""))
+        if self.unknown_tenants:
+            out.append(f"  ledger records of {len(self.unknown_tenants)} tenants with no configuration: left alone")
+        if not check:
+            out.append(
+                f"rebuilt {self.rebuilt} tenant states; restored {self.calls_restored} call records "
+                f"({self.calls_present} already there)"
+            )
+        return out
+
+
+def rebuild(settings: Settings, check: bool = False, only: str | None = None) -> Report:
+    codec = Codec(settings.schemas_dir)
+    directory = TenantDirectory(settings, codec, None)
+    try:
+        directory.catch_up(timeout=30)
+        tenants = {tid: book.tenant for tid, book in directory.books.items() if only in (None, tid)}
+    finally:
+        directory.close()
+    if only is not None and not tenants:
+        raise FatalError(f"tenant {only!r} has no configuration on {settings.topic.tenant_config}")
+    charges: dict[str, list[tuple[dict[str, Any], bytes]]] = defaultdict(list)
+    for _, raw in read_all(settings, settings.topic.charges, timeout=120):
+        _, rec = codec.decode(raw)
+        charges[rec["tenant_id"]].append((rec, raw))
+    events: dict[str, list[tuple[Event, bytes]]] = defaultdict(list)
+    for _, raw in read_all(settings, settings.topic.balance_events, timeout=120):
+        _, rec = codec.decode(raw)
+        events[rec["tenant_id"]].append((event_from_avro(rec), raw))
+
+    r = redis.Redis.from_url(settings.redis)
+    report = Report(tenants=len(tenants))
+    report.unknown_tenants = (set(charges) | set(events)) - set(directory.books)
+    ttl = timedelta(days=settings.dedup_window_days + 1)  # as the charging worker sets it
+    now = datetime.now(UTC)
+    for tid, tenant in sorted(tenants.items()):
+        try:
+            state = state_from_ledger(tenant, [c for c, _ in charges[tid]], [e for e, _ in events[tid]])
+        except LedgerGap as exc:
+            raise FatalError(f"cannot rebuild from this ledger: {exc}") from None
+        raw_state, raw_ver = r.hmget(tenant_key(tid), "state", "ver")
+        stored = TenantState.from_dict(json.loads(raw_state)) if raw_state else None
+        diffs = differences(stored, state)
+        if not diffs:
+            report.matching += 1
+        else:
+            report.differing[tid] = diffs
+            if not check:
+                r.hset(
+                    tenant_key(tid),
+                    mapping={"state": json.dumps(state.to_dict(), separators=(",", ":")), "ver": int(raw_ver or 0) + 1},
+                )
+                report.rebuilt += 1
+        if not check:
+            _restore_calls(r, tid, charges[tid], events[tid], ttl, now, report)
+    return report
+
+
+def _restore_calls(
+    r: redis.Redis,
+    tid: str,
+    charges: list[tuple[dict[str, Any], bytes]],
+    events: list[tuple[Event, bytes]],
+    ttl: timedelta,
+    now: datetime,
+    report: Report,
+) -> None:
+    """Each call charged within the dedup window: its source offset, its charge and the
+    events it caused (ids `<call id>:...`), in the order they were emitted."""
+    caused: dict[str, list[bytes]] = defaultdict(list)
+    for e, raw in events:
+        caused[e.event_id.split(":", 1)[0]].append(raw)
+    pipe = r.pipeline(transaction=False)
+    for rec, raw in charges:
+        left = rec["charged_at"] + ttl - now
+        if left.total_seconds() < 1:
+            continue
+        records = ((CHARGES, raw), *((EVENTS, v) for v in caused.get(rec["call_id"], ())))
+        stored = StoredCall(rec["source_partition"], rec["source_offset"], records)
+        pipe.set(call_key(tid, rec["call_id"]), stored.pack(), ex=int(left.total_seconds()), nx=True)
+    for written in pipe.execute():
+        if written:
+            report.calls_restored += 1
+        else:
+            report.calls_present += 1
