@@ -8,7 +8,6 @@ import time
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -26,11 +25,6 @@ from tests.conftest import _free_port
 from tests.integration.harness import Env, assert_exact, kill, wait_exit, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def env(base_settings: Settings, tmp_path: Path) -> Env:
-    return Env.make(base_settings, tmp_path)
 
 
 def scenario(env: Env, n_tenants: int, n_cdrs: int, seed: int) -> tuple[list, list]:

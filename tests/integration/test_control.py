@@ -12,14 +12,12 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from aiosmtpd.controller import Controller
 
-from pipeline.config import Settings
 from pipeline.gateway import SimulatedGateway
 from tests.conftest import _free_port
 from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
@@ -184,11 +182,6 @@ def events(env: Env, tid: str) -> list[dict[str, Any]]:
 def service(env: Env, tid: str) -> dict[str, Any] | None:
     states = [s for s in env.read(env.settings.topic.service_state) if s["tenant_id"] == tid]
     return states[-1] if states else None
-
-
-@pytest.fixture
-def env(base_settings: Settings, tmp_path: Path) -> Env:
-    return Env.make(base_settings, tmp_path)
 
 
 def test_auto_recharge_pays_once_credits_the_lot_and_emails_admins(env: Env, smtp: Inbox) -> None:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from pipeline import traffic
 from pipeline.commands import load_tenants
-from pipeline.config import Settings
 from pipeline.records import cdr_to_avro
 from processors.inputs import cdr_from_dict
 from tests.integration.harness import Env, assert_exact, wait_exit
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def env(base_settings: Settings, tmp_path: Path) -> Env:
-    return Env.make(base_settings, tmp_path)
 
 
 def test_cdrs_of_a_tenant_configured_late_are_charged_after_a_redrive(env: Env) -> None:

@@ -3,23 +3,15 @@ and charging carries on exactly where it was."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import redis
 
 from pipeline import traffic
-from pipeline.config import Settings
 from pipeline.store import Store, tenant_key
 from processors.replay import differences
 from tests.integration.harness import Env, assert_exact, wait_exit
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def env(base_settings: Settings, tmp_path: Path) -> Env:
-    return Env.make(base_settings, tmp_path)
 
 
 def test_redis_lost_and_rebuilt_from_the_ledger_charges_on_exactly(env: Env) -> None:
