@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 CHARGES, EVENTS, DLQ = 0, 1, 2
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
+STATE_UNREADABLE = "state_unreadable"
 
 
 @frozen
@@ -350,8 +351,16 @@ class ChargingWorker:
             )
             self._crash(3)
             writes = []
-            for tid, its in pending.items():
+            for tid, its in list(pending.items()):
                 snap = snaps[tid]
+                if snap.unreadable is not None:
+                    # No balance to charge against: this tenant's CDRs wait in the DLQ for
+                    # `callcharge rebuild` and a redrive; every other tenant goes on.
+                    log.error("%s", snap.unreadable)
+                    for item in its:
+                        item.reject = Rejected(STATE_UNREADABLE, f"{snap.unreadable}; then re-drive this dead letter")
+                    del pending[tid]
+                    continue
                 book = self.directory.get(tid)
                 assert book is not None
                 state, new_calls = self._fold(book, snap.state, snap.calls, its, now)

@@ -39,7 +39,7 @@ from .kafka import producer
 from .ledger_ops import LedgerOps
 from .offline import load_rates
 from .records import tenant_to_avro
-from .store import Store
+from .store import StateUnreadable, Store
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ def build_app(settings: Settings) -> faust.App:
                 response = self.json({"error": exc.reason}, status=exc.status)
             except json.JSONDecodeError:
                 response = self.json({"error": "body is not valid JSON"}, status=400)
+            except StateUnreadable as exc:  # no balance to answer from until it is rebuilt
+                response = self.json({"error": str(exc)}, status=503)
             metrics.api.labels(str(response.status)).inc()
             return response
 

@@ -30,6 +30,8 @@ class LedgerOps:
         tid = book.tenant.tenant_id
         for _ in range(50):
             snap = self.store.snapshots({tid: [op_id]})[tid]
+            if snap.unreadable is not None:  # never fold onto a state that is not there
+                raise RetriableError(str(snap.unreadable))
             prior = snap.calls.get(op_id)
             if prior is not None:
                 return [v for _, v in prior.records], False

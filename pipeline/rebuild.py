@@ -27,7 +27,6 @@ from typing import Any
 
 import redis
 
-from processors.ledger import TenantState
 from processors.model import Event
 from processors.replay import LedgerGap, differences, state_from_ledger
 
@@ -37,7 +36,7 @@ from .directory import TenantDirectory
 from .errors import FatalError
 from .readback import read_all
 from .records import event_from_avro
-from .store import StoredCall, call_key, tenant_key
+from .store import StateUnreadable, StoredCall, call_key, parse_state, tenant_key
 
 CHARGES, EVENTS = 0, 1
 
@@ -96,8 +95,10 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None) ->
         except LedgerGap as exc:
             raise FatalError(f"cannot rebuild from this ledger: {exc}") from None
         raw_state, raw_ver = r.hmget(tenant_key(tid), "state", "ver")
-        stored = TenantState.from_dict(json.loads(raw_state)) if raw_state else None
-        diffs = differences(stored, state)
+        try:
+            diffs = differences(parse_state(tid, raw_state) if raw_state else None, state)
+        except StateUnreadable as exc:
+            diffs = [f"stored state unreadable ({exc.cause})"]
         if not diffs:
             report.matching += 1
         else:

@@ -64,12 +64,33 @@ class StoredCall:
         return cls(partition, offset, tuple(records))
 
 
+class StateUnreadable(ValueError):
+    """A tenant's stored state is not a TenantState (corrupted, or written by hand): no
+    balance can be worked out from it. `callcharge rebuild --tenant T` restores it."""
+
+    def __init__(self, tenant_id: str, cause: Exception):
+        super().__init__(
+            f"tenant {tenant_id}: stored balance state cannot be read ({type(cause).__name__}: {cause}); "
+            f"restore it from the ledger with `callcharge rebuild --tenant {tenant_id}`"
+        )
+        self.tenant_id = tenant_id
+        self.cause = f"{type(cause).__name__}: {cause}"
+
+
+def parse_state(tenant_id: str, raw: bytes | str) -> TenantState:
+    try:
+        return TenantState.from_dict(json.loads(raw))
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise StateUnreadable(tenant_id, exc) from None
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     tenant_id: str
     version: int
-    state: TenantState | None  # None: never written
+    state: TenantState | None  # None: never written (or unreadable)
     calls: dict[str, StoredCall]
+    unreadable: StateUnreadable | None = None
 
 
 class Store:
@@ -98,7 +119,11 @@ class Store:
             ids = wanted[tid]
             found = next(replies) if ids else []
             calls = {c: StoredCall.unpack(v) for c, v in zip(ids, found, strict=True) if v is not None}
-            state = TenantState.from_dict(json.loads(state_raw)) if state_raw else None
+            try:
+                state = parse_state(tid, state_raw) if state_raw else None
+            except StateUnreadable as exc:
+                out[tid] = Snapshot(tid, int(ver_raw or 0), None, calls, exc)
+                continue
             out[tid] = Snapshot(tid, int(ver_raw or 0), state, calls)
         return out
 
@@ -127,5 +152,8 @@ class Store:
         return json.loads(raw) if raw else None
 
     def state(self, tenant_id: str) -> tuple[int, TenantState | None]:
+        """(version, state); raises StateUnreadable rather than pass off a bad state as none."""
         snap = self.snapshots({tenant_id: []})[tenant_id]
+        if snap.unreadable is not None:
+            raise snap.unreadable
         return snap.version, snap.state

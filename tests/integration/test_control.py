@@ -19,6 +19,7 @@ import redis
 from aiosmtpd.controller import Controller
 
 from pipeline.gateway import SimulatedGateway
+from pipeline.store import tenant_key
 from tests.conftest import _free_port
 from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
 
@@ -256,6 +257,14 @@ def test_zero_balance_blocks_service_and_funding_restores_it(env: Env, smtp: Inb
     assert len({e["event_id"] for e in added}) == 1
     assert added[0]["attributes"]["deficit_covered"] == "0.14"
     assert added[0]["attributes"]["invoice_id"] == "INV-cmd-1"
+    # a corrupted state is refused, not shown as an empty balance; rebuilt, it is back
+    redis.Redis.from_url(env.settings.redis).hset(tenant_key(tid), "state", "[]")
+    status, reply = control.get(f"/v1/tenants/{tid}/balance")
+    assert status == 503 and f"callcharge rebuild --tenant {tid}" in reply["error"]
+    fixed = env.cli("rebuild", "--tenant", tid)
+    assert "rebuilt 1 tenant states" in fixed.stdout, fixed
+    status, bal = control.get(f"/v1/tenants/{tid}/balance")
+    assert (status, bal["balance"], [lot["lot_id"] for lot in bal["lots"]]) == (200, "9.86", [f"{tid}-L1", "cmd-1"])
     control.kill()
 
 

@@ -61,3 +61,33 @@ def test_redis_lost_and_rebuilt_from_the_ledger_charges_on_exactly(env: Env) -> 
             f"call {first['call_id']} already charged from {first['source_partition']}/{first['source_offset']}",
         )
     ]
+
+
+def test_a_tenant_whose_stored_state_is_corrupt_waits_in_the_dlq_while_the_others_are_charged(env: Env) -> None:
+    tenants = traffic.tenants(4, seed=85, prefix=env.tag)
+    cdrs = traffic.cdrs(tenants, 1600, seed=86)
+    before, after = cdrs[:800], cdrs[800:]
+    env.publish(tenants, before)
+    assert wait_exit(env.worker()) == 0
+    bad = tenants[1]["tenant_id"]
+    r = redis.Redis.from_url(env.settings.redis)
+    r.hset(tenant_key(bad), "state", '{"lots": "written by hand"')  # corrupted
+
+    env.ingest(after)
+    assert wait_exit(env.worker()) == 0  # the other tenants were charged
+    waiting = [c for c in after if c["tenant_id"] == bad]
+    letters = env.read(env.settings.topic.dlq)
+    assert {d["reason"] for d in letters} == {"state_unreadable"} and len(letters) == len(waiting)
+    assert f"`callcharge rebuild --tenant {bad}`" in letters[0]["detail"]
+    charged = {c["call_id"] for c in env.charges(min_count=len(cdrs) - len(waiting))}
+    assert charged == {c["call_id"] for c in cdrs} - {c["call_id"] for c in waiting}
+
+    check = env.cli("rebuild", "--check")
+    assert check.returncode == 3 and f"{bad}: stored state unreadable" in check.stdout, check.stdout + check.stderr
+    assert "4 tenants: 3 match the ledger, 1 differ" in check.stdout
+    fixed = env.cli("rebuild", "--tenant", bad)
+    assert "rebuilt 1 tenant states" in fixed.stdout, fixed.stdout + fixed.stderr
+    redrive = env.cli("dlq", "redrive", "--reason", "state_unreadable")
+    assert f"re-drove {len(waiting)} " in redrive.stdout, redrive.stdout + redrive.stderr
+    assert wait_exit(env.worker()) == 0
+    assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
