@@ -28,6 +28,7 @@ from .config import Settings
 from .kafka import create_topics, producer
 from .offline import rate
 from .readback import read_all
+from .rebuild import rebuild
 
 
 def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int:
@@ -104,10 +105,17 @@ def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int
             f"7. streaming total {format_money(on_total)} vs offline `callcharge rate` total "
             f"{format_money(off_total)}: {'identical' if same else 'DIFFERENT'}"
         )
-        return 0 if same else 1
+        report = rebuild(settings, check=True)  # both workers have stopped
+        print(
+            f"8. reconciliation (`callcharge rebuild --check`): Redis and the ledger on Kafka agree "
+            f"for {report.matching} of {report.tenants} tenants"
+        )
+        for line in report.lines(check=True)[1:]:
+            print(f"   {line.strip()}")
+        return 0 if same and not report.differing else 1
     finally:
         if started and not keep:
-            print("8. embedded stack")
+            print("9. embedded stack")
             for name, line in stack.down(settings).items():
                 print(f"   {name:<8} {line}")
 
