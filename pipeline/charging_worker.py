@@ -7,7 +7,9 @@ Commit protocol for one batch (the crash tests kill the worker right after each 
                calls older than the dedup window become dead letters (never an exception).
   3. read      one Redis round trip: each tenant's state and its version (and, on a retry
                after step 5 found a call id already recorded, the stored result of every
-               call id of that tenant's batch).
+               call id of that tenant's batch). A tenant whose stored state cannot be read
+               is not charged: its CDRs become dead letters `state_unreadable`, to re-drive
+               after `callcharge rebuild --tenant T`.
   4. fold      `processors.charging.charge_call` for each new call, in partition order. A
                call found in Redis with the same source offset is a redelivery: its stored
                bytes are re-emitted and nothing is debited. Found with another offset, it is

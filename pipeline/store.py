@@ -69,12 +69,12 @@ class StateUnreadable(ValueError):
     balance can be worked out from it. `callcharge rebuild --tenant T` restores it."""
 
     def __init__(self, tenant_id: str, cause: Exception):
-        super().__init__(
-            f"tenant {tenant_id}: stored balance state cannot be read ({type(cause).__name__}: {cause}); "
-            f"restore it from the ledger with `callcharge rebuild --tenant {tenant_id}`"
-        )
         self.tenant_id = tenant_id
         self.cause = f"{type(cause).__name__}: {cause}"
+        super().__init__(
+            f"tenant {tenant_id}: stored balance state cannot be read ({self.cause}); "
+            f"restore it from the ledger with `callcharge rebuild --tenant {tenant_id}`"
+        )
 
 
 def parse_state(tenant_id: str, raw: bytes | str) -> TenantState:
