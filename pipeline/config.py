@@ -29,6 +29,9 @@ class Topics:
         return Topics(**{f.name: prefix + getattr(self, f.name) for f in fields(self)})
 
     COMPACTED = ("tenant_config", "service_state")
+    # The ledger (what finance reads and `callcharge rebuild` restores Redis from) and the
+    # dead letters are never deleted by age or size.
+    KEPT = ("charges", "balance_events", "dlq")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     specs = []
     for name in Topics.__dataclass_fields__:
         config = {"cleanup.policy": "compact"} if name in Topics.COMPACTED else {}
+        if name in Topics.KEPT:
+            config["retention.ms"] = "-1"
+            config["retention.bytes"] = "-1"
         parts = partitions.get(name, settings.other_partitions)
         specs.append(NewTopic(getattr(t, name), num_partitions=parts, replication_factor=1, config=config))
     return specs

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import ConfigResource
 
+from pipeline.kafka import admin
 from pipeline.stack import port_free
 from tests.conftest import _free_port
+from tests.integration.harness import Env
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +79,16 @@ def test_a_stale_pid_file_is_ignored_and_replaced(tmp_path: Path) -> None:
     finally:
         cli(tmp_path, broker, redis, "stack", "down")
     assert Path(f"/proc/{os.getpid()}").exists()  # we were not killed
+
+
+def test_ledger_topics_are_kept_whole_and_state_topics_compacted(env: Env) -> None:
+    t = env.settings.topic
+    client = admin(env.settings)
+    wanted = [t.charges, t.balance_events, t.dlq, t.tenant_config, t.service_state, t.cdr]
+    futures = client.describe_configs([ConfigResource("topic", name) for name in wanted])
+    configs = {res.name: {k: v.value for k, v in fut.result(timeout=30).items()} for res, fut in futures.items()}
+    for name in (t.charges, t.balance_events, t.dlq):  # finance's ledger, rebuild's source
+        assert (configs[name].get("retention.ms"), configs[name].get("retention.bytes")) == ("-1", "-1"), name
+    for name in (t.tenant_config, t.service_state):
+        assert configs[name].get("cleanup.policy") == "compact", name
+    assert configs[t.cdr].get("retention.ms") != "-1"  # input: the broker's retention applies
