@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import traffic
 from pipeline.records import charge_to_avro, event_from_avro, event_to_avro
@@ -159,3 +161,11 @@ def test_differences_name_what_differs_and_nothing_when_equal() -> None:
     assert any(f.startswith("balance ") for f in found)
     assert any(f.startswith(f"lot {state.lots[0].lot_id}:") for f in found)
     assert f"pool {key}: {state.pool_used[key] + 2} min stored, {state.pool_used[key]} in the ledger" in found
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n_cdrs=st.integers(50, 1200))
+def test_any_traffic_rebuilds_to_the_state_the_fold_kept(seed: int, n_cdrs: int) -> None:
+    engine, charges, events = run(seed, n_cdrs)
+    for tid, state in rebuilt(engine, charges, events).items():
+        assert comparable(state) == comparable(engine.states[tid]), tid
