@@ -7,7 +7,13 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from .config import Settings, Topics
 from .errors import FatalError
@@ -38,7 +44,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 
 def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
-    """Create every topic; existing ones are left as they are."""
+    """Create every topic. An existing one keeps its partitions, but gets the configs we
+    rely on (ledger retention, compaction) when they differ: a deployment made by an older
+    version would otherwise keep, say, the broker's 7-day retention on the ledger."""
     client = admin(settings)
     try:
         existing = set(client.list_topics(timeout=timeout).topics)
@@ -48,7 +56,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
     todo = []
     for spec in topic_specs(settings):
         if spec.topic in existing:
-            report[spec.topic] = "exists"
+            report[spec.topic] = _align_config(client, spec, timeout)
         else:
             todo.append(spec)
     if todo:
@@ -68,6 +76,29 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
             raise FatalError("topics were created but do not show in metadata")
         time.sleep(0.1)
     return report
+
+
+def _align_config(client: AdminClient, spec: NewTopic, timeout: float) -> str:
+    wanted: dict[str, str] = dict(spec.config or {})
+    if not wanted:
+        return "exists"
+    resource = ConfigResource("topic", spec.topic)
+    try:
+        current = {k: v.value for k, v in client.describe_configs([resource])[resource].result(timeout).items()}
+    except KafkaException as exc:
+        return f"exists (configs not readable: {exc})"
+    change = {k: v for k, v in wanted.items() if current.get(k) != v}
+    if not change:
+        return "exists"
+    entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in sorted(change.items())]
+    try:
+        for fut in client.incremental_alter_configs(
+            [ConfigResource("topic", spec.topic, incremental_configs=entries)]
+        ).values():
+            fut.result(timeout)
+    except KafkaException as exc:
+        raise FatalError(f"topic {spec.topic}: cannot set {', '.join(change)}: {exc}") from None
+    return "exists; set " + ", ".join(f"{k}={v}" for k, v in sorted(change.items()))
 
 
 def producer(settings: Settings, transactional_id: str | None = None, extra: dict[str, Any] | None = None) -> Producer:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
-from pipeline.kafka import admin
+from pipeline.kafka import admin, create_topics
 from pipeline.stack import port_free
 from tests.conftest import _free_port
 from tests.integration.harness import Env
@@ -92,3 +92,21 @@ def test_ledger_topics_are_kept_whole_and_state_topics_compacted(env: Env) -> No
     for name in (t.tenant_config, t.service_state):
         assert configs[name].get("cleanup.policy") == "compact", name
     assert configs[t.cdr].get("retention.ms") != "-1"  # input: the broker's retention applies
+
+
+def test_topics_create_brings_an_older_deployments_ledger_retention_in_line(env: Env) -> None:
+    t = env.settings.topic
+    client = admin(env.settings)
+    old = ConfigResource(
+        "topic",
+        t.charges,
+        incremental_configs=[ConfigEntry("retention.ms", "604800000", incremental_operation=AlterConfigOpType.SET)],
+    )
+    for fut in client.incremental_alter_configs([old]).values():
+        fut.result(30)  # as an older version left it: the broker's 7 days
+    report = create_topics(env.settings)
+    assert report[t.charges] == "exists; set retention.ms=-1"
+    assert report[t.balance_events] == "exists" and report[t.cdr] == "exists"
+    [(_, fut)] = client.describe_configs([ConfigResource("topic", t.charges)]).items()
+    assert fut.result(30)["retention.ms"].value == "-1"
+    assert create_topics(env.settings)[t.charges] == "exists"
