@@ -51,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from processors.charging import Book, Unchargeable, charge_call
 from processors.engine import open_state
@@ -61,6 +61,7 @@ from processors.ledger import TenantState
 from processors.model import BILLABLE, OVERAGE, Cdr, Charge
 from processors.rating import RateCard
 
+from .backlog import Probe
 from .codec import Codec
 from .config import Settings
 from .directory import TenantDirectory
@@ -136,7 +137,7 @@ class ChargingWorker:
         self.latency_samples: list[float] | None = None  # the benchmark collects raw samples here
         self._ahead: tuple[list[Source], list[Item]] | None = None  # the next batch, read early
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="redis-apply")
-        self._probe: Consumer | None = None  # reads on from the committed offsets (drained())
+        self._probe: Probe | None = None  # the group's backlog over the whole topic (drained())
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -165,46 +166,15 @@ class ChargingWorker:
         self.close()
 
     def drained(self, timeout_s: float = 10.0) -> bool:
-        """The group has charged every CDR in the `cdr` topic so far: at each partition,
-        reading on from the group's committed offset finds nothing.
-
-        Not just this worker's partitions: a killed worker stays in the group until its
-        session times out and may still be dealt partitions, so "my share ran dry" says
-        nothing about the topic. A separate probe consumer (assigned, never committing)
-        reads from the committed offsets; each partition must report its end before any
-        CDR arrives. Fetch responses carry the true end; the embedded broker's
-        ListOffsets answer is stale after batched writes, so it is not asked.
-        """
-        topic = self.topics.cdr
-        try:
-            meta = self.consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-            parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-            committed = self.consumer.committed(parts, timeout_s)
-        except KafkaException as exc:
-            log.info("cannot tell whether the topic is drained: %s", exc)
-            return False
+        """The group has charged every CDR in the `cdr` topic so far (every partition,
+        including any a dead worker still holds: see `pipeline.backlog`)."""
         if self._probe is None:
-            self._probe = consumer(
-                self.s, f"{self.s.group_id}-probe-{self.worker_id}", **{"enable.partition.eof": True}
-            )
-        start = [
-            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING) for tp in committed
-        ]
-        self._probe.assign(start)
-        try:
-            ended: set[int] = set()
-            deadline = time.monotonic() + timeout_s
-            while len(ended) < len(start) and time.monotonic() < deadline:
-                for m in self._probe.consume(100, 0.2):
-                    err = m.error()
-                    if err is None:
-                        log.info("not drained: partition %s has CDRs from offset %s", m.partition(), m.offset())
-                        return False
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        ended.add(m.partition() or 0)
-            return len(ended) == len(start)
-        finally:
-            self._probe.unassign()
+            self._probe = Probe(self.s, self.topics.cdr, self.consumer, f"{self.s.group_id}-{self.worker_id}")
+        waiting = self._probe.waiting(timeout_s)
+        if waiting is None or any(waiting.values()):
+            log.info("not drained: %s", waiting or "the broker did not answer")
+            return False
+        return True
 
     def _positions(self) -> list[TopicPartition]:
         """This worker's read position in each assigned partition (the group's committed

@@ -1,4 +1,4 @@
-"""Sub-commands that talk to the running stack: tenants load, ingest, charge, control, dlq, rebuild, gen."""
+"""Sub-commands that talk to the running stack: tenants load, ingest, charge, control, status, dlq, rebuild, gen."""
 
 from __future__ import annotations
 
@@ -175,6 +175,14 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 3 if args.check and report.differing else 0
 
 
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from .status import status
+
+    lines, _ = status(settings)
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_gen(args: argparse.Namespace, settings: Settings) -> int:
     from . import traffic
 
@@ -218,6 +226,9 @@ def register(sub: Any) -> None:
     d.add_argument("--newest", type=int, default=10, metavar="N", help="show the N newest letters (default 10)")
     d.add_argument("--dry-run", action="store_true", help="redrive: count, produce nothing")
     d.set_defaults(func=cmd_dlq)
+
+    st = sub.add_parser("status", help="broker and Redis reachable, CDRs waiting to be charged, dead letters, tenants")
+    st.set_defaults(func=cmd_status)
 
     b = sub.add_parser("rebuild", help="restore Redis balances and call records from the ledger on Kafka")
     b.add_argument(
