@@ -30,10 +30,11 @@ from processors.model import POSTPAID_CHANNELS, Event
 from .codec import Codec
 from .config import Settings
 from .directory import TenantDirectory
+from .errors import RetriableError
 from .gateway import GatewayTimeout, PaymentGateway
 from .ledger_ops import LedgerOps
 from .records import event_from_avro, event_to_avro
-from .store import tenant_key
+from .store import StateUnreadable, tenant_key
 
 log = logging.getLogger(__name__)
 
@@ -271,17 +272,22 @@ class Control:
             rec = {_text(k): _text(v) for k, v in self.r.hgetall(f"{tenant_key(tid)}:pay:{request_id}").items()}
             try:
                 book = self.book(tid)
+                out += self.pay(book, request_id, int(rec.get("amount", "0")))
             except Refused:
                 continue
-            out += self.pay(book, request_id, int(rec.get("amount", "0")))
+            except (StateUnreadable, RetriableError) as exc:  # this tenant waits; the others go on
+                log.error("recharge %s: %s", request_id, exc)
         for tid, book in list(self.directory.books.items()):
-            state = self.ledger.peek(tid)
-            if state is None:
-                continue
-            due = [lot.lot_id for lot in state.lots if not lot.expired and lot.expires_at <= now]
-            if due:
-                values, _ = self.ledger.run(book, "expire:" + ",".join(due), _expiry(book, now))
-                out += self._after_ledger(book, values)
+            try:
+                state = self.ledger.peek(tid)
+                if state is None:
+                    continue
+                due = [lot.lot_id for lot in state.lots if not lot.expired and lot.expires_at <= now]
+                if due:
+                    values, _ = self.ledger.run(book, "expire:" + ",".join(due), _expiry(book, now))
+                    out += self._after_ledger(book, values)
+            except (StateUnreadable, RetriableError) as exc:
+                log.error("expiry of %s: %s", tid, exc)
         return out
 
     # -- notifications -------------------------------------------------------------------

@@ -270,8 +270,15 @@ def test_zero_balance_blocks_service_and_funding_restores_it(env: Env, smtp: Inb
 
 def test_expiry_on_a_fake_clock_forfeits_the_remainder(env: Env, smtp: Inbox) -> None:
     tid = f"{env.tag}old"
-    env.publish([tenant(tid, "7.5", purchased=datetime.now(UTC) - timedelta(days=300))], calls(tid, 1, 10))
+    broken = [f"{env.tag}broken{i}" for i in range(3)]
+    env.publish(
+        [tenant(b, "5") for b in broken] + [tenant(tid, "7.5", purchased=datetime.now(UTC) - timedelta(days=300))],
+        [c for t in [*broken, tid] for c in calls(t, 1, 10)],
+    )
     assert wait_exit(env.worker()) == 0  # 7.50 - 0.19 = 7.31 left on the lot
+    r = redis.Redis.from_url(env.settings.redis)
+    for b in broken:  # unreadable states hold up nobody else's expiry
+        r.hset(tenant_key(b), "state", "[]")
     control = ControlProc(env, smtp, CALLCHARGE_CLOCK_OFFSET_S=str(70 * 86400)).start()
     wait_for(lambda: any(e["type"] == "credits_expired" for e in events(env, tid)), timeout=60)
     expired = [e for e in events(env, tid) if e["type"] == "credits_expired"]
