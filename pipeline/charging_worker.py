@@ -29,7 +29,9 @@ While step 5 waits on Redis (a durable write: the AOF is fsynced before Redis an
 steps 1-2 of the next batch run beside it: they touch neither Redis nor the transaction,
 and anything that rewinds a batch rewinds that one too.
 
-A crash before 5 applies nothing. A crash after 5 and before 8 aborts the transaction;
+A crash before 5 applies nothing. A crash after 5 and before 8 aborts the transaction
+(the broker does, after transaction.timeout.ms; or a living worker, once the dead one's
+transactional-id lease in Redis runs out: `txn_leases`);
 the batch is redelivered, every call is found at step 3 with its source offset and the
 identical bytes are produced again: no debit twice, no record lost.
 """
@@ -70,6 +72,7 @@ from .kafka import consumer, producer
 from .metrics import ChargingMetrics
 from .records import cdr_from_avro, charge_to_avro, dead_letter, event_to_avro
 from .store import Store, StoredCall
+from .txn_leases import TransactionLeases
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +127,10 @@ class ChargingWorker:
         self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.directory = TenantDirectory(settings, codec, store)
         self.consumer = consumer(settings, settings.group_id)
-        self.producer = producer(settings, f"{settings.transactional_id_prefix}-{self.worker_id}")
+        transactional_id = f"{settings.transactional_id_prefix}-{self.worker_id}"
+        self.leases = TransactionLeases(settings, store.r, transactional_id)
+        self.leases.tick()  # leased before its first transaction; dead workers' ones aborted
+        self.producer = producer(settings, transactional_id)
         self.producer.init_transactions(30)
         self.batches = 0
         self._stop = False
@@ -172,7 +178,7 @@ class ChargingWorker:
             self._probe = Probe(self.s, self.topics.cdr, self.consumer, f"{self.s.group_id}-{self.worker_id}")
         waiting = self._probe.waiting(timeout_s)
         if waiting is None or any(waiting.values()):
-            log.info("not drained: %s", waiting or "the broker did not answer")
+            log.info("not drained: waiting %s; read here %s", waiting or "unknown", self._positions_text())
             return False
         return True
 
@@ -205,9 +211,11 @@ class ChargingWorker:
             self._applier.shutdown()
             self.directory.close()
             self.producer.flush(10)
+            self.leases.release()
 
     # -- one batch -------------------------------------------------------------------
     def run_once(self) -> int:
+        self.leases.tick()
         if self._ahead is not None:  # consumed and decoded while the last batch's apply ran
             msgs, items = self._ahead
             self._ahead = None

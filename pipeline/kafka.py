@@ -114,6 +114,12 @@ def producer(settings: Settings, transactional_id: str | None = None, extra: dic
         # second). If the worker dies inside it, read_committed readers of its output
         # wait until the broker aborts it: keep that short (Kafka Streams uses 10 s).
         conf["transaction.timeout.ms"] = 10000
+        # Records leave when commit_transaction() flushes them, not while the batch is
+        # still being produced: the time in which a worker can die with its records on
+        # the broker but its transaction open is a few ms per batch, not the whole
+        # produce loop. (The embedded broker never expires such a transaction and does
+        # not hide aborted records from read_committed readers; see txn_leases.)
+        conf["linger.ms"] = 100
     conf.update(extra or {})
     return Producer(conf)
 
