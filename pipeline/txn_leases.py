@@ -13,6 +13,7 @@ finds a lease run out claims it, initializes a producer with that transactional 
 makes the broker abort the open transaction (fencing the dead producer, as Kafka does for
 a restarted one), and drops the lease. A worker stalled longer than the lease is fenced
 that way too: its next transaction fails as fenced and it stops, nothing applied twice.
+Leases are wall-clock milliseconds: the workers' hosts keep their clocks in sync (NTP).
 
 Known limit of the embedded broker: Tansu 0.6 does not tell read_committed readers which
 transactions were aborted, so the records of an aborted transaction stay visible. If a
@@ -56,6 +57,9 @@ class TransactionLeases:
         self.key = f"cc:txn-leases:{settings.group_id}"
         self._claim = self.r.register_script(_CLAIM)
         self._last = 0.0
+        # After Redis was unreachable every lease may have run out, the living workers'
+        # too: sweep only once the others have had a whole lease to renew theirs.
+        self._sweep_after = 0.0
 
     def tick(self) -> None:
         """Renew this worker's lease and clean up after dead ones (at most every 2 s)."""
@@ -64,10 +68,12 @@ class TransactionLeases:
         self._last = time.monotonic()
         try:
             self.r.hset(self.key, self.mine, _now_ms() + LEASE_MS)
-            for tid in self.expired():
-                self.abort_open_transaction(tid)
+            if time.monotonic() >= self._sweep_after:
+                for tid in self.expired():
+                    self.abort_open_transaction(tid)
         except redis.RedisError as exc:
             log.warning("transaction leases: Redis unavailable (%s)", exc)
+            self._sweep_after = time.monotonic() + LEASE_MS / 1000 + RENEW_EVERY_S
 
     def expired(self) -> list[str]:
         now = _now_ms()
