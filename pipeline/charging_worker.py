@@ -71,12 +71,11 @@ from .errors import FatalError, PoisonError
 from .kafka import consumer, producer
 from .metrics import ChargingMetrics
 from .records import cdr_from_avro, charge_to_avro, dead_letter, event_to_avro
-from .store import Store, StoredCall
+from .store import CHARGES, DLQ, EVENTS, Store, StoredCall, call_ttl_s
 from .txn_leases import TransactionLeases
 
 log = logging.getLogger(__name__)
 
-CHARGES, EVENTS, DLQ = 0, 1, 2
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
 STATE_UNREADABLE = "state_unreadable"
@@ -137,7 +136,7 @@ class ChargingWorker:
         self._crash_step, self._crash_batch = _parse_crash(settings.crash_after)
         self._topic_names = {CHARGES: self.topics.charges, EVENTS: self.topics.balance_events, DLQ: self.topics.dlq}
         self._window = timedelta(days=settings.dedup_window_days)
-        self._ttl = int(self._window.total_seconds()) + 86400
+        self._ttl = call_ttl_s(settings.dedup_window_days)
         self._last_lag = 0.0
         self._redis_backoff = 0.0
         self.latency_samples: list[float] | None = None  # the benchmark collects raw samples here

@@ -14,9 +14,8 @@ from processors.model import Event
 from .codec import Codec
 from .errors import RetriableError
 from .records import event_to_avro
-from .store import Store, StoredCall
+from .store import EVENTS, Store, StoredCall
 
-EVENTS = 1
 TTL_S = 400 * 86400
 
 

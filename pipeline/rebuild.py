@@ -19,7 +19,6 @@ transaction history). An unfinished recharge is retried with its gateway idempot
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,9 +35,7 @@ from .directory import TenantDirectory
 from .errors import FatalError
 from .readback import read_all
 from .records import event_from_avro
-from .store import StateUnreadable, StoredCall, call_key, parse_state, tenant_key
-
-CHARGES, EVENTS = 0, 1
+from .store import CHARGES, EVENTS, Store, StoredCall, call_key, call_ttl_s
 
 
 @dataclass
@@ -84,33 +81,30 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None) ->
         _, rec = codec.decode(raw)
         events[rec["tenant_id"]].append((event_from_avro(rec), raw))
 
-    r = redis.Redis.from_url(settings.redis)
+    store = Store(redis.Redis.from_url(settings.redis))
     report = Report(tenants=len(tenants))
     report.unknown_tenants = (set(charges) | set(events)) - set(directory.books)
-    ttl = timedelta(days=settings.dedup_window_days + 1)  # as the charging worker sets it
+    ttl = timedelta(seconds=call_ttl_s(settings.dedup_window_days))
     now = datetime.now(UTC)
     for tid, tenant in sorted(tenants.items()):
         try:
             state = state_from_ledger(tenant, [c for c, _ in charges[tid]], [e for e, _ in events[tid]])
         except LedgerGap as exc:
             raise FatalError(f"cannot rebuild from this ledger: {exc}") from None
-        raw_state, raw_ver = r.hmget(tenant_key(tid), "state", "ver")
-        try:
-            diffs = differences(parse_state(tid, raw_state) if raw_state else None, state)
-        except StateUnreadable as exc:
-            diffs = [f"stored state unreadable ({exc.cause})"]
+        snap = store.snapshots({tid: []})[tid]
+        if snap.unreadable is not None:
+            diffs = [f"stored state unreadable ({snap.unreadable.cause})"]
+        else:
+            diffs = differences(snap.state, state)
         if not diffs:
             report.matching += 1
         else:
             report.differing[tid] = diffs
             if not check:
-                r.hset(
-                    tenant_key(tid),
-                    mapping={"state": json.dumps(state.to_dict(), separators=(",", ":")), "ver": int(raw_ver or 0) + 1},
-                )
+                store.put_state(tid, state, snap.version + 1)
                 report.rebuilt += 1
         if not check:
-            _restore_calls(r, tid, charges[tid], events[tid], ttl, now, report)
+            _restore_calls(store.r, tid, charges[tid], events[tid], ttl, now, report)
     return report
 
 

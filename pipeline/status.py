@@ -13,8 +13,8 @@ import redis
 from confluent_kafka import KafkaException
 
 from .backlog import Probe
-from .codec import Codec
 from .config import Settings
+from .dlq import letters
 from .errors import FatalError
 from .kafka import consumer
 from .readback import read_all
@@ -49,8 +49,7 @@ def status(settings: Settings) -> tuple[list[str], int]:
             total = sum(waiting.values())
             per = " ".join(f"{p}:{n}" for p, n in sorted(waiting.items()))
             lines.append(f"charging (group {settings.group_id}): {total} CDRs waiting ({per})")
-        codec = Codec(settings.schemas_dir)
-        reasons = Counter(r["reason"] for _, r in read_all(settings, settings.topic.dlq, codec))
+        reasons = Counter(x.reason for x in letters(settings))
         summary = ", ".join(f"{r} {n}" for r, n in reasons.most_common())
         lines.append(
             f"dead letters: {sum(reasons.values())}" + (f" ({summary}); see `callcharge dlq`" if reasons else "")

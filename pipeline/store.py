@@ -24,6 +24,9 @@ import redis
 from processors.frozen import frozen
 from processors.ledger import TenantState
 
+# Topic codes of the records a StoredCall keeps (charging worker, ledger ops, rebuild).
+CHARGES, EVENTS, DLQ = 0, 1, 2
+
 _HEAD = struct.Struct(">iqH")
 _REC = struct.Struct(">BI")
 
@@ -34,6 +37,15 @@ def tenant_key(tenant_id: str) -> str:
 
 def call_key(tenant_id: str, call_id: str) -> str:
     return f"cc:{{{tenant_id}}}:call:{call_id}"
+
+
+def call_ttl_s(dedup_window_days: int) -> int:
+    """How long a call's record is kept: the dedup window and a day."""
+    return (dedup_window_days + 1) * 86400
+
+
+def _state_json(state: TenantState) -> str:
+    return json.dumps(state.to_dict(), separators=(",", ":"))
 
 
 @frozen
@@ -77,7 +89,7 @@ class StateUnreadable(ValueError):
         )
 
 
-def parse_state(tenant_id: str, raw: bytes | str) -> TenantState:
+def _parse_state(tenant_id: str, raw: bytes | str) -> TenantState:
     try:
         return TenantState.from_dict(json.loads(raw))
     except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -120,7 +132,7 @@ class Store:
             found = next(replies) if ids else []
             calls = {c: StoredCall.unpack(v) for c, v in zip(ids, found, strict=True) if v is not None}
             try:
-                state = parse_state(tid, state_raw) if state_raw else None
+                state = _parse_state(tid, state_raw) if state_raw else None
             except StateUnreadable as exc:
                 out[tid] = Snapshot(tid, int(ver_raw or 0), None, calls, exc)
                 continue
@@ -135,7 +147,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         for tid, ver, state, calls in writes:
             keys = [tenant_key(tid)] + [call_key(tid, c) for c in calls]
-            args: list[Any] = [ver, json.dumps(state.to_dict(), separators=(",", ":")), ttl_s, *calls.values()]
+            args: list[Any] = [ver, _state_json(state), ttl_s, *calls.values()]
             pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
         try:
             replies = pipe.execute()
@@ -143,6 +155,10 @@ class Store:
             self._apply_sha = self.r.script_load(self._apply_source)
             return self.apply(writes, ttl_s)
         return [(int(a), int(b)) for a, b in replies]
+
+    def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
+        """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""
+        self.r.hset(tenant_key(tenant_id), mapping={"state": _state_json(state), "ver": version})
 
     def save_config(self, tenant_id: str, config_json: str, offset: int) -> None:
         self.r.hset(tenant_key(tenant_id), mapping={"config": config_json, "config_ver": offset})
