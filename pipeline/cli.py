@@ -1,14 +1,21 @@
-"""The `callcharge` command: wires settings, clients and workers together."""
+"""The `callcharge` command: the whole command table. Each command parses its arguments
+and calls into ops/ (operator commands), charging/ and control/ (the workers, built by
+`pipeline.wiring`) or dev/ (the embedded stack, demo, benchmark)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
-from .config import Settings
-from .errors import FatalError
+from prometheus_client import CollectorRegistry
+
+from pipeline.config import Settings
+from pipeline.errors import FatalError, InputError
 
 log = logging.getLogger("callcharge")
 
@@ -19,8 +26,9 @@ def _print_report(title: str, report: dict[str, str]) -> None:
         print(f"  {name:<18} {line}")
 
 
+# -- the embedded stack and topics -----------------------------------------------------------
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
-    from . import stack
+    from pipeline.dev import stack
 
     if args.action == "up":
         _print_report("embedded stack:", stack.up(settings))
@@ -35,14 +43,100 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from .kafka import create_topics
+    from pipeline.adapters.kafka import create_topics
 
     _print_report(f"topics on {settings.bootstrap}:", create_topics(settings))
     return 0
 
 
+# -- data in -----------------------------------------------------------------------------------
+def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops.publish import publish_tenants
+
+    try:
+        data = json.loads(Path(args.file).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FatalError(f"cannot read {args.file}: {exc}") from None
+    n = publish_tenants(settings, data["tenants"] if isinstance(data, dict) else data)
+    print(f"published {n} tenant configurations to {settings.topic.tenant_config}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops.publish import ingest
+
+    try:
+        sent, bad = ingest(settings, Path(args.file))
+    except InputError as exc:
+        raise FatalError(str(exc)) from None
+    print(f"produced {sent} CDRs to {settings.topic.cdr}; {bad} bad lines skipped")
+    return 0
+
+
+# -- the workers ---------------------------------------------------------------------------------
+def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import wiring
+    from pipeline.adapters.metrics import serve
+    from pipeline.charging.worker import tune_runtime
+
+    registry = CollectorRegistry()
+    worker = wiring.charging_worker(settings, registry)
+    tune_runtime()
+    serve(registry, settings.metrics_port if args.metrics_port is None else args.metrics_port)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    log.info("settings: %s", settings.masked())
+    worker.run(max_idle_s=args.exit_when_idle)
+    return 0
+
+
+def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import wiring
+
+    if not settings.api_token:
+        log.warning("CALLCHARGE_API_TOKEN is not set: the HTTP API refuses every request")
+    app = wiring.control_app(settings)
+    level = {"CRITICAL": "crit", "ERROR": "error", "WARNING": "warn", "DEBUG": "debug"}.get(
+        settings.log_level.upper(), "info"
+    )
+    sys.argv = ["callcharge-control", "worker", "--loglevel", level]
+    app.main()
+    return 0
+
+
+# -- operator commands -----------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops.status import status
+
+    lines, _ = status(settings)
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops import dlq
+
+    if args.action == "redrive":
+        if not args.reason:
+            raise FatalError("dlq redrive needs --reason (see `callcharge dlq` for the reasons present)")
+        n, before = dlq.redrive(settings, args.reason, dry_run=args.dry_run)
+        verb = "would re-drive" if args.dry_run else "re-drove"
+        print(f"{verb} {n} '{args.reason}' dead letters to {settings.topic.cdr} ({before} re-driven before: skipped)")
+        return 0
+    print("\n".join(dlq.summary(settings, args.reason, args.newest)))
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops.rebuild import rebuild
+
+    report = rebuild(settings, check=args.check, only=args.tenant)
+    print("\n".join(report.lines(args.check)))
+    return 3 if args.check and report.differing else 0
+
+
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
-    from .offline import InputError, rate
+    from pipeline.ops.rate import rate
 
     out = open(args.out, "w") if args.out else sys.stdout
     try:
@@ -62,30 +156,113 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- developer tools -------------------------------------------------------------------------------
+def cmd_gen(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.dev import traffic
+
+    tenants = traffic.tenants(args.tenants, seed=args.seed)
+    Path(args.tenants_out).write_text(json.dumps(tenants, indent=1))
+    with open(args.cdrs_out, "w") as f:
+        for c in traffic.cdrs(tenants, args.cdrs, seed=args.seed + 1):
+            f.write(json.dumps(c) + "\n")
+    print(f"wrote {args.tenants} tenants to {args.tenants_out} and {args.cdrs} CDRs to {args.cdrs_out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.dev import demo
+
+    return demo.main(args, settings)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.dev import bench
+
+    return bench.main(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="callcharge", description="Streaming call charging for Teams Communications Credits."
+        prog="callcharge", description="Streaming call charging for Teams Communications Credits.", allow_abbrev=False
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("stack", help="the embedded broker and Redis")
+    def command(name: str, func: object, help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, allow_abbrev=False)
+        c.set_defaults(func=func)
+        return c
+
+    s = command("stack", cmd_stack, "the embedded broker and Redis")
     s.add_argument("action", choices=["up", "down", "status"])
-    s.set_defaults(func=cmd_stack)
 
-    t = sub.add_parser("topics", help="create every topic (idempotent)")
+    t = command("topics", cmd_topics, "create every topic (idempotent)")
     t.add_argument("action", choices=["create"])
-    t.set_defaults(func=cmd_topics)
 
-    r = sub.add_parser("rate", help="offline rating through the pure core")
+    t = command("tenants", cmd_tenants, "publish tenant configuration")
+    t.add_argument("action", choices=["load"])
+    t.add_argument("file")
+
+    i = command("ingest", cmd_ingest, "produce CDRs (JSON lines or Graph getPstnCalls) to the cdr topic")
+    i.add_argument("file")
+
+    c = command("charge", cmd_charge, "run the charging worker")
+    c.add_argument("--metrics-port", type=int, default=None)
+    c.add_argument(
+        "--exit-when-idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop once nothing has arrived for this long and the group has charged every CDR in the topic "
+        "(every partition, including any a dead worker still holds); for demos, tests and draining",
+    )
+
+    command("control", cmd_control, "run the control worker (faust): recharge, funding, expiry, API")
+    command("status", cmd_status, "broker and Redis reachable, CDRs waiting to be charged, dead letters, tenants")
+
+    d = command("dlq", cmd_dlq, "dead letters by reason; re-drive them once the cause is fixed")
+    d.add_argument("action", nargs="?", choices=["show", "redrive"], default="show")
+    d.add_argument("--reason", help="only this reason (required for redrive)")
+    d.add_argument("--newest", type=int, default=10, metavar="N", help="show the N newest letters (default 10)")
+    d.add_argument("--dry-run", action="store_true", help="redrive: count, produce nothing")
+
+    b = command("rebuild", cmd_rebuild, "restore Redis balances and call records from the ledger on Kafka")
+    b.add_argument(
+        "--check", action="store_true", help="compare Redis with the ledger, write nothing (exit 3 if differ)"
+    )
+    b.add_argument("--tenant", help="only this tenant")
+
+    r = command("rate", cmd_rate, "offline rating through the pure core")
     r.add_argument("--tenants", required=True)
     r.add_argument("--cdrs", required=True)
     r.add_argument("--rates", help="rate card CSV (default: the example card)")
     r.add_argument("--out", help="output JSONL (default: stdout)")
-    r.set_defaults(func=cmd_rate)
 
-    from . import commands
+    g = command("gen", cmd_gen, "generate example tenants and CDRs")
+    g.add_argument("--tenants", type=int, default=20)
+    g.add_argument("--cdrs", type=int, default=2000)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--tenants-out", default="tenants.json")
+    g.add_argument("--cdrs-out", default="cdrs.jsonl")
 
-    commands.register(sub)
+    d = command("demo", cmd_demo, "run the whole pipeline on the embedded stack and print a summary")
+    d.add_argument("--tenants", type=int, default=8)
+    d.add_argument("--cdrs", type=int, default=3000)
+    d.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+
+    b = command("bench", cmd_bench, "raw passthrough vs charging worker, latency percentiles")
+    b.add_argument("--cdrs", type=int, default=100000)
+    b.add_argument("--tenants", type=int, default=200)
+    b.add_argument("--rate", type=int, default=1000, help="offered load for the latency run, CDR/s")
+    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="also measure both sides with this many processes (default: one per core)",
+    )
+    b.add_argument("--rounds", type=int, default=3, help="rounds of every run; the medians are reported")
+    b.add_argument("--profile", action="store_true", help="print a cProfile of one single-process charging run")
+    b.add_argument("--out", default="bench/results.json")
     return p
 
 

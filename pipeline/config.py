@@ -63,7 +63,6 @@ class Settings:
     control_tick_s: float = 5.0
     recharge_backoff_s: float = 60.0
     recharge_backoff_cap_s: float = 3600.0
-    clock_offset_s: float = 0.0  # shifts the control worker's clock (expiry tests, what-ifs)
     log_level: str = "INFO"
     # Fault injection for the crash tests: "STEP:BATCH" kills the charging worker with
     # SIGKILL right after commit-protocol step STEP of its BATCH-th batch. Empty: off.

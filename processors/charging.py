@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import tables
 from .calendar import month_key
+from .errors import DomainError
 from .frozen import frozen
 from .ledger import TenantState, after_change, debit, expire
 from .model import (
@@ -45,7 +46,7 @@ PLAN_ORDER = ("MCOPSTN2", "MCOPSTN1", "MCOPSTN6", "MCOPSTN5", "MCOPSTN8", "PAYG"
 DOMESTIC_GROUP = {"US": "NA", "PR": "NA", "CA": "NA"}
 
 
-class Unchargeable(ValueError):
+class Unchargeable(DomainError):
     """A CDR the planner cannot take (unparsable dialed number, unknown call type)."""
 
 

@@ -1,6 +1,6 @@
 """In-memory charging: the fold over many tenants, used by offline rating and tests.
 
-The charging worker runs the same `open_state` and `charge_call` against Redis-held state.
+The charging worker runs the same `admission.fold_batch` against Redis-held state.
 """
 
 from __future__ import annotations
@@ -8,42 +8,59 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .charging import Book, charge_call, prepare
-from .ledger import TenantState, fund
+from .admission import Origin, Outcome, fold_batch, unknown_tenant
+from .charging import Book, Unchargeable, prepare
+from .inputs import DeadLetterReason, Rejected
+from .ledger import TenantState, open_state
 from .model import Cdr, Charge, Event, Tenant
 from .money import format_money
 from .rating import RateCard
 
 
-def open_state(tenant: Tenant, state: TenantState | None = None) -> tuple[TenantState, list[Event]]:
-    """Apply the configured funding lots not yet in `state` (a new state when None)."""
-    state = TenantState() if state is None else state
-    events: list[Event] = []
-    for lot in sorted(tenant.funding, key=lambda f: (f.purchased_at, f.lot_id)):
-        events.extend(fund(tenant, state, lot.lot_id, lot.amount, lot.purchased_at, lot.purchased_at))
-    return state, events
-
-
 class Engine:
+    """Many tenants' states in memory; every call goes through `admission.fold_batch`, the
+    same admission rules and fold as the streaming worker."""
+
     def __init__(self, tenants: Iterable[Tenant], rates: RateCard):
         self.rates = rates
         self.books: dict[str, Book] = {t.tenant_id: prepare(t) for t in tenants}
         self.states: dict[str, TenantState] = {}
-        self.seen: set[str] = set()
+        self.seen: dict[str, dict[str, Origin]] = {}
         self.opening_events: list[Event] = []
+        self._n = 0
         for tid, book in self.books.items():
             self.states[tid], events = open_state(book.tenant)
+            self.seen[tid] = {}
             self.opening_events.extend(events)
+
+    def admit_and_charge(self, cdr: Cdr) -> Outcome | Rejected:
+        """Charge one call (input order is the offset), or say why it is refused."""
+        book = self.books.get(cdr.tenant_id)
+        if book is None:
+            return unknown_tenant(cdr.tenant_id)
+        self._n += 1
+        seen = self.seen[cdr.tenant_id]
+        folded = fold_batch(
+            book, self.states[cdr.tenant_id], [(cdr, Origin(0, self._n))], seen, self.rates, in_place=True
+        )
+        (outcome,) = folded.outcomes
+        if outcome.reject is not None:
+            return outcome.reject
+        self.states[cdr.tenant_id] = folded.state
+        seen[cdr.call_id] = outcome.origin
+        return outcome
 
     def process(self, cdr: Cdr) -> tuple[Charge, list[Event]] | None:
         """Charge one call; None for a call id already charged (never charged twice)."""
-        key = f"{cdr.tenant_id}\x00{cdr.call_id}"
-        if key in self.seen:
-            return None
-        book = self.books[cdr.tenant_id]
-        result = charge_call(book, self.states[cdr.tenant_id], cdr, self.rates)
-        self.seen.add(key)
-        return result
+        result = self.admit_and_charge(cdr)
+        if isinstance(result, Rejected):
+            if result.reason == DeadLetterReason.DUPLICATE:
+                return None
+            if result.reason == DeadLetterReason.UNPARSABLE_NUMBER:
+                raise Unchargeable(result.detail)
+            raise KeyError(cdr.tenant_id)
+        assert result.charge is not None
+        return result.charge, result.opening + result.events
 
 
 def charge_to_dict(charge: Charge) -> dict[str, Any]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from .calendar import zone
+from .errors import DomainError
 from .frozen import frozen
 from .model import CALL_TYPES, CHANNELS, POSTPAID_CHANNELS, AutoRecharge, Cdr, Funding, Tenant, User
 from .money import MoneyError, parse_money
@@ -16,9 +18,26 @@ from .money import MoneyError, parse_money
 MAX_DURATION_S = 7 * 24 * 3600  # Teams ends calls after 24 h; a week is absurd for sure.
 
 
+class DeadLetterReason(StrEnum):
+    """Why a CDR went to the dead-letter topic: an operator contract (the
+    `callcharge_dead_letters_total{reason}` label, `dlq redrive --reason`, the alerts).
+    A value is its own wire form: `DeadLetterReason.DUPLICATE == "duplicate"`."""
+
+    UNDECODABLE = "undecodable"  # not Avro / not JSON / not text
+    UNKNOWN_SCHEMA = "unknown_schema"  # a fingerprint no schema file has
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    BAD_DURATION = "bad_duration"
+    UNKNOWN_TENANT = "unknown_tenant"
+    DUPLICATE = "duplicate"  # a call id charged before from another source offset
+    TOO_OLD = "too_old"  # older than the dedup window: whether it was charged is unknown
+    UNPARSABLE_NUMBER = "unparsable_number"
+    STATE_UNREADABLE = "state_unreadable"  # the tenant's stored state cannot be read
+
+
 @frozen
 class Rejected:
-    reason: str  # a short machine-readable code: the dead-letter metric label
+    reason: DeadLetterReason  # the dead-letter metric label
     detail: str
 
     def __str__(self) -> str:
@@ -66,28 +85,28 @@ def is_graph_row(d: Mapping[str, Any]) -> bool:
 def cdr_from_dict(d: Mapping[str, Any]) -> Cdr | Rejected:
     """A CDR from its JSON form (schema field names) or a Graph pstnCallLogRow + tenantId."""
     if not isinstance(d, Mapping):
-        return Rejected("invalid_field", "a CDR must be a JSON object")
+        return Rejected(DeadLetterReason.INVALID_FIELD, "a CDR must be a JSON object")
     try:
         cdr = _from_graph(d) if is_graph_row(d) else _from_json(d)
     except KeyError as exc:
-        return Rejected("missing_field", f"missing field {exc.args[0]}")
+        return Rejected(DeadLetterReason.MISSING_FIELD, f"missing field {exc.args[0]}")
     except (TypeError, ValueError) as exc:
-        return Rejected("invalid_field", str(exc))
+        return Rejected(DeadLetterReason.INVALID_FIELD, str(exc))
     return check(cdr)
 
 
 def check(cdr: Cdr) -> Cdr | Rejected:
     """Field-level validation shared by every input form (JSON and Avro)."""
     if cdr.call_type not in CALL_TYPES:
-        return Rejected("invalid_field", f"unknown call type {cdr.call_type!r}")
+        return Rejected(DeadLetterReason.INVALID_FIELD, f"unknown call type {cdr.call_type!r}")
     if cdr.duration_s < 0:
-        return Rejected("bad_duration", f"negative duration {cdr.duration_s}")
+        return Rejected(DeadLetterReason.BAD_DURATION, f"negative duration {cdr.duration_s}")
     if cdr.duration_s > MAX_DURATION_S:
-        return Rejected("bad_duration", f"absurd duration {cdr.duration_s} s")
+        return Rejected(DeadLetterReason.BAD_DURATION, f"absurd duration {cdr.duration_s} s")
     if cdr.end < cdr.start:
-        return Rejected("bad_duration", "call ends before it starts")
+        return Rejected(DeadLetterReason.BAD_DURATION, "call ends before it starts")
     if cdr.routing not in ("calling_plan", "direct_routing"):
-        return Rejected("invalid_field", f"unknown routing {cdr.routing!r}")
+        return Rejected(DeadLetterReason.INVALID_FIELD, f"unknown routing {cdr.routing!r}")
     return cdr
 
 
@@ -141,7 +160,7 @@ def _from_graph(d: Mapping[str, Any]) -> Cdr:
     )
 
 
-class TenantError(ValueError):
+class TenantError(DomainError):
     """A tenant entry that cannot be used; the message names the tenant and field."""
 
 

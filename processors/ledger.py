@@ -228,3 +228,12 @@ def debit(state: TenantState, amount: int, allow_deficit: bool) -> tuple[tuple[L
         state.deficit += deficit
     state.charged += amount - left
     return tuple(draws), deficit, left
+
+
+def open_state(tenant: Tenant, state: TenantState | None = None) -> tuple[TenantState, list[Event]]:
+    """Apply the configured funding lots not yet in `state` (a new state when None)."""
+    state = TenantState() if state is None else state
+    events: list[Event] = []
+    for lot in sorted(tenant.funding, key=lambda f: (f.purchased_at, f.lot_id)):
+        events.extend(fund(tenant, state, lot.lot_id, lot.amount, lot.purchased_at, lot.purchased_at))
+    return state, events

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from .errors import DomainError
+
 MICRO = 1_000_000
 
 
-class MoneyError(ValueError):
+class MoneyError(DomainError):
     """A money value that cannot be represented exactly in micro-units."""
 
 

@@ -19,6 +19,7 @@ import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumberType, shortnumberinfo
 from phonenumbers.phonenumberutil import _number_type_helper
 
+from .errors import DomainError
 from .frozen import frozen
 
 FIXED = "fixed"
@@ -43,7 +44,7 @@ _TYPES = {
 }
 
 
-class NumberError(ValueError):
+class NumberError(DomainError):
     """A number that cannot be interpreted at all."""
 
 

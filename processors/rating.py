@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Mapping
 
+from .errors import DomainError
 from .frozen import frozen
 from .money import MoneyError, ceil_div, parse_money
 
@@ -27,7 +28,7 @@ COLUMNS = (
 )
 
 
-class RateCardError(ValueError):
+class RateCardError(DomainError):
     """A rate card row that cannot be used, with its line number."""
 
 

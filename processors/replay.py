@@ -26,6 +26,7 @@ from typing import Any
 
 from .calendar import add_months
 from .charging import ZONE_A_POOL
+from .errors import DomainError
 from .ledger import LOT_LIFETIME_MONTHS, Lot, TenantState
 from .model import BILLABLE, OVERAGE, Event, Tenant
 from .money import parse_money
@@ -33,7 +34,7 @@ from .money import parse_money
 KEPT_POOL_ALERTS = 8  # as charging._pool_alerts keeps them
 
 
-class LedgerGap(ValueError):
+class LedgerGap(DomainError):
     """The ledger refers to a lot it never funded: records are missing (a topic read short,
     retention shorter than a lot's life); no state is guessed."""
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import stack
 from pipeline.config import Settings
+from pipeline.dev import stack
 
 
 def _free_port() -> int:

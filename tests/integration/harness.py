@@ -15,12 +15,12 @@ from typing import Any
 
 import redis
 
-from pipeline.codec import Codec
-from pipeline.commands import ingest, load_tenants
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.kafka import create_topics, producer
+from pipeline.adapters.readback import read_all
+from pipeline.adapters.store import Store
 from pipeline.config import Settings
-from pipeline.kafka import create_topics, producer
-from pipeline.readback import read_all
-from pipeline.store import Store
+from pipeline.ops.publish import ingest, publish_tenants
 from processors.engine import Engine, event_to_dict
 from processors.inputs import cdr_from_dict, tenant_from_dict
 from processors.ledger import TenantState
@@ -100,7 +100,7 @@ class Env:
         return self.logs[proc.pid].read_text(errors="replace")
 
     def publish(self, tenants: list[dict[str, Any]], cdrs: list[dict[str, Any]]) -> None:
-        load_tenants(self.settings, tenants)
+        publish_tenants(self.settings, tenants)
         self.ingest(cdrs)
 
     def ingest(self, cdrs: list[dict[str, Any]]) -> None:

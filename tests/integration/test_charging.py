@@ -13,14 +13,14 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import stack, traffic
-from pipeline.codec import Codec
-from pipeline.commands import load_tenants
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.kafka import producer
+from pipeline.adapters.readback import read_all
+from pipeline.adapters.records import cdr_to_avro
+from pipeline.adapters.store import tenant_key
 from pipeline.config import Settings
-from pipeline.kafka import producer
-from pipeline.readback import read_all
-from pipeline.records import cdr_to_avro
-from pipeline.store import tenant_key
+from pipeline.dev import stack, traffic
+from pipeline.ops.publish import publish_tenants
 from processors.inputs import cdr_from_dict
 from tests.conftest import _free_port
 from tests.integration.harness import Env, assert_exact, kill, wait_exit, wait_for
@@ -162,7 +162,7 @@ def test_exit_when_idle_waits_for_partitions_a_dead_worker_still_holds(env: Env)
     still hand it partitions. A worker told to exit when idle must not take its own share
     running dry for the whole topic being charged."""
     tenants, cdrs = scenario(env, 12, 3000, seed=45)
-    load_tenants(env.settings, tenants)
+    publish_tenants(env.settings, tenants)
     first = env.worker(idle=None)
     wait_for(lambda: "assigned [0, 1, 2, 3]" in env.log(first), timeout=60)
     kill(first)  # a member holding every partition: the next join waits for its session to end

@@ -18,8 +18,8 @@ import pytest
 import redis
 from aiosmtpd.controller import Controller
 
-from pipeline.gateway import SimulatedGateway
-from pipeline.store import tenant_key
+from pipeline.adapters.store import tenant_key
+from pipeline.control.gateway import SimulatedGateway
 from tests.conftest import _free_port
 from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
 

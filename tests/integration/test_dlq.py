@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import traffic
-from pipeline.commands import load_tenants
-from pipeline.records import cdr_to_avro
+from pipeline.adapters.records import cdr_to_avro
+from pipeline.dev import traffic
+from pipeline.ops.publish import publish_tenants
 from processors.inputs import cdr_from_dict
 from tests.integration.harness import Env, assert_exact, wait_exit
 
@@ -19,7 +19,7 @@ def test_cdrs_of_a_tenant_configured_late_are_charged_after_a_redrive(env: Env) 
     late = tenants[-1]
     late_cdrs = [c for c in cdrs if c["tenant_id"] == late["tenant_id"]]
     assert late_cdrs
-    load_tenants(env.settings, tenants[:-1])
+    publish_tenants(env.settings, tenants[:-1])
     env.ingest(cdrs)
     negative = cdr_to_avro(cdr_from_dict(cdrs[0]))
     env.produce_record(
@@ -41,7 +41,7 @@ def test_cdrs_of_a_tenant_configured_late_are_charged_after_a_redrive(env: Env) 
 
     dry = env.cli("dlq", "redrive", "--reason", "unknown_tenant", "--dry-run")
     assert f"would re-drive {len(late_cdrs)} " in dry.stdout, dry.stdout + dry.stderr
-    load_tenants(env.settings, [late])  # the cause, fixed
+    publish_tenants(env.settings, [late])  # the cause, fixed
     done = env.cli("dlq", "redrive", "--reason", "unknown_tenant")
     assert f"re-drove {len(late_cdrs)} 'unknown_tenant'" in done.stdout, done.stdout + done.stderr
     again = env.cli("dlq", "redrive", "--reason", "unknown_tenant")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from pipeline import traffic
-from pipeline.store import Store, tenant_key
+from pipeline.adapters.store import Store, tenant_key
+from pipeline.dev import traffic
 from processors.replay import differences
 from tests.integration.harness import Env, assert_exact, wait_exit
 

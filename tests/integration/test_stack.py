@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
-from pipeline.kafka import admin, create_topics
-from pipeline.stack import port_free
+from pipeline.adapters.kafka import admin, create_topics
+from pipeline.dev.stack import port_free
 from tests.conftest import _free_port
 from tests.integration.harness import Env
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pipeline import traffic
-from pipeline.kafka import producer
+from pipeline.adapters.kafka import producer
+from pipeline.dev import traffic
 from tests.integration.harness import Env, wait_exit
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.avro_compiled import Unsupported, compile_reader, compile_writer
-from pipeline.codec import HEADER_LEN, Codec
+from pipeline.adapters.avro_compiled import compile_reader, compile_writer
+from pipeline.adapters.codec import HEADER_LEN, Codec
 from pipeline.config import Settings
-from pipeline.errors import DecodeError
+from pipeline.errors import DecodeError, Unsupported
 
 SCHEMAS = sorted(Settings().schemas_dir.glob("*.avsc"))
 CODEC = Codec(Settings().schemas_dir)

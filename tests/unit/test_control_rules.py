@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from processors.charging import prepare
 from processors.control import authorize, notifications, retry_at, service_state
-from processors.engine import open_state
 from processors.inputs import tenant_from_dict
+from processors.ledger import open_state
 from processors.model import Cdr, Event
 from tests.helpers import fixture_rates, tenant_entry
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pipeline.metrics import ChargingMetrics
+from pipeline.adapters.metrics import ChargingMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 

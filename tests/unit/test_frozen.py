@@ -17,7 +17,9 @@ from processors.frozen import frozen
 def _records() -> list[type]:
     found = {}
     for package in (processors, pipeline):
-        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.ispkg:
+                continue
             module = importlib.import_module(info.name)
             for _, obj in inspect.getmembers(module, inspect.isclass):
                 if hasattr(obj, "__dataclass_init__"):

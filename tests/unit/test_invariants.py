@@ -8,9 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.charging import charge_call, prepare
-from processors.engine import open_state
 from processors.inputs import tenant_from_dict
-from processors.ledger import expire, fund
+from processors.ledger import expire, fund, open_state
 from processors.model import Cdr
 from processors.money import format_money, parse_money
 from tests.helpers import fixture_rates, tenant_entry

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
-from pipeline.metrics import LATENCY_BUCKETS, BatchHistogram
+from pipeline.adapters.metrics import LATENCY_BUCKETS, BatchHistogram
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import traffic
-from pipeline.records import charge_to_avro, event_from_avro, event_to_avro
+from pipeline.adapters.records import charge_to_avro, event_from_avro, event_to_avro
+from pipeline.dev import traffic
 from processors.engine import Engine
 from processors.inputs import cdr_from_dict, tenant_from_dict
 from processors.ledger import TenantState, expire, fund

@@ -19,16 +19,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline import wiring
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.kafka import create_topics, producer
+from pipeline.adapters.readback import read_all
+from pipeline.config import Settings
+from pipeline.dev import stack, traffic
+from pipeline.ops.publish import ingest, publish_tenants
+from pipeline.ops.rate import rate
+from pipeline.ops.rebuild import rebuild
 from processors.money import format_money, parse_money
-
-from . import stack, traffic
-from .codec import Codec
-from .commands import build_worker, ingest, load_tenants
-from .config import Settings
-from .kafka import create_topics, producer
-from .offline import rate
-from .readback import read_all
-from .rebuild import rebuild
 
 
 def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int:
@@ -54,7 +54,7 @@ def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int
                 f.write(json.dumps(c) + "\n")
             f.write(json.dumps({"call_id": "bad-1", "tenant_id": f"{run}tenant-0000"}) + "\n")
         print(f"3. {len(tenants)} tenants published to {settings.topic.tenant_config}")
-        load_tenants(settings, tenants)
+        publish_tenants(settings, tenants)
         sent, bad = ingest(settings, work / "cdrs.jsonl")
         print(f"4. {sent} CDRs produced to {settings.topic.cdr} ({bad} malformed line rejected at ingest)")
         codec = Codec(settings.schemas_dir)
@@ -64,7 +64,7 @@ def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int
         print("   plus 1 undecodable message, straight onto the topic")
         print("5. control worker (faust: recharge, notifications, API) and charging worker (exactly-once) ...")
         with ControlRun(settings) as control:
-            worker = build_worker(settings)
+            worker = wiring.charging_worker(settings)
             t = threading.Thread(target=worker.run, kwargs={"max_idle_s": 3.0})
             t.start()
             t.join()
@@ -323,16 +323,5 @@ def _summary(charges: list[dict[str, Any]], events: list[dict[str, Any]], tenant
         )
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args.tenants, args.cdrs, args.keep)
-
-
-def register(sub: Any) -> None:
-    d = sub.add_parser("demo", help="run the whole pipeline on the embedded stack and print a summary")
-    d.add_argument("--tenants", type=int, default=8)
-    d.add_argument("--cdrs", type=int, default=3000)
-    d.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
-    d.set_defaults(func=cmd_demo)
-    from .bench import register as register_bench
-
-    register_bench(sub)

@@ -32,8 +32,8 @@ import time
 import redis
 from confluent_kafka import KafkaException
 
-from .config import Settings
-from .kafka import producer
+from pipeline.adapters.kafka import producer
+from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 

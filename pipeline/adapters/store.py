@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from pipeline.errors import StateUnreadable
 from processors.frozen import frozen
 from processors.ledger import TenantState
 
@@ -76,19 +77,6 @@ class StoredCall:
         return cls(partition, offset, tuple(records))
 
 
-class StateUnreadable(ValueError):
-    """A tenant's stored state is not a TenantState (corrupted, or written by hand): no
-    balance can be worked out from it. `callcharge rebuild --tenant T` restores it."""
-
-    def __init__(self, tenant_id: str, cause: Exception):
-        self.tenant_id = tenant_id
-        self.cause = f"{type(cause).__name__}: {cause}"
-        super().__init__(
-            f"tenant {tenant_id}: stored balance state cannot be read ({self.cause}); "
-            f"restore it from the ledger with `callcharge rebuild --tenant {tenant_id}`"
-        )
-
-
 def _parse_state(tenant_id: str, raw: bytes | str) -> TenantState:
     try:
         return TenantState.from_dict(json.loads(raw))
@@ -110,10 +98,6 @@ class Store:
         self.r = client
         self._apply_source = resources.files(__package__).joinpath("lua", "apply.lua").read_text()
         self._apply_sha = self.r.script_load(self._apply_source)
-
-    @classmethod
-    def connect(cls, url: str) -> Store:
-        return cls(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30))
 
     def snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
         """State, version and any stored results for {tenant: [call ids]} in one round trip."""

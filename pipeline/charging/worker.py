@@ -44,7 +44,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,32 +52,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processors.charging import Book, Unchargeable, charge_call
-from processors.engine import open_state
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.metrics import ChargingMetrics
+from pipeline.adapters.records import cdr_from_avro, charge_to_avro, dead_letter, event_to_avro
+from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Store, StoredCall, call_ttl_s
+from pipeline.charging.backlog import Probe
+from pipeline.charging.leases import TransactionLeases
+from pipeline.config import Settings
+from pipeline.errors import FatalError, PoisonError
+from processors.admission import Origin, fold_batch, unknown_tenant
+from processors.charging import Book
 from processors.frozen import frozen
-from processors.inputs import Rejected
+from processors.inputs import DeadLetterReason, Rejected
 from processors.ledger import TenantState
 from processors.model import BILLABLE, OVERAGE, Cdr, Charge
 from processors.rating import RateCard
-
-from .backlog import Probe
-from .codec import Codec
-from .config import Settings
-from .directory import TenantDirectory
-from .errors import FatalError, PoisonError
-from .kafka import consumer, producer
-from .metrics import ChargingMetrics
-from .records import cdr_from_avro, charge_to_avro, dead_letter, event_to_avro
-from .store import CHARGES, DLQ, EVENTS, Store, StoredCall, call_ttl_s
-from .txn_leases import TransactionLeases
 
 log = logging.getLogger(__name__)
 
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
-STATE_UNREADABLE = "state_unreadable"
 
 
 @frozen
@@ -108,6 +104,8 @@ class Item:
 
 
 class ChargingWorker:
+    """The commit protocol's loop. Every client is built by `pipeline.wiring` and passed in."""
+
     def __init__(
         self,
         settings: Settings,
@@ -115,7 +113,11 @@ class ChargingWorker:
         store: Store,
         rates: RateCard,
         metrics: ChargingMetrics,
-        worker_id: str | None = None,
+        directory: TenantDirectory,
+        consumer: Consumer,
+        producer: Producer,
+        leases: TransactionLeases,
+        worker_id: str,
     ):
         self.s = settings
         self.codec = codec
@@ -123,14 +125,11 @@ class ChargingWorker:
         self.rates = rates
         self.metrics = metrics
         self.topics = settings.topic
-        self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.directory = TenantDirectory(settings, codec, store)
-        self.consumer = consumer(settings, settings.group_id)
-        transactional_id = f"{settings.transactional_id_prefix}-{self.worker_id}"
-        self.leases = TransactionLeases(settings, store.r, transactional_id)
-        self.leases.tick()  # leased before its first transaction; dead workers' ones aborted
-        self.producer = producer(settings, transactional_id)
-        self.producer.init_transactions(30)
+        self.worker_id = worker_id
+        self.directory = directory
+        self.consumer = consumer
+        self.leases = leases
+        self.producer = producer  # transactional, transactions initialised (after the lease)
         self.batches = 0
         self._stop = False
         self._crash_step, self._crash_batch = _parse_crash(settings.crash_after)
@@ -172,7 +171,7 @@ class ChargingWorker:
 
     def drained(self, timeout_s: float = 10.0) -> bool:
         """The group has charged every CDR in the `cdr` topic so far (every partition,
-        including any a dead worker still holds: see `pipeline.backlog`)."""
+        including any a dead worker still holds: see `pipeline.charging.backlog`)."""
         if self._probe is None:
             self._probe = Probe(self.s, self.topics.cdr, self.consumer, f"{self.s.group_id}-{self.worker_id}")
         waiting = self._probe.waiting(timeout_s)
@@ -311,7 +310,7 @@ class ChargingWorker:
             for item in items:
                 cdr = item.cdr
                 if cdr is not None and self.directory.get(cdr.tenant_id) is None:
-                    item.cdr, item.reject = None, Rejected("unknown_tenant", f"unknown tenant {cdr.tenant_id!r}")
+                    item.cdr, item.reject = None, unknown_tenant(cdr.tenant_id)
         return items
 
     def _charge(self, items: list[Item], while_applying: Callable[[], None] | None = None) -> None:
@@ -337,7 +336,9 @@ class ChargingWorker:
                     # `callcharge rebuild` and a redrive; every other tenant goes on.
                     log.error("%s", snap.unreadable)
                     for item in its:
-                        item.reject = Rejected(STATE_UNREADABLE, f"{snap.unreadable}; then re-drive this dead letter")
+                        item.reject = Rejected(
+                            DeadLetterReason.STATE_UNREADABLE, f"{snap.unreadable}; then re-drive this dead letter"
+                        )
                     del pending[tid]
                     continue
                 book = self.directory.get(tid)
@@ -374,58 +375,36 @@ class ChargingWorker:
         items: list[Item],
         now: datetime,
     ) -> tuple[TenantState, dict[str, bytes]]:
-        state = stored_state.copy() if stored_state is not None else TenantState()
-        _, opening = open_state(book.tenant, state)
+        """Step 4 for one tenant: `processors.admission.fold_batch`, then the encoding."""
+        folded = fold_batch(
+            book,
+            stored_state,
+            [(item.cdr, Origin(item.msg.partition, item.msg.offset)) for item in items if item.cdr is not None],
+            {call_id: Origin(s.partition, s.offset) for call_id, s in stored.items()},
+            self.rates,
+            now - self._window,
+            self.s.dedup_window_days,
+        )
         currency = book.tenant.currency
-        opening_records = [(EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency))) for e in opening]
-        new_calls: dict[str, bytes] = {}
-        oldest = now - self._window
         encode = self.codec.encode
-        for item in items:
-            cdr = item.cdr
-            assert cdr is not None
-            item.reject = None
-            item.records = ()
-            item.charge = None
+        new_calls: dict[str, bytes] = {}
+        for item, outcome in zip(items, folded.outcomes, strict=True):
+            item.reject, item.records, item.charge = outcome.reject, (), None
+            if outcome.replay:
+                item.records = stored[outcome.cdr.call_id].records
+                self.metrics.replayed.inc()
+                continue
+            charge = outcome.charge
+            if charge is None:
+                continue
             m = item.msg
-            prior = stored.get(cdr.call_id)
-            if prior is not None:
-                if (prior.partition, prior.offset) == (m.partition, m.offset):
-                    item.records = prior.records
-                    self.metrics.replayed.inc()
-                else:
-                    item.reject = Rejected(
-                        "duplicate", f"call {cdr.call_id} already charged from {prior.partition}/{prior.offset}"
-                    )
-                continue
-            if cdr.call_id in new_calls:
-                item.reject = Rejected("duplicate", f"call {cdr.call_id} already charged earlier in this batch")
-                continue
-            if cdr.start < oldest:
-                item.reject = Rejected(
-                    "too_old",
-                    f"call started {cdr.start.isoformat()}, before the {self.s.dedup_window_days}-day dedup window",
-                )
-                continue
-            try:
-                charge, events = charge_call(book, state, cdr, self.rates)
-            except Unchargeable as exc:
-                item.reject = Rejected("unparsable_number", str(exc))
-                continue
-            records = [(CHARGES, encode("charge", charge_to_avro(charge, m.partition, m.offset, now)))]
-            if events:
-                records += [(EVENTS, encode("balance_event", event_to_avro(e, currency))) for e in events]
-            if opening_records:  # config funding applied before this call: emitted with it
-                records = opening_records + records
-                opening_records = []
+            records = [(EVENTS, encode("balance_event", event_to_avro(e, currency))) for e in outcome.opening]
+            records.append((CHARGES, encode("charge", charge_to_avro(charge, m.partition, m.offset, now))))
+            records += [(EVENTS, encode("balance_event", event_to_avro(e, currency))) for e in outcome.events]
             item.records = tuple(records)
             item.charge = charge
-            new_calls[cdr.call_id] = StoredCall(m.partition, m.offset, item.records).pack()
-        if opening_records:
-            # Funding from config with no new call to carry its events: leave it for the
-            # next batch that has one, so no event is ever applied without being emitted.
-            state = stored_state.copy() if stored_state is not None else TenantState()
-        return state, new_calls
+            new_calls[charge.call_id] = StoredCall(m.partition, m.offset, item.records).pack()
+        return folded.state, new_calls
 
     def _commit(self, items: list[Item], msgs: list[Source]) -> None:
         p = self.producer

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pipeline.errors import Unsupported
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICRO = timedelta(microseconds=1)
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
@@ -39,10 +41,6 @@ for _z in range(1 << 14):
 # zig-zag varints of small non-negative longs (lengths, counts, minutes, partitions)
 _SMALL = 4096
 _VARINT = [_RAW[n << 1] for n in range(_SMALL)]
-
-
-class Unsupported(ValueError):
-    """A schema (or part of one) the compiler does not handle: fastavro serves it."""
 
 
 def _varint(n: int) -> bytes:

@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis
+from pipeline import wiring
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.kafka import producer
+from pipeline.adapters.readback import read_all
+from pipeline.config import Settings
+from pipeline.errors import FatalError
+from processors.inputs import DeadLetterReason
 
-from .codec import Codec
-from .config import Settings
-from .errors import FatalError
-from .kafka import producer
-from .readback import read_all
-
-NOT_REDRIVABLE = {
-    "duplicate": "the call was charged already; a copy could be charged again once its call-id record expires",
-    "too_old": "outside the dedup window the worker cannot tell whether the call was charged",
+NOT_REDRIVABLE: dict[str, str] = {
+    DeadLetterReason.DUPLICATE: "the call was charged already; "
+    "a copy could be charged again once its call-id record expires",
+    DeadLetterReason.TOO_OLD: "outside the dedup window the worker cannot tell whether the call was charged",
 }
 
 
@@ -94,7 +95,7 @@ def redrive(settings: Settings, reason: str, dry_run: bool = False) -> tuple[int
         p.produce(x.topic, key=x.key, value=x.value)
     if p.flush(60):
         raise FatalError("the broker did not acknowledge every re-driven message within 60 s; run again")
-    client = redis.Redis.from_url(settings.redis)
+    client = wiring.redis_client(settings)
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     client.hset(_marks_key(settings), mapping={x.source: stamp for x in todo})
     return len(todo), len(found) - len(todo)
@@ -106,7 +107,7 @@ def _marks_key(settings: Settings) -> str:
 
 
 def _redriven(settings: Settings) -> set[str]:
-    client = redis.Redis.from_url(settings.redis)
+    client = wiring.redis_client(settings)
     return {k.decode() if isinstance(k, bytes) else str(k) for k in client.hkeys(_marks_key(settings))}
 
 

@@ -26,16 +26,16 @@ from typing import Any
 
 import redis
 
+from pipeline import wiring
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.readback import read_all
+from pipeline.adapters.records import event_from_avro
+from pipeline.adapters.store import CHARGES, EVENTS, StoredCall, call_key, call_ttl_s
+from pipeline.config import Settings
+from pipeline.errors import FatalError
 from processors.model import Event
 from processors.replay import LedgerGap, differences, state_from_ledger
-
-from .codec import Codec
-from .config import Settings
-from .directory import TenantDirectory
-from .errors import FatalError
-from .readback import read_all
-from .records import event_from_avro
-from .store import CHARGES, EVENTS, Store, StoredCall, call_key, call_ttl_s
 
 
 @dataclass
@@ -81,7 +81,7 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None) ->
         _, rec = codec.decode(raw)
         events[rec["tenant_id"]].append((event_from_avro(rec), raw))
 
-    store = Store(redis.Redis.from_url(settings.redis))
+    store = wiring.store(settings)
     report = Report(tenants=len(tenants))
     report.unknown_tenants = (set(charges) | set(events)) - set(directory.books)
     ttl = timedelta(seconds=call_ttl_s(settings.dedup_window_days))

@@ -15,8 +15,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from .config import Settings, Topics
-from .errors import FatalError
+from pipeline.config import Settings, Topics
+from pipeline.errors import FatalError
 
 log = logging.getLogger(__name__)
 

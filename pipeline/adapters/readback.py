@@ -8,9 +8,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from .codec import Codec
-from .config import Settings
-from .kafka import consumer
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.kafka import consumer
+from pipeline.config import Settings
 
 
 def read_all(

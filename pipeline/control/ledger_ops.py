@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.records import event_to_avro
+from pipeline.adapters.store import EVENTS, Store, StoredCall
+from pipeline.errors import RetriableError
 from processors.charging import Book
-from processors.engine import open_state
-from processors.ledger import TenantState
+from processors.ledger import TenantState, open_state
 from processors.model import Event
-
-from .codec import Codec
-from .errors import RetriableError
-from .records import event_to_avro
-from .store import EVENTS, Store, StoredCall
 
 TTL_S = 400 * 86400
 

@@ -4,7 +4,7 @@ Agents: funding commands, balance events (recharge orchestration, service state,
 notifications), charges (transaction history). A timer retries payments and forfeits
 expired lots. Web views: the bearer-token API, /health and /metrics.
 
-Faust delivers at least once; every handler is idempotent (see pipeline/control.py).
+Faust delivers at least once; every handler is idempotent (see pipeline/control/lifecycle.py).
 Handlers are short, synchronous Redis/SMTP work: they run in the default executor so the
 event loop (heartbeats, web) stays responsive.
 """
@@ -17,29 +17,22 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import redis
+from confluent_kafka import Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from pipeline.adapters.records import tenant_to_avro
+from pipeline.config import Settings
+from pipeline.control.lifecycle import Control, Output
+from pipeline.errors import Refused, StateUnreadable
 from processors.control import authorize
 from processors.inputs import Rejected, check
 from processors.model import Cdr
 from processors.money import MoneyError, format_money, parse_money
-
-from .codec import Codec
-from .config import Settings
-from .control import Control, Output, Refused
-from .directory import TenantDirectory
-from .gateway import SimulatedGateway
-from .kafka import producer
-from .ledger_ops import LedgerOps
-from .offline import load_rates
-from .records import tenant_to_avro
-from .store import StateUnreadable, Store
+from processors.rating import RateCard
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +46,13 @@ class ControlMetrics:
         self.api = Counter("callcharge_api_requests_total", "API requests", ["status"], registry=registry)
 
 
-def build_app(settings: Settings) -> faust.App:
-    codec = Codec(settings.schemas_dir)
-    store = Store.connect(settings.redis)
-    client = redis.Redis.from_url(settings.redis)
-    directory = TenantDirectory(settings, codec, store)
-    control = Control(settings, codec, directory, LedgerOps(store, codec), client, SimulatedGateway(client))
-    rates = load_rates(settings.rates_file)
+def build_app(settings: Settings, control: Control, rates: RateCard, out: Producer) -> faust.App:
+    """The faust app around `control` (clients built by `pipeline.wiring`)."""
+    codec = control.codec
+    store = control.ledger.store
+    directory = control.directory
     registry = CollectorRegistry()
     metrics = ControlMetrics(registry)
-    out = producer(settings)
     t = settings.topic
 
     app = faust.App(
@@ -219,7 +209,7 @@ def build_app(settings: Settings) -> faust.App:
                 "amount": amount,
                 "currency": book.tenant.currency,
                 "requested_by": body.get("requested_by"),
-                "at": datetime.now(UTC),
+                "at": control.now(),
             }
             out.produce(t.commands, key=tenant_id.encode(), value=codec.encode("funding_command", record))
             out.flush(10)
@@ -249,7 +239,7 @@ def build_app(settings: Settings) -> faust.App:
                 "trigger": body.get("trigger"),
             }
             try:
-                record = tenant_to_avro(entry, datetime.now(UTC))
+                record = tenant_to_avro(entry, control.now())
             except (ValueError, KeyError, TypeError) as exc:
                 raise Refused(409 if "must be off" in str(exc) else 400, str(exc)) from None
             out.produce(t.tenant_config, key=tenant_id.encode(), value=codec.encode("tenant_config", record))

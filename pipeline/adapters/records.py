@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from processors.engine import MONEY_FIELDS
-from processors.inputs import Rejected, check, tenant_from_dict
+from processors.inputs import DeadLetterReason, Rejected, check, tenant_from_dict
 from processors.model import AutoRecharge, Cdr, Charge, Event, Funding, Tenant, User
 from processors.money import format_money
 
@@ -32,9 +32,9 @@ def cdr_from_avro(r: dict[str, Any]) -> Cdr | Rejected:
             user_display_name=r.get("user_display_name"),
         )
     except KeyError as exc:
-        return Rejected("missing_field", f"missing field {exc.args[0]}")
+        return Rejected(DeadLetterReason.MISSING_FIELD, f"missing field {exc.args[0]}")
     if not cdr.call_id or not cdr.tenant_id:
-        return Rejected("missing_field", "empty call_id or tenant_id")
+        return Rejected(DeadLetterReason.MISSING_FIELD, "empty call_id or tenant_id")
     return check(cdr)
 
 

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
-from .errors import FatalError
+from pipeline.config import Settings
+from pipeline.errors import FatalError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """`callcharge status`: is charging keeping up, and is anything waiting for an operator?
 
 Read-only and cheap enough to run any time: the broker and Redis answer, how many CDRs the
-charging group has yet to charge (over the whole topic, see `pipeline.backlog`), how many
+charging group has yet to charge (over the whole topic, see `pipeline.charging.backlog`), how many
 dead letters there are by reason, and how many tenants are configured.
 """
 
@@ -12,12 +12,13 @@ from collections import Counter
 import redis
 from confluent_kafka import KafkaException
 
-from .backlog import Probe
-from .config import Settings
-from .dlq import letters
-from .errors import FatalError
-from .kafka import consumer
-from .readback import read_all
+from pipeline import wiring
+from pipeline.adapters.kafka import consumer
+from pipeline.adapters.readback import read_all
+from pipeline.charging.backlog import Probe
+from pipeline.config import Settings
+from pipeline.errors import FatalError
+from pipeline.ops.dlq import letters
 
 
 def status(settings: Settings) -> tuple[list[str], int]:
@@ -31,7 +32,7 @@ def status(settings: Settings) -> tuple[list[str], int]:
         lines = [f"broker   {settings.bootstrap}: {len(topics)} topics"]
         shown = settings.masked().get("redis_url") or settings.redis  # no password on screen
         try:
-            info = redis.Redis.from_url(settings.redis, socket_timeout=5).info("memory")
+            info = wiring.redis_client(settings, socket_timeout_s=5).info("memory")
             lines.append(f"redis    {shown}: ok, {info.get('used_memory_human', '?')} used")
         except redis.RedisError as exc:
             raise FatalError(f"Redis at {shown} does not answer: {exc}") from None

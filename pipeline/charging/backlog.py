@@ -14,8 +14,8 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from .config import Settings
-from .kafka import consumer
+from pipeline.adapters.kafka import consumer
+from pipeline.config import Settings
 
 
 class Probe:

@@ -10,14 +10,13 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.kafka import consumer
+from pipeline.adapters.records import tenant_from_avro
+from pipeline.adapters.store import Store
+from pipeline.config import Settings
+from pipeline.errors import PoisonError
 from processors.charging import Book, prepare
-
-from .codec import Codec
-from .config import Settings
-from .errors import PoisonError
-from .kafka import consumer
-from .records import tenant_from_avro
-from .store import Store
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from .avro_compiled import Unsupported, compile_reader, compile_writer
-from .errors import DecodeError, UnknownSchemaError
+from pipeline.adapters.avro_compiled import compile_reader, compile_writer
+from pipeline.errors import DecodeError, UnknownSchemaError, Unsupported
 
 MARKER = b"\xc3\x01"
 HEADER_LEN = 10
@@ -35,7 +35,7 @@ class SchemaVersion:
     version: int
     fingerprint: bytes
     parsed: Any
-    # Straight-line Python for this exact schema (pipeline/avro_compiled.py), or None
+    # Straight-line Python for this exact schema (pipeline/adapters/avro_compiled.py), or None
     # where the schema uses a type the compiler does not handle: fastavro serves it.
     write: Callable[[dict[str, Any]], bytes] | None = None
     read: Callable[[bytes, int], tuple[dict[str, Any], int]] | None = None

@@ -14,9 +14,7 @@ from typing import Protocol
 
 import redis
 
-
-class GatewayTimeout(Exception):
-    """No answer: the outcome is unknown; retry with the SAME idempotency key."""
+from pipeline.errors import GatewayTimeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,23 +25,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from pipeline import wiring
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.files import load_rates
+from pipeline.adapters.kafka import consumer, create_topics, producer
+from pipeline.adapters.records import cdr_to_avro, charge_to_avro
+from pipeline.charging.worker import tune_runtime
+from pipeline.config import Settings
+from pipeline.dev import stack, traffic
+from pipeline.errors import FatalError
+from pipeline.ops.publish import publish_tenants
 from processors.engine import Engine
 from processors.inputs import Rejected, cdr_from_dict, tenant_from_dict
 from processors.numbers import analyze
-
-from . import stack, traffic
-from .charging_worker import tune_runtime
-from .codec import Codec
-from .commands import build_worker, load_tenants
-from .config import Settings
-from .errors import FatalError
-from .kafka import consumer, create_topics, producer
-from .offline import load_rates
-from .records import cdr_to_avro, charge_to_avro
 
 
 def _produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) -> dict[int, int]:
@@ -72,7 +71,7 @@ def _produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) 
 # -- measured runs: each in its own processes, all started together -------------------
 #
 # Every measured run (passthrough or charging, 1 or N processes) is the same shape: N
-# fresh processes (`python -m pipeline.bench child ...`) each take a fixed share of the
+# fresh processes (`python -m pipeline.dev.bench child ...`) each take a fixed share of the
 # cdr partitions (assign, not subscribe: no rebalance inside the timing), start on one
 # signal and read to the partitions' end. Throughput = CDRs after each process's first
 # batch / (last finish - first clock start).
@@ -89,7 +88,7 @@ def _child(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
     prof = cProfile.Profile() if spec.get("profile") else None
     registry = CollectorRegistry()
     if mode == "charge":
-        worker = build_worker(settings, registry)
+        worker = wiring.charging_worker(settings, registry)
         worker.directory.catch_up()
         tune_runtime()  # as `callcharge charge` does
         c, step = worker.consumer, worker.run_once
@@ -185,7 +184,7 @@ def measured(
         spec = json.dumps({"high": share, "cdrs": cdrs, "profile": profile and i == 0})
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "pipeline.bench", "child", mode, spec],
+                [sys.executable, "-m", "pipeline.dev.bench", "child", mode, spec],
                 env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -222,7 +221,7 @@ def measured(
 def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, seconds: float) -> dict[str, float]:
     """Percentiles of CDR produced -> charge committed at a fixed offered load."""
     registry = CollectorRegistry()
-    worker = build_worker(settings, registry)
+    worker = wiring.charging_worker(settings, registry)
     worker.directory.catch_up()
     worker.consumer.subscribe([settings.topic.cdr])
     samples: list[float] = []
@@ -296,7 +295,7 @@ def _fresh_redis_db(settings: Settings, db: int) -> Settings:
     if settings.redis_url:
         raise FatalError("the benchmark runs on the embedded stack; unset REDIS_URL")
     s = replace(settings, redis_url=f"redis://127.0.0.1:{settings.redis_port}/{db}")
-    redis.Redis.from_url(s.redis).flushdb()
+    wiring.redis_client(s).flushdb()
     return s
 
 
@@ -319,7 +318,7 @@ def run(
         create_topics(s)
         codec = Codec(s.schemas_dir)
         tenants = traffic.tenants(tenants_n, seed=21, prefix=f"b{tag}-")
-        load_tenants(s, tenants)
+        publish_tenants(s, tenants)
         rows = traffic.cdrs(tenants, n + int(rate * seconds), seed=22)
         values = []
         for row in rows:
@@ -362,7 +361,7 @@ def run(
             batch_timeout_ms=10,
         )
         create_topics(lat_settings)
-        load_tenants(lat_settings, tenants)
+        publish_tenants(lat_settings, tenants)
         lat = latency(lat_settings, values[n:], rate, seconds)
         best = max(counts, key=lambda k: median[f"chargex{k}"] / median[f"rawx{k}"])
         result = {
@@ -389,7 +388,7 @@ def run(
             stack.down(settings)
 
 
-def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Settings) -> int:
     result = run(settings, args.cdrs, args.tenants, args.rate, args.seconds, args.processes, args.rounds, args.profile)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -411,25 +410,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    b = sub.add_parser("bench", help="raw passthrough vs charging worker, latency percentiles")
-    b.add_argument("--cdrs", type=int, default=100000)
-    b.add_argument("--tenants", type=int, default=200)
-    b.add_argument("--rate", type=int, default=1000, help="offered load for the latency run, CDR/s")
-    b.add_argument("--seconds", type=float, default=10.0)
-    b.add_argument(
-        "--processes",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="also measure both sides with this many processes (default: one per core)",
-    )
-    b.add_argument("--rounds", type=int, default=3, help="rounds of every run; the medians are reported")
-    b.add_argument("--profile", action="store_true", help="print a cProfile of one single-process charging run")
-    b.add_argument("--out", default="bench/results.json")
-    b.set_defaults(func=cmd_bench)
-
-
 if __name__ == "__main__":  # a measured process, started by measured()
     if len(sys.argv) != 4 or sys.argv[1] != "child":
-        sys.exit("usage: python -m pipeline.bench child raw|charge SPEC (started by `callcharge bench`)")
+        sys.exit("usage: python -m pipeline.dev.bench child raw|charge SPEC (started by `callcharge bench`)")
     print(json.dumps(_child(sys.argv[2], json.loads(sys.argv[3]))), flush=True)

@@ -1,7 +1,7 @@
 """The control side: funding commands, auto-recharge through a payment gateway, lot expiry,
 service state, admin notifications (topic + email) and transaction history.
 
-Plain synchronous logic returning the records to produce; `pipeline/control_app.py` wires it
+Plain synchronous logic returning the records to produce; `pipeline/control/app.py` wires it
 into faust agents, timers and web views. Every step is idempotent because faust delivers at
 least once: balance changes run through `LedgerOps` (once per operation id, events stored
 and re-emitted), a payment is keyed by request id and attempt at the gateway, and a
@@ -14,27 +14,25 @@ import json
 import logging
 import smtplib
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import redis
 
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.records import event_from_avro, event_to_avro
+from pipeline.adapters.store import tenant_key
+from pipeline.config import Settings
+from pipeline.control.clock import Clock, utc_now
+from pipeline.control.gateway import PaymentGateway
+from pipeline.control.ledger_ops import LedgerOps
+from pipeline.errors import GatewayTimeout, Refused, RetriableError, StateUnreadable
 from processors.charging import Book
 from processors.control import notifications, retry_at, service_state
-from processors.engine import open_state
-from processors.ledger import TenantState, expire, fund
+from processors.ledger import TenantState, expire, fund, open_state
 from processors.model import POSTPAID_CHANNELS, Event
-
-from .codec import Codec
-from .config import Settings
-from .directory import TenantDirectory
-from .errors import RetriableError
-from .gateway import GatewayTimeout, PaymentGateway
-from .ledger_ops import LedgerOps
-from .records import event_from_avro, event_to_avro
-from .store import StateUnreadable, tenant_key
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +51,6 @@ HISTORY_SIGN = {
 MAX_ATTEMPTS = 5
 
 
-@dataclass(frozen=True)
-class Refused(Exception):
-    status: int
-    reason: str
-
-
 class Control:
     def __init__(
         self,
@@ -68,6 +60,7 @@ class Control:
         ledger: LedgerOps,
         client: redis.Redis,
         gateway: PaymentGateway,
+        clock: Clock = utc_now,
     ):
         self.s = settings
         self.codec = codec
@@ -75,12 +68,13 @@ class Control:
         self.ledger = ledger
         self.r = client
         self.gateway = gateway
+        self.clock = clock
         self.topics = settings.topic
 
     # -- time ------------------------------------------------------------------------
     def now(self) -> datetime:
-        """Wall clock shifted by CALLCHARGE_CLOCK_OFFSET_S (the expiry tests' fake clock)."""
-        return datetime.now(UTC) + timedelta(seconds=self.s.clock_offset_s)
+        """The injected clock (the wall clock in production, a fake one in tests)."""
+        return self.clock()
 
     def book(self, tenant_id: str) -> Book:
         book = self.directory.get(tenant_id)

@@ -1,0 +1,1 @@
+"""The charging hot path: the worker's commit protocol, transactional-id leases, backlog probe."""

@@ -1,0 +1,1 @@
+"""Operator commands: publish (tenants load, ingest), rate, dlq, rebuild, status."""

@@ -1,0 +1,103 @@
+"""The one place clients are built: Redis, the codec, metrics, and the workers from them.
+
+Kafka clients take their configuration from `pipeline.adapters.kafka`; what they connect to
+and how long they wait is decided here, once, for every command and worker.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.files import load_rates
+from pipeline.adapters.kafka import consumer, producer
+from pipeline.adapters.metrics import ChargingMetrics
+from pipeline.adapters.store import Store
+from pipeline.charging.leases import TransactionLeases
+from pipeline.charging.worker import ChargingWorker
+from pipeline.config import Settings
+from pipeline.control.clock import Clock, utc_now
+from pipeline.control.gateway import SimulatedGateway
+from pipeline.control.ledger_ops import LedgerOps
+from pipeline.control.lifecycle import Control
+from pipeline.errors import FatalError, InputError
+
+if TYPE_CHECKING:
+    import faust
+
+# One set of Redis timeouts for every client: a command or worker never hangs on a Redis
+# that stopped answering, and a dead connection is noticed within half a minute.
+REDIS_SOCKET_TIMEOUT_S = 10.0
+REDIS_CONNECT_TIMEOUT_S = 5.0
+REDIS_HEALTH_CHECK_S = 30
+
+
+def redis_client(settings: Settings, socket_timeout_s: float = REDIS_SOCKET_TIMEOUT_S) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        health_check_interval=REDIS_HEALTH_CHECK_S,
+    )
+
+
+def store(settings: Settings) -> Store:
+    return Store(redis_client(settings))
+
+
+def codec(settings: Settings) -> Codec:
+    return Codec(settings.schemas_dir)
+
+
+def charging_worker(
+    settings: Settings, registry: CollectorRegistry | None = None, worker_id: str | None = None
+) -> ChargingWorker:
+    """A charging worker with its clients: the transactional id is leased in Redis before
+    the producer initialises transactions (which aborts a dead worker's open one)."""
+    try:
+        rates = load_rates(settings.rates_file)
+    except InputError as exc:
+        raise FatalError(str(exc)) from None
+    c = codec(settings)
+    s = store(settings)
+    worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    transactional_id = f"{settings.transactional_id_prefix}-{worker_id}"
+    leases = TransactionLeases(settings, s.r, transactional_id)
+    leases.tick()  # leased before its first transaction; dead workers' ones aborted
+    p = producer(settings, transactional_id)
+    p.init_transactions(30)
+    return ChargingWorker(
+        settings,
+        c,
+        s,
+        rates,
+        ChargingMetrics(registry or CollectorRegistry()),
+        TenantDirectory(settings, c, s),
+        consumer(settings, settings.group_id),
+        p,
+        leases,
+        worker_id,
+    )
+
+
+def control(settings: Settings, clock: Clock = utc_now) -> Control:
+    c = codec(settings)
+    s = store(settings)
+    return Control(settings, c, TenantDirectory(settings, c, s), LedgerOps(s, c), s.r, SimulatedGateway(s.r), clock)
+
+
+def control_app(settings: Settings, clock: Clock = utc_now) -> faust.App:
+    from pipeline.control.app import build_app
+
+    try:
+        rates = load_rates(settings.rates_file)
+    except InputError as exc:
+        raise FatalError(str(exc)) from None
+    ctl = control(settings, clock)
+    return build_app(settings, ctl, rates, producer(settings))
