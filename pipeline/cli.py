@@ -156,6 +156,21 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_examples(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
+
+    from pipeline.config import EXAMPLES_DIR
+
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = ("tenants.json", "cdrs.jsonl", "rates.example.csv")
+    for name in names:
+        shutil.copyfile(EXAMPLES_DIR / name, out / name)
+    print(f"wrote {', '.join(names)} to {out}; try:")
+    print(f"  callcharge rate --tenants {out / names[0]} --cdrs {out / names[1]} --rates {out / names[2]}")
+    return 0
+
+
 # -- developer tools -------------------------------------------------------------------------------
 def cmd_gen(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.dev import traffic
@@ -236,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cdrs", required=True)
     r.add_argument("--rates", help="rate card CSV (default: the example card)")
     r.add_argument("--out", help="output JSONL (default: stdout)")
+
+    e = command("examples", cmd_examples, "copy the shipped example tenants, CDRs and rate card to DIR")
+    e.add_argument("dir", nargs="?", default="callcharge-examples")
 
     g = command("gen", cmd_gen, "generate example tenants and CDRs")
     g.add_argument("--tenants", type=int, default=20)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 PREFIX = "CALLCHARGE_"
-REPO = Path(__file__).resolve().parent.parent
+# Shipped as package data, so an installed callcharge runs from any directory.
+SCHEMAS_DIR = Path(str(resources.files("schemas")))
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 SECRET_FIELDS = frozenset({"api_token", "smtp_password"})
 
 
@@ -51,8 +54,8 @@ class Settings:
     batch_size: int = 2000
     batch_timeout_ms: int = 50
     dedup_window_days: int = 45
-    rates_file: Path = REPO / "deploy" / "rates.example.csv"
-    schemas_dir: Path = REPO / "schemas"
+    rates_file: Path = EXAMPLES_DIR / "rates.example.csv"  # example prices only: set your own card
+    schemas_dir: Path = SCHEMAS_DIR
     metrics_port: int = 9400
     http_port: int = 8480
     api_token: str = ""

@@ -61,8 +61,11 @@ def _no_control_left_behind() -> Any:
 
 
 class ControlProc:
-    def __init__(self, env: Env, smtp: Inbox, **extra: str) -> None:
+    def __init__(self, env: Env, smtp: Inbox, clock_offset_s: float = 0.0, **extra: str) -> None:
         self.env = env
+        self.command = ["-m", "pipeline.cli", "control"]
+        if clock_offset_s:
+            self.command = ["-m", "tests.integration.fake_clock_control", str(clock_offset_s)]
         self.port = _free_port()
         self.extra = {
             "CALLCHARGE_HTTP_PORT": str(self.port),
@@ -78,7 +81,7 @@ class ControlProc:
     def start(self) -> ControlProc:
         with open(self.env.work / f"control-{time.monotonic_ns()}.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "control"],
+                [sys.executable, *self.command],
                 cwd=REPO,
                 env=self.env.environ(**self.extra),
                 stdout=log,
@@ -279,7 +282,7 @@ def test_expiry_on_a_fake_clock_forfeits_the_remainder(env: Env, smtp: Inbox) ->
     r = redis.Redis.from_url(env.settings.redis)
     for b in broken:  # unreadable states hold up nobody else's expiry
         r.hset(tenant_key(b), "state", "[]")
-    control = ControlProc(env, smtp, CALLCHARGE_CLOCK_OFFSET_S=str(70 * 86400)).start()
+    control = ControlProc(env, smtp, clock_offset_s=70 * 86400).start()
     wait_for(lambda: any(e["type"] == "credits_expired" for e in events(env, tid)), timeout=60)
     expired = [e for e in events(env, tid) if e["type"] == "credits_expired"]
     assert len(expired) == 1 and expired[0]["amount"] == 7_310_000 and expired[0]["lot_id"] == f"{tid}-L1"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.adapters.records import charge_to_avro, event_from_avro, event_to_avro
+from pipeline.config import Settings
 from pipeline.dev import traffic
 from processors.engine import Engine
 from processors.inputs import cdr_from_dict, tenant_from_dict
@@ -20,7 +20,7 @@ from processors.model import Event
 from processors.rating import RateCard
 from processors.replay import LedgerGap, differences, state_from_ledger
 
-RATES = Path(__file__).resolve().parents[2] / "deploy" / "rates.example.csv"
+RATES = Settings().rates_file  # the shipped example card
 
 
 def run(seed: int, n_cdrs: int) -> tuple[Engine, list[dict], list[Event]]:
