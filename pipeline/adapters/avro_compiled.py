@@ -230,6 +230,8 @@ def read_long(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         z |= (b & 0x7F) << shift
         if b < 0x80:
+            if shift == 63 and b > 1:  # the 10th byte holds bit 63 only
+                raise ValueError("varint outside the signed 64-bit range")
             return (z >> 1) ^ -(z & 1), pos
         shift += 7
         if shift > 63:
