@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -18,6 +19,9 @@ from pipeline.config import Settings
 from pipeline.errors import FatalError, InputError
 
 log = logging.getLogger("callcharge")
+
+EXIT_ROWS_REJECTED = 3  # ingest: every good row was sent, some rows were rejected
+TENANT_ID_HELP = "the tenant of rows that name none (a raw Graph getPstnCalls response: the token's tenant)"
 
 
 def _print_report(title: str, report: dict[str, str]) -> None:
@@ -66,11 +70,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.publish import ingest
 
     try:
-        sent, bad = ingest(settings, Path(args.file))
+        sent, bad = ingest(settings, [Path(f) for f in args.files], args.tenant_id)
     except InputError as exc:
         raise FatalError(str(exc)) from None
-    print(f"produced {sent} CDRs to {settings.topic.cdr}; {bad} bad lines skipped")
-    return 0
+    print(f"produced {sent} CDRs to {settings.topic.cdr}; {bad} rows rejected (listed on stderr)")
+    return EXIT_ROWS_REJECTED if bad else 0
 
 
 # -- the workers ---------------------------------------------------------------------------------
@@ -140,7 +144,16 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
 
     out = open(args.out, "w") if args.out else sys.stdout
     try:
-        summary = rate(Path(args.tenants), Path(args.cdrs), Path(args.rates or settings.rates_file), out, sys.stderr)
+        summary = rate(
+            Path(args.tenants),
+            [Path(f) for f in args.cdrs],
+            Path(args.rates or settings.rates_file),
+            out,
+            sys.stderr,
+            args.tenant_id,
+            settings.duration_tolerance_s,
+            datetime.now(UTC) + timedelta(seconds=settings.clock_skew_s),
+        )
     except InputError as exc:
         print(f"callcharge rate: {exc}", file=sys.stderr)
         return 2
@@ -218,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("file")
 
     i = command("ingest", cmd_ingest, "produce CDRs (JSON lines or Graph getPstnCalls) to the cdr topic")
-    i.add_argument("file")
+    i.add_argument("files", nargs="+", metavar="FILE", help="JSON lines, or Graph response pages of one response")
+    i.add_argument("--tenant-id", help=TENANT_ID_HELP)
 
     c = command("charge", cmd_charge, "run the charging worker")
     c.add_argument("--metrics-port", type=int, default=None)
@@ -248,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = command("rate", cmd_rate, "offline rating through the pure core")
     r.add_argument("--tenants", required=True)
-    r.add_argument("--cdrs", required=True)
+    r.add_argument("--cdrs", required=True, nargs="+", metavar="FILE")
+    r.add_argument("--tenant-id", help=TENANT_ID_HELP)
     r.add_argument("--rates", help="rate card CSV (default: the example card)")
     r.add_argument("--out", help="output JSONL (default: stdout)")
 

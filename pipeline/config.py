@@ -54,6 +54,10 @@ class Settings:
     batch_size: int = 2000
     batch_timeout_ms: int = 50
     dedup_window_days: int = 45
+    # CDR consistency: duration_s may differ from end - start by this many seconds; a call
+    # may start at most this far in the future (the platforms' clocks against ours).
+    duration_tolerance_s: int = 30
+    clock_skew_s: int = 300
     rates_file: Path = EXAMPLES_DIR / "rates.example.csv"  # example prices only: set your own card
     schemas_dir: Path = SCHEMAS_DIR
     metrics_port: int = 9400

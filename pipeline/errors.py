@@ -6,7 +6,8 @@
     │   └── MoneyError, NumberError, RateCardError, TenantError, Unchargeable, LedgerGap
     ├── RetriableError             transient: broker or Redis unreachable, transaction to
     │   │                          retry, Redis version conflict. Back off and retry.
-    │   └── GatewayTimeout         the payment gateway did not answer: retry, same key
+    │   ├── GatewayTimeout         the payment gateway did not answer: retry, same key
+    │   └── OutputsNotAcknowledged the broker did not take the outputs in time
     ├── PoisonError                the input itself is bad: undecodable bytes, unknown
     │   │                          schema. Never raised past the worker: it becomes a dead
     │   │                          letter with its reason and the worker goes on.
@@ -38,6 +39,7 @@ __all__ = [
     "FatalError",
     "GatewayTimeout",
     "InputError",
+    "OutputsNotAcknowledged",
     "PoisonError",
     "Refused",
     "RetriableError",
@@ -53,6 +55,10 @@ class RetriableError(CallchargeError):
 
 class GatewayTimeout(RetriableError):
     """No answer: the outcome is unknown; retry with the SAME idempotency key."""
+
+
+class OutputsNotAcknowledged(RetriableError):
+    """The broker did not acknowledge outputs in time: send them again (consumers dedupe)."""
 
 
 class PoisonError(CallchargeError):

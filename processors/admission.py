@@ -14,6 +14,8 @@ The rules, in the order they are applied to a call:
   batch (the platform published the call twice). Nothing is debited.
 * `too_old`: the call started before the dedup window (`oldest`): past it the call-id record
   may have expired, so whether the call was charged cannot be told.
+* `future_start`: the call starts after `latest` (now plus the allowed clock skew): a
+  platform clock gone wrong, or a made-up date; charging it would draw on a future month.
 * `unparsable_number`: the pure core cannot analyse a number of the call.
 
 Funding lots from the tenant's configuration that the state lacks are applied before the
@@ -77,6 +79,7 @@ def admit(
     seen_in_batch: bool,
     oldest: datetime | None,
     window_days: int,
+    latest: datetime | None = None,
 ) -> Rejected | bool:
     """The admission rules for one call of a known tenant: a refusal, True for a
     redelivery (replay what was recorded), False to charge it."""
@@ -93,6 +96,11 @@ def admit(
             DeadLetterReason.TOO_OLD,
             f"call started {cdr.start.isoformat()}, before the {window_days}-day dedup window",
         )
+    if latest is not None and cdr.start > latest:
+        return Rejected(
+            DeadLetterReason.FUTURE_START,
+            f"call starts {cdr.start.isoformat()}, after {latest.isoformat()} (now plus the allowed clock skew)",
+        )
     return False
 
 
@@ -105,6 +113,7 @@ def fold_batch(
     oldest: datetime | None = None,
     window_days: int = 0,
     in_place: bool = False,
+    latest: datetime | None = None,
 ) -> Folded:
     """Admit and charge one tenant's calls in order, on a copy of `stored_state`.
 
@@ -122,7 +131,7 @@ def fold_batch(
     for cdr, origin in batch:
         outcome = Outcome(cdr, origin)
         outcomes.append(outcome)
-        verdict = admit(cdr, origin, prior.get(cdr.call_id), cdr.call_id in charged_here, oldest, window_days)
+        verdict = admit(cdr, origin, prior.get(cdr.call_id), cdr.call_id in charged_here, oldest, window_days, latest)
         if isinstance(verdict, Rejected):
             outcome.reject = verdict
             continue

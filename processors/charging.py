@@ -15,6 +15,7 @@ from .frozen import frozen
 from .ledger import TenantState, after_change, debit, expire
 from .model import (
     AUDIO_CONF,
+    AUDIO_CONF_PPM,
     BILLABLE,
     CONF_OUTBOUND,
     CREDITS_LICENCE,
@@ -57,6 +58,12 @@ def plan_of(user: User | None) -> str | None:
         if cap in user.licences:
             return cap
     return None
+
+
+def has_calling_licence(user: User) -> bool:
+    """An Audio Conferencing licence (subscription or pay-per-minute) or a Calling Plan: a
+    user holding neither breaches the licence rule when a call of theirs needs credits."""
+    return AUDIO_CONF in user.licences or AUDIO_CONF_PPM in user.licences or plan_of(user) is not None
 
 
 def plan_pool(user: User, plan: str) -> str:
@@ -127,7 +134,9 @@ class Route:
 def route(book: Book, cdr: Cdr) -> Route:
     tenant = book.tenant
     user = tenant.users.get(cdr.user_id)
-    flags: list[str] = [] if user else ["unknown_user"]
+    # A row without a user is the tenant's own call (auto attendant, call queue, conference
+    # bridge): nothing to flag. A user id the tenant does not have is flagged.
+    flags: list[str] = [] if user or not cdr.user_id else ["unknown_user"]
     region = (user.usage_country if user else None) or cdr.usage_country or tenant.country
     if cdr.routing == "direct_routing":
         return Route(None, "direct_routing", flags=tuple(flags))
@@ -279,8 +288,11 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
             flags.append("FREECALL")
         elif rest_minutes and tariff is not None:
             user = tenant.users.get(cdr.user_id)
-            if user is not None and CREDITS_LICENCE not in user.licences:
-                flags.append("no_credits_licence")
+            if user is not None and r.service != "tollfree":  # tenant-level calls need no user licence
+                if CREDITS_LICENCE not in user.licences:
+                    flags.append("no_credits_licence")
+                if not has_calling_licence(user):
+                    flags.append("no_licence")
             fee = tariff.connection_fee
             amount = fee + tariff.price_seconds(rest_seconds)
             before = state.balance

@@ -118,7 +118,9 @@ def authorize(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> Auth
         return Authorization(True, r.pool_bucket, pool_minutes, "pool minutes; no tariff beyond them")
     if tariff is None:
         return Authorization(True, "free_unrated", None, "no tariff: free and flagged")
-    credits_ok = user is not None and CREDITS_LICENCE in user.licences
+    # Toll-free inbound and user-less calls are the tenant's: only a positive balance counts.
+    tenant_level = r.service == "tollfree" or not cdr.user_id
+    credits_ok = tenant_level or (user is not None and CREDITS_LICENCE in user.licences)
     if book.tenant.channel in POSTPAID_CHANNELS:
         return Authorization(True, r.pool_bucket if pool_minutes else "overage", None, "post-paid")
     balance = state.balance - tariff.connection_fee

@@ -6,6 +6,7 @@ The charging worker runs the same `admission.fold_batch` against Redis-held stat
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from .admission import Origin, Outcome, fold_batch, unknown_tenant
@@ -21,8 +22,9 @@ class Engine:
     """Many tenants' states in memory; every call goes through `admission.fold_batch`, the
     same admission rules and fold as the streaming worker."""
 
-    def __init__(self, tenants: Iterable[Tenant], rates: RateCard):
+    def __init__(self, tenants: Iterable[Tenant], rates: RateCard, latest_start: datetime | None = None):
         self.rates = rates
+        self.latest_start = latest_start  # calls starting later are refused as future_start
         self.books: dict[str, Book] = {t.tenant_id: prepare(t) for t in tenants}
         self.states: dict[str, TenantState] = {}
         self.seen: dict[str, dict[str, Origin]] = {}
@@ -41,7 +43,13 @@ class Engine:
         self._n += 1
         seen = self.seen[cdr.tenant_id]
         folded = fold_batch(
-            book, self.states[cdr.tenant_id], [(cdr, Origin(0, self._n))], seen, self.rates, in_place=True
+            book,
+            self.states[cdr.tenant_id],
+            [(cdr, Origin(0, self._n))],
+            seen,
+            self.rates,
+            in_place=True,
+            latest=self.latest_start,
         )
         (outcome,) = folded.outcomes
         if outcome.reject is not None:

@@ -4,6 +4,7 @@ into domain records, or a Rejected value with a reason. Never raises on bad inpu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,6 +17,13 @@ from .model import CALL_TYPES, CHANNELS, POSTPAID_CHANNELS, AutoRecharge, Cdr, F
 from .money import MoneyError, parse_money
 
 MAX_DURATION_S = 7 * 24 * 3600  # Teams ends calls after 24 h; a week is absurd for sure.
+# `duration_s` may differ from end - start by this much (rounding, clock of the platform);
+# more and the facts contradict each other: which one to bill is unknown (our rule).
+DURATION_TOLERANCE_S = 30
+# A dialled or calling number: an optional '+' and digits (E.164 is at most 15; short codes
+# and carrier prefixes a few more). Letters (vanity numbers written out), spaces or
+# punctuation are refused: phonenumbers would silently turn "+1212ABC9994" into a number.
+NUMBER_TEXT = re.compile(r"\+?[0-9]{1,20}\Z")
 
 
 class DeadLetterReason(StrEnum):
@@ -28,11 +36,15 @@ class DeadLetterReason(StrEnum):
     MISSING_FIELD = "missing_field"
     INVALID_FIELD = "invalid_field"
     BAD_DURATION = "bad_duration"
+    DURATION_MISMATCH = "duration_mismatch"  # duration_s and end - start disagree beyond the tolerance
+    FUTURE_START = "future_start"  # the call starts later than now plus the allowed clock skew
     UNKNOWN_TENANT = "unknown_tenant"
     DUPLICATE = "duplicate"  # a call id charged before from another source offset
     TOO_OLD = "too_old"  # older than the dedup window: whether it was charged is unknown
     UNPARSABLE_NUMBER = "unparsable_number"
     STATE_UNREADABLE = "state_unreadable"  # the tenant's stored state cannot be read
+    STATE_CONFLICT = "state_conflict"  # the tenant's state kept changing under the worker
+    UNPROCESSABLE = "unprocessable"  # a control record (command, event) that kept failing
 
 
 @frozen
@@ -82,7 +94,16 @@ def is_graph_row(d: Mapping[str, Any]) -> bool:
     return "callType" in d or "startDateTime" in d
 
 
-def cdr_from_dict(d: Mapping[str, Any]) -> Cdr | Rejected:
+# Fields only a Graph directRoutingLogRow carries (getDirectRoutingCalls): such a call ran
+# over the customer's own SBC and is never charged to Communications Credits.
+DIRECT_ROUTING_FIELDS = frozenset({"trunkFullyQualifiedDomainName", "finalSipCode", "mediaBypassEnabled"})
+
+
+def is_direct_routing_row(d: Mapping[str, Any]) -> bool:
+    return not DIRECT_ROUTING_FIELDS.isdisjoint(d)
+
+
+def cdr_from_dict(d: Mapping[str, Any], duration_tolerance_s: int = DURATION_TOLERANCE_S) -> Cdr | Rejected:
     """A CDR from its JSON form (schema field names) or a Graph pstnCallLogRow + tenantId."""
     if not isinstance(d, Mapping):
         return Rejected(DeadLetterReason.INVALID_FIELD, "a CDR must be a JSON object")
@@ -92,11 +113,12 @@ def cdr_from_dict(d: Mapping[str, Any]) -> Cdr | Rejected:
         return Rejected(DeadLetterReason.MISSING_FIELD, f"missing field {exc.args[0]}")
     except (TypeError, ValueError) as exc:
         return Rejected(DeadLetterReason.INVALID_FIELD, str(exc))
-    return check(cdr)
+    return check(cdr, duration_tolerance_s)
 
 
-def check(cdr: Cdr) -> Cdr | Rejected:
-    """Field-level validation shared by every input form (JSON and Avro)."""
+def check(cdr: Cdr, duration_tolerance_s: int = DURATION_TOLERANCE_S) -> Cdr | Rejected:
+    """Field-level validation shared by every input form (JSON and Avro): each field alone,
+    then the facts against each other."""
     if cdr.call_type not in CALL_TYPES:
         return Rejected(DeadLetterReason.INVALID_FIELD, f"unknown call type {cdr.call_type!r}")
     if cdr.duration_s < 0:
@@ -107,6 +129,19 @@ def check(cdr: Cdr) -> Cdr | Rejected:
         return Rejected(DeadLetterReason.BAD_DURATION, "call ends before it starts")
     if cdr.routing not in ("calling_plan", "direct_routing"):
         return Rejected(DeadLetterReason.INVALID_FIELD, f"unknown routing {cdr.routing!r}")
+    span = (cdr.end - cdr.start).total_seconds()
+    if abs(span - cdr.duration_s) > duration_tolerance_s:
+        return Rejected(
+            DeadLetterReason.DURATION_MISMATCH,
+            f"duration_s {cdr.duration_s} but the call ran {span:.0f} s from start to end "
+            f"(tolerance {duration_tolerance_s} s)",
+        )
+    for name, number in (("callee", cdr.callee_number), ("caller", cdr.caller_number)):
+        if number and (name == "callee" or number.startswith("+")) and not NUMBER_TEXT.match(number):
+            return Rejected(
+                DeadLetterReason.UNPARSABLE_NUMBER,
+                f"{name} number {number[:40]!r} has characters other than '+' and digits",
+            )
     return cdr
 
 
@@ -120,7 +155,7 @@ def _from_json(d: Mapping[str, Any]) -> Cdr:
     return Cdr(
         call_id=_text(d, "call_id") or "",
         tenant_id=_text(d, "tenant_id") or "",
-        user_id=_text(d, "user_id") or "",
+        user_id=_text(d, "user_id", False) or "",  # empty: a tenant-level call (resource account)
         call_type=_text(d, "call_type") or "",
         caller_number=_text(d, "caller_number", False) or "",
         callee_number=_text(d, "callee_number", False) or "",
@@ -144,7 +179,9 @@ def _from_graph(d: Mapping[str, Any]) -> Cdr:
     return Cdr(
         call_id=_text(d, "id") or "",
         tenant_id=tenant,
-        user_id=_text(d, "userId") or "",
+        # null for bot call types (ucap_in, ucap_out) and calls to service numbers: the
+        # call is the tenant's, charged with the user empty
+        user_id=_text(d, "userId", False) or "",
         call_type=_text(d, "callType") or "",
         caller_number=_text(d, "callerNumber", False) or "",
         callee_number=_text(d, "calleeNumber", False) or "",
@@ -154,6 +191,7 @@ def _from_graph(d: Mapping[str, Any]) -> Cdr:
         usage_country=_text(d, "usageCountryCode", False),
         conference_id=_text(d, "conferenceId", False),
         licence_capability=_text(d, "licenseCapability", False),
+        routing=_text(d, "routing", False) or ("direct_routing" if is_direct_routing_row(d) else "calling_plan"),
         graph_call_id=_text(d, "callId", False),
         user_principal_name=_text(d, "userPrincipalName", False),
         user_display_name=_text(d, "userDisplayName", False),
@@ -164,10 +202,27 @@ class TenantError(DomainError):
     """A tenant entry that cannot be used; the message names the tenant and field."""
 
 
-def tenant_from_dict(d: Mapping[str, Any]) -> Tenant:
-    tid = d.get("tenant_id") if isinstance(d, Mapping) else None
+# Tenant ids: letters, digits, '.', '_' and '-', starting with a letter or digit, at most
+# 64 characters. Microsoft tenant ids are GUIDs; the alphabet keeps every Redis key of one
+# tenant apart from every other tenant's whatever the call id (no '}' or ':' in a tenant id)
+# and every id printable in logs, file names and URLs.
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def check_tenant_id(tid: Any) -> str:
+    """`tid` when it is a valid tenant id; TenantError naming the rule otherwise."""
     if not isinstance(tid, str) or not tid:
         raise TenantError("tenant without tenant_id")
+    if not TENANT_ID.match(tid):
+        raise TenantError(
+            f"tenant id {tid[:80]!r} is not valid: 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (a Microsoft tenant id is a GUID)"
+        )
+    return tid
+
+
+def tenant_from_dict(d: Mapping[str, Any]) -> Tenant:
+    tid = check_tenant_id(d.get("tenant_id") if isinstance(d, Mapping) else None)
     try:
         return _tenant(tid, d)
     except TenantError:

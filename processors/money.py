@@ -10,6 +10,12 @@ from decimal import Decimal, InvalidOperation
 from .errors import DomainError
 
 MICRO = 1_000_000
+# Range of money callcharge accepts (our rule): one funding or recharge of at most a
+# billion currency units, a balance of at most a trillion. Both sit far inside the signed
+# 64-bit micro-units every record carries (9.2e12 units), so no sum of accepted amounts can
+# overflow a record; anything larger is refused with its reason before it is written.
+MAX_AMOUNT = 10**9 * MICRO
+MAX_BALANCE = 10**12 * MICRO
 
 
 class MoneyError(DomainError):

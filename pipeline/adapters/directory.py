@@ -17,6 +17,7 @@ from pipeline.adapters.store import Store
 from pipeline.config import Settings
 from pipeline.errors import PoisonError
 from processors.charging import Book, prepare
+from processors.inputs import TenantError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,11 @@ class TenantDirectory:
             except PoisonError as exc:
                 log.error("bad tenant config at %s/%d: %s", msg.partition(), msg.offset(), exc)
                 continue
-            tenant = tenant_from_avro(record)
+            try:
+                tenant = tenant_from_avro(record)
+            except TenantError as exc:  # its CDRs stay unknown_tenant; nobody else stops
+                log.error("tenant config refused at %s/%d: %s", msg.partition(), msg.offset(), exc)
+                continue
             self.books[tenant.tenant_id] = prepare(tenant)
             if self.store is not None:
                 self.store.save_config(tenant.tenant_id, json.dumps(record, default=str), msg.offset() or 0)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from processors.inputs import DeadLetterReason, Rejected, TenantError, tenant_from_dict
+from processors.inputs import (
+    DeadLetterReason,
+    Rejected,
+    TenantError,
+    is_direct_routing_row,
+    is_graph_row,
+    tenant_from_dict,
+)
 from processors.model import Tenant
 from processors.rating import RateCard
 
@@ -37,29 +44,99 @@ def load_rates(path: Path) -> RateCard:
         raise InputError(f"{path}: {exc}") from None
 
 
-def read_cdr_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON or a Rejected) for a JSONL file or a Graph response."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read CDR file {path}: {exc}") from None
-    stripped = text.lstrip()
-    if stripped.startswith("{") and '"value"' in stripped[:400]:
+# A CDR is well under 4 KB; a line longer than this is not a CDR (and might not fit in a
+# Kafka message): it is refused with its size, the rest of the file goes on.
+MAX_LINE_BYTES = 64 * 1024
+_SURROGATE = Rejected(DeadLetterReason.UNDECODABLE, "a string holds a lone surrogate escape (not text)")
+
+
+def read_cdr_lines(paths: Path | Sequence[Path], tenant_id: str | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, parsed JSON object or a Rejected) for each CDR of JSONL files or Microsoft
+    Graph responses (`getPstnCalls`, `getDirectRoutingCalls`, a response split into page
+    files by `@odata.nextLink`). Never raises on a row: bytes that are not UTF-8, a lone
+    surrogate escape, an oversized line or bad JSON become a Rejected naming the line.
+
+    `tenant_id` is the tenant of rows that carry none (a Graph response has no tenantId: the
+    tenant is whoever's token fetched it). `where` is "line N" (or "FILE line N" when
+    several files are read).
+    """
+    files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    for path in files:
+        prefix = f"{path.name} " if len(files) > 1 else ""
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError:
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("value"), list):
-            tenant = doc.get("tenantId")
-            for i, row in enumerate(doc["value"], start=1):
-                if tenant and isinstance(row, dict):
-                    row = {"tenantId": tenant, **row}
-                yield i, row
-            return
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read CDR file {path}: {exc}") from None
+        doc = _graph_response(data)
+        if doc is not None:
+            rows, direct_routing = doc
+            tenant = tenant_id
+            for i, row in enumerate(rows, start=1):
+                yield f"{prefix}row {i}", _with_tenant(row, tenant, direct_routing)
             continue
+        for i, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            yield f"{prefix}line {i}", _with_tenant(_parse_line(raw), tenant_id, False)
+
+
+def _parse_line(raw: bytes) -> Any:
+    if len(raw) > MAX_LINE_BYTES:
+        return Rejected(DeadLetterReason.UNDECODABLE, f"line of {len(raw)} bytes, more than {MAX_LINE_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(DeadLetterReason.UNDECODABLE, f"not UTF-8 (byte {exc.start})")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Rejected(DeadLetterReason.UNDECODABLE, f"invalid JSON: {exc.msg}")
+    if _has_lone_surrogate(obj):
+        return _SURROGATE
+    return obj
+
+
+def _graph_response(data: bytes) -> tuple[list[Any], bool] | None:
+    """The rows of a Graph response document and whether they are Direct Routing rows."""
+    head = data.lstrip()[:1]
+    if head != b"{":
+        return None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # not one JSON document: JSON lines (or not JSON at all), read per line
+    if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
+        return None
+    context = str(doc.get("@odata.context", ""))
+    rows = list(doc["value"])
+    tenant = doc.get("tenantId")
+    if isinstance(tenant, str):  # our own export format names the tenant in the document
+        rows = [{"tenantId": tenant, **r} if isinstance(r, dict) else r for r in rows]
+    direct = "directRoutingLogRow" in context or "getDirectRoutingCalls" in context
+    return [_SURROGATE if _has_lone_surrogate(r) else r for r in rows], direct
+
+
+def _with_tenant(row: Any, tenant_id: str | None, direct_routing: bool) -> Any:
+    """A Graph row gets the tenant of the response (`--tenant-id`) when it names none, and
+    a Direct Routing row its routing; anything else passes through."""
+    if not isinstance(row, dict) or not is_graph_row(row):
+        return row
+    if tenant_id and not row.get("tenantId") and not row.get("tenant_id"):
+        row = {**row, "tenantId": tenant_id}
+    if direct_routing or is_direct_routing_row(row):
+        row = {**row, "routing": "direct_routing"}
+    return row
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    if isinstance(obj, str):
         try:
-            yield i, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield i, Rejected(DeadLetterReason.UNDECODABLE, f"invalid JSON: {exc.msg}")
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(obj, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_lone_surrogate(v) for v in obj)
+    return False

@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Any
 
 from processors.engine import MONEY_FIELDS
-from processors.inputs import DeadLetterReason, Rejected, check, tenant_from_dict
+from processors.inputs import DURATION_TOLERANCE_S, DeadLetterReason, Rejected, check, check_tenant_id, tenant_from_dict
 from processors.model import AutoRecharge, Cdr, Charge, Event, Funding, Tenant, User
 from processors.money import format_money
 
 
-def cdr_from_avro(r: dict[str, Any]) -> Cdr | Rejected:
+def cdr_from_avro(r: dict[str, Any], duration_tolerance_s: int = DURATION_TOLERANCE_S) -> Cdr | Rejected:
     try:
         cdr = Cdr(
             call_id=r["call_id"],
@@ -35,7 +35,7 @@ def cdr_from_avro(r: dict[str, Any]) -> Cdr | Rejected:
         return Rejected(DeadLetterReason.MISSING_FIELD, f"missing field {exc.args[0]}")
     if not cdr.call_id or not cdr.tenant_id:
         return Rejected(DeadLetterReason.MISSING_FIELD, "empty call_id or tenant_id")
-    return check(cdr)
+    return check(cdr, duration_tolerance_s)
 
 
 def cdr_to_avro(cdr: Cdr) -> dict[str, Any]:
@@ -159,9 +159,11 @@ def tenant_to_avro(d: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
 
 
 def tenant_from_avro(r: dict[str, Any]) -> Tenant:
+    """A tenant_config record as a Tenant; TenantError for an id outside the tenant-id rule
+    (a record another system put on the topic)."""
     ar = r.get("auto_recharge")
     return Tenant(
-        tenant_id=r["tenant_id"],
+        tenant_id=check_tenant_id(r["tenant_id"]),
         country=r["country"],
         currency=r["currency"],
         channel=r["channel"],

@@ -147,6 +147,16 @@ class Store:
     def save_config(self, tenant_id: str, config_json: str, offset: int) -> None:
         self.r.hset(tenant_key(tenant_id), mapping={"config": config_json, "config_ver": offset})
 
+    def remember_command(self, tenant_id: str, command_id: str, request: dict[str, Any]) -> dict[str, Any] | None:
+        """Record what an API command id asked for, once; returns what it asked for before
+        (None the first time). Kept as long as the call records (the dedup window)."""
+        key = f"{tenant_key(tenant_id)}:api-command:{command_id}"
+        body = json.dumps(request, sort_keys=True)
+        if self.r.set(key, body, nx=True, ex=call_ttl_s(45)):
+            return None
+        raw = self.r.get(key)
+        return json.loads(raw) if raw else None
+
     def load_config(self, tenant_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(tenant_key(tenant_id), "config")
         return json.loads(raw) if raw else None

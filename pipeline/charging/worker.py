@@ -135,6 +135,7 @@ class ChargingWorker:
         self._crash_step, self._crash_batch = _parse_crash(settings.crash_after)
         self._topic_names = {CHARGES: self.topics.charges, EVENTS: self.topics.balance_events, DLQ: self.topics.dlq}
         self._window = timedelta(days=settings.dedup_window_days)
+        self._skew = timedelta(seconds=settings.clock_skew_s)
         self._ttl = call_ttl_s(settings.dedup_window_days)
         self._last_lag = 0.0
         self._redis_backoff = 0.0
@@ -295,7 +296,7 @@ class ChargingWorker:
             item = Item(m)
             try:
                 _, record = self.codec.decode(m.value, expect="cdr")
-                decoded = cdr_from_avro(record)
+                decoded = cdr_from_avro(record, self.s.duration_tolerance_s)
             except PoisonError as exc:
                 decoded = Rejected(exc.reason, str(exc))
             if isinstance(decoded, Cdr):
@@ -365,7 +366,16 @@ class ChargingWorker:
                     retry[tid] = pending[tid]
             self._crash(5)
             pending = retry
-        raise FatalError(f"Redis state of {len(pending)} tenants kept changing under us")
+        # A tenant whose state keeps changing under us (another writer, a hand edit) is set
+        # aside: its CDRs wait in the DLQ to be re-driven, every other tenant goes on.
+        for tid, its in pending.items():
+            log.error("tenant %s: state kept changing under us %d times; its CDRs go to the DLQ", tid, MAX_CAS_RETRIES)
+            for item in its:
+                item.reject = Rejected(
+                    DeadLetterReason.STATE_CONFLICT,
+                    f"tenant {tid}: state kept changing during {MAX_CAS_RETRIES} attempts; "
+                    "re-drive once a single writer remains",
+                )
 
     def _fold(
         self,
@@ -384,6 +394,7 @@ class ChargingWorker:
             self.rates,
             now - self._window,
             self.s.dedup_window_days,
+            latest=now + self._skew,
         )
         currency = book.tenant.currency
         encode = self.codec.encode

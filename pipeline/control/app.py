@@ -20,21 +20,29 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from confluent_kafka import Producer
+import redis
+from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from pipeline.adapters.records import tenant_to_avro
+from pipeline.adapters.records import dead_letter, tenant_to_avro
 from pipeline.config import Settings
+from pipeline.control import api_input
 from pipeline.control.lifecycle import Control, Output
-from pipeline.errors import Refused, StateUnreadable
+from pipeline.errors import OutputsNotAcknowledged, Refused, StateUnreadable
 from processors.control import authorize
-from processors.inputs import Rejected, check
+from processors.inputs import DeadLetterReason, Rejected, check
 from processors.model import Cdr
-from processors.money import MoneyError, format_money, parse_money
+from processors.money import format_money
 from processors.rating import RateCard
 
 log = logging.getLogger(__name__)
+
+
+# Redis or the broker unreachable: wait it out, the record is not at fault.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, KafkaException, OutputsNotAcknowledged)
+MAX_TRIES = 5  # then a record that keeps failing is dead-lettered, never retried for ever
+COMMAND_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}"
 
 
 class ControlMetrics:
@@ -77,10 +85,15 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
         for topic, key, value in outputs:
             out.produce(topic, key=key, value=value)
         if out.flush(30):
-            raise RuntimeError("control outputs not acknowledged by the broker")
+            raise OutputsNotAcknowledged("control outputs not acknowledged by the broker")
 
-    async def run(topic: str, fn: Callable[[], list[Output] | None]) -> None:
+    async def run(topic: str, fn: Callable[[], list[Output] | None], source: Any = None) -> None:
+        """Run a handler until it succeeds. An unreachable Redis or broker is waited out
+        (with back-off; a shutdown cancels the wait). Any other failure is the record's own
+        (invalid, out of range, conflicting): after MAX_TRIES it goes to the dead-letter
+        topic with its reason, and the stream behind it goes on."""
         loop = asyncio.get_running_loop()
+        tries, pause = 0, 0.5
         while True:
             try:
                 outputs = await loop.run_in_executor(None, fn)
@@ -88,25 +101,52 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                     await loop.run_in_executor(None, emit, outputs)
                 metrics.handled.labels(topic).inc()
                 return
-            except Exception:  # retried: every handler is idempotent
+            except TRANSIENT as exc:
                 metrics.errors.labels(topic).inc()
-                log.exception("control handler for %s failed; retrying", topic)
-                await asyncio.sleep(1.0)
+                log.warning("control handler for %s waits for Redis/Kafka (%s); retrying in %.1fs", topic, exc, pause)
+            except Exception as exc:
+                metrics.errors.labels(topic).inc()
+                tries += 1
+                if source is not None and tries >= MAX_TRIES:
+                    log.error("control record %s/%s/%s failed %d times (%s): dead-lettered", *source[:3], tries, exc)
+                    await loop.run_in_executor(None, emit, [dead_letter_out(source, exc)])
+                    return
+                log.exception("control handler for %s failed (try %d of %d)", topic, tries, MAX_TRIES)
+            await asyncio.sleep(pause)
+            pause = min(5.0, pause * 2)
+
+    def dead_letter_out(source: tuple[str, int, int, bytes | None, bytes], exc: Exception) -> Output:
+        topic, partition, offset, key, value = source
+        record = dead_letter(
+            topic,
+            partition,
+            offset,
+            key,
+            value,
+            DeadLetterReason.UNPROCESSABLE,
+            f"{type(exc).__name__}: {exc}"[:500],
+            control.now(),
+        )
+        return t.dlq, key or b"", codec.encode("dead_letter", record)
+
+    def origin(event: Any) -> tuple[str, int, int, bytes | None, bytes]:
+        m = event.message
+        return m.topic, m.partition, m.offset, m.key, event.value
 
     @app.agent(commands)
     async def on_command(stream: Any) -> None:
-        async for value in stream:
-            await run("commands", lambda v=value: control.handle_command(v))
+        async for event in stream.events():
+            await run("commands", lambda v=event.value: control.handle_command(v), origin(event))
 
     @app.agent(events)
     async def on_event(stream: Any) -> None:
-        async for value in stream:
-            await run("balance-events", lambda v=value: control.handle_event(v))
+        async for event in stream.events():
+            await run("balance-events", lambda v=event.value: control.handle_event(v), origin(event))
 
     @app.agent(charges)
     async def on_charge(stream: Any) -> None:
-        async for value in stream:
-            await run("charges", lambda v=value: control.handle_charge(v))
+        async for event in stream.events():
+            await run("charges", lambda v=event.value: control.handle_charge(v), origin(event))
 
     @app.timer(settings.control_tick_s)
     async def tick() -> None:
@@ -183,7 +223,7 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
     class Transactions(Api):
         async def get(self, request: Request, tenant_id: str) -> Response:
             control.book(tenant_id)
-            rows = control.history(tenant_id, int(request.query.get("limit", "100")))
+            rows = control.history(tenant_id, api_input.limit(request.query))
             for row in rows:
                 for key in ("amount", "balance_after", "requested"):
                     if isinstance(row.get(key), int):
@@ -194,21 +234,34 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
     class Funds(Api):
         async def post(self, request: Request, tenant_id: str) -> Response:
             body = await self.body(request)
+            api_input.only(body, {"amount", "command_id", "kind", "requested_by"})
             book = control.book(tenant_id)
-            try:
-                amount = parse_money(body.get("amount"))  # type: ignore[arg-type]
-            except MoneyError as exc:
-                raise Refused(400, f"amount: {exc}") from None
-            kind = body.get("kind", "partner" if book.tenant.channel == "csp" else "manual")
+            amount = api_input.money(body, "amount")
+            kind = api_input.text(body, "kind") or ("partner" if book.tenant.channel == "csp" else "manual")
+            if kind not in ("manual", "partner"):
+                raise Refused(400, "kind: 'manual' or 'partner'")
+            requested_by = api_input.text(body, "requested_by")
             control.check_funding(book, kind, amount)
-            command_id = str(body.get("command_id") or uuid.uuid4())
+            control.check_balance_room(book, amount)
+            command_id = api_input.text(body, "command_id", pattern=COMMAND_ID) or str(uuid.uuid4())
+            # A command id names one request: the same body again is the same request
+            # (accepted, funded once); another body under it is a conflict, answered with
+            # the original.
+            asked = {"amount": format_money(amount), "kind": kind, "requested_by": requested_by}
+            original = store.remember_command(tenant_id, command_id, asked)
+            if original is not None and original != asked:
+                metrics.api.labels("409").inc()
+                return self.json(
+                    {"error": f"command_id {command_id!r} was used with another body", "original": original},
+                    status=409,
+                )
             record = {
                 "command_id": command_id,
                 "tenant_id": tenant_id,
                 "kind": kind,
                 "amount": amount,
                 "currency": book.tenant.currency,
-                "requested_by": body.get("requested_by"),
+                "requested_by": requested_by,
                 "at": control.now(),
             }
             out.produce(t.commands, key=tenant_id.encode(), value=codec.encode("funding_command", record))
@@ -229,15 +282,20 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
 
         async def put(self, request: Request, tenant_id: str) -> Response:
             body = await self.body(request)
+            api_input.only(body, {"enabled", "amount", "trigger"})
+            enabled = api_input.boolean(body, "enabled")
             raw = store.load_config(tenant_id)
             if raw is None:
                 raise Refused(404, f"unknown tenant {tenant_id!r}")
             entry = _entry_from_config(raw)
-            entry["auto_recharge"] = {
-                "enabled": bool(body.get("enabled")),
-                "amount": body.get("amount"),
-                "trigger": body.get("trigger"),
+            current = raw.get("auto_recharge") or {}
+            settings_now = {
+                k: format_money(int(current[k])) if current.get(k) is not None else "0" for k in ("amount", "trigger")
             }
+            for k in ("amount", "trigger"):
+                if enabled or body.get(k) is not None:  # turning it off keeps the amounts unless given
+                    settings_now[k] = format_money(api_input.money(body, k, positive=(k == "amount")))
+            entry["auto_recharge"] = {"enabled": enabled, **settings_now}
             try:
                 record = tenant_to_avro(entry, control.now())
             except (ValueError, KeyError, TypeError) as exc:
@@ -251,10 +309,11 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
         async def post(self, request: Request, tenant_id: str) -> Response:
             body = await self.body(request)
             book = control.book(tenant_id)
+            api_input.only(body, {"user_id", "number", "call_type", "caller"})
             for field in ("user_id", "number"):
-                if not isinstance(body.get(field), str) or not body[field]:
-                    raise Refused(400, f"{field} is required")
-            call_type = body.get("call_type", "user_out")
+                api_input.text(body, field, required=True)
+            call_type = api_input.text(body, "call_type") or "user_out"
+            api_input.text(body, "caller")
             now = control.now()
             cdr = Cdr(
                 "authorize", tenant_id, body["user_id"], call_type, body.get("caller", ""), body["number"], now, now, 0

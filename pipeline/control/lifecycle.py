@@ -33,6 +33,7 @@ from processors.charging import Book
 from processors.control import notifications, retry_at, service_state
 from processors.ledger import TenantState, expire, fund, open_state
 from processors.model import POSTPAID_CHANNELS, Event
+from processors.money import MAX_AMOUNT, MAX_BALANCE, format_money
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,19 @@ class Control:
         if channel == "direct" and kind == "partner":
             raise Refused(409, "partner funding is for csp tenants")
 
+    def check_balance_room(self, book: Book, amount: int) -> None:
+        """Refuse an amount that would take the balance past MAX_BALANCE (never overflow)."""
+        if amount > MAX_AMOUNT:
+            raise Refused(400, f"amount above the maximum of {format_money(MAX_AMOUNT)} per funding")
+        if self.current_state(book).balance + amount > MAX_BALANCE:
+            raise Refused(409, f"the balance would exceed the maximum of {format_money(MAX_BALANCE)}")
+
     def handle_command(self, value: bytes) -> list[Output]:
         _, cmd = self.codec.decode(value, expect="funding_command")
         try:
             book = self.book(cmd["tenant_id"])
             self.check_funding(book, cmd["kind"], cmd["amount"])
+            self.check_balance_room(book, cmd["amount"])
             if cmd["currency"] != book.tenant.currency:
                 raise Refused(400, f"currency {cmd['currency']} is not the tenant's {book.tenant.currency}")
         except Refused as exc:

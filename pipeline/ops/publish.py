@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka import KafkaException, Producer
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.files import read_cdr_lines
@@ -13,7 +16,7 @@ from pipeline.adapters.kafka import producer
 from pipeline.adapters.records import cdr_to_avro, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.errors import FatalError
-from processors.inputs import Rejected, TenantError, cdr_from_dict
+from processors.inputs import DeadLetterReason, Rejected, TenantError, cdr_from_dict
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -44,13 +47,16 @@ def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> int:
     return len(records)
 
 
-def ingest(settings: Settings, path: Path, strict: bool = False) -> tuple[int, int]:
-    """Produce CDRs (JSON lines or a Graph response) to the cdr topic, keyed by tenant.
+def ingest(settings: Settings, paths: Path | Sequence[Path], tenant_id: str | None = None) -> tuple[int, int]:
+    """Produce CDRs (JSON lines, Graph responses, page files of one response) to the cdr
+    topic, keyed by tenant. Never stops on a row: a row that cannot become a CDR (bytes,
+    escapes, size, JSON, fields) or that the broker refuses is reported on stderr with where
+    it is and why, and the rest go through; the producer is always flushed.
 
-    Lines that cannot become a CDR are reported and skipped; returns (sent, bad).
+    `tenant_id` is the tenant of rows that name none (a raw Graph response). Returns (sent, bad).
     """
     codec = Codec(settings.schemas_dir)
-    rows = list(read_cdr_lines(path))
+    rows = list(read_cdr_lines(paths, tenant_id))
     p = producer(settings)
     sent = bad = 0
     errors: list[str] = []
@@ -59,23 +65,39 @@ def ingest(settings: Settings, path: Path, strict: bool = False) -> tuple[int, i
         if err is not None:
             errors.append(str(err))
 
-    for n, (line, obj) in enumerate(rows, start=1):
-        cdr = obj if isinstance(obj, Rejected) else cdr_from_dict(obj)
-        if isinstance(cdr, Rejected):
-            bad += 1
-            print(f"line {line}: {cdr}", file=sys.stderr)
-            continue
-        p.produce(
-            settings.topic.cdr,
-            key=cdr.tenant_id.encode(),
-            value=codec.encode("cdr", cdr_to_avro(cdr)),
-            on_delivery=on_delivery,
-        )
-        sent += 1
-        if n % 1000 == 0:
-            p.poll(0)
-            _progress(n, len(rows), "ingest")
-    _progress(len(rows), len(rows), "ingest")
-    if p.flush(60) or errors:
-        raise FatalError(f"{len(errors) or 'some'} CDRs not acknowledged by the broker: {errors[:3]}")
+    def refuse(where: str, why: object) -> None:
+        nonlocal bad
+        bad += 1
+        print(f"{where}: {why}", file=sys.stderr)
+
+    try:
+        for n, (where, obj) in enumerate(rows, start=1):
+            cdr = obj if isinstance(obj, Rejected) else cdr_from_dict(obj, settings.duration_tolerance_s)
+            if isinstance(cdr, Rejected):
+                refuse(where, cdr)
+                continue
+            try:
+                value = codec.encode("cdr", cdr_to_avro(cdr))
+                _produce(p, settings.topic.cdr, cdr.tenant_id.encode(), value, on_delivery)
+            except (ValueError, TypeError, KafkaException) as exc:
+                refuse(where, f"{DeadLetterReason.INVALID_FIELD}: cannot be sent: {exc}")
+                continue
+            sent += 1
+            if n % 1000 == 0:
+                p.poll(0)
+                _progress(n, len(rows), "ingest")
+        _progress(len(rows), len(rows), "ingest")
+    finally:
+        left = p.flush(60)  # whatever happened above, what was queued reaches the broker
+    if left or errors:
+        raise FatalError(f"{len(errors) or left} CDRs not acknowledged by the broker: {errors[:3]}")
     return sent, bad
+
+
+def _produce(p: Producer, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:
+    while True:
+        try:
+            p.produce(topic, key=key, value=value, on_delivery=on_delivery)
+            return
+        except BufferError:  # the local queue is full: let deliveries drain, then go on
+            p.poll(0.5)

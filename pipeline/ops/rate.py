@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.adapters.files import load_rates, load_tenants, read_cdr_lines
-from processors.charging import Unchargeable
 from processors.engine import Engine, charge_to_dict, event_to_dict
-from processors.inputs import DeadLetterReason, Rejected, cdr_from_dict
+from processors.inputs import DURATION_TOLERANCE_S, DeadLetterReason, Rejected, cdr_from_dict
 
 
 @dataclass
@@ -23,8 +24,19 @@ class Summary:
     events: Counter[str] = field(default_factory=Counter)
 
 
-def rate(tenants_path: Path, cdrs_path: Path, rates_path: Path, out: TextIO, err: TextIO) -> Summary:
-    engine = Engine(load_tenants(tenants_path), load_rates(rates_path))
+def rate(
+    tenants_path: Path,
+    cdrs_paths: Path | Sequence[Path],
+    rates_path: Path,
+    out: TextIO,
+    err: TextIO,
+    tenant_id: str | None = None,
+    duration_tolerance_s: int = DURATION_TOLERANCE_S,
+    latest_start: datetime | None = None,
+) -> Summary:
+    """Rate CDR files through the pure core, writing one JSON line per charge and event.
+    A row that cannot be charged is reported on `err` with where it is and why."""
+    engine = Engine(load_tenants(tenants_path), load_rates(rates_path), latest_start)
     summary = Summary()
 
     def emit(obj: dict[str, Any]) -> None:
@@ -33,29 +45,22 @@ def rate(tenants_path: Path, cdrs_path: Path, rates_path: Path, out: TextIO, err
     for event in engine.opening_events:
         summary.events[event.type] += 1
         emit(event_to_dict(event))
-    for line, obj in read_cdr_lines(cdrs_path):
-        cdr = obj if isinstance(obj, Rejected) else cdr_from_dict(obj)
-        if not isinstance(cdr, Rejected) and cdr.tenant_id not in engine.books:
-            cdr = Rejected(DeadLetterReason.UNKNOWN_TENANT, f"unknown tenant {cdr.tenant_id!r}")
-        if isinstance(cdr, Rejected):
-            summary.rejected += 1
-            err.write(f"line {line}: {cdr}\n")
+    for where, obj in read_cdr_lines(cdrs_paths, tenant_id):
+        cdr = obj if isinstance(obj, Rejected) else cdr_from_dict(obj, duration_tolerance_s)
+        result = cdr if isinstance(cdr, Rejected) else engine.admit_and_charge(cdr)
+        if isinstance(result, Rejected):
+            if result.reason == DeadLetterReason.DUPLICATE:
+                summary.duplicates += 1
+            else:
+                summary.rejected += 1
+            err.write(f"{where}: {result}\n")
             continue
-        try:
-            result = engine.process(cdr)
-        except Unchargeable as exc:
-            summary.rejected += 1
-            err.write(f"line {line}: unparsable_number: {exc}\n")
-            continue
-        if result is None:
-            summary.duplicates += 1
-            err.write(f"line {line}: duplicate: call {cdr.call_id} already charged\n")
-            continue
-        charge, events = result
+        charge = result.charge
+        assert charge is not None
         summary.calls += 1
         summary.by_class[charge.classification] += 1
         emit(charge_to_dict(charge))
-        for event in events:
+        for event in result.opening + result.events:
             summary.events[event.type] += 1
             emit(event_to_dict(event))
     return summary

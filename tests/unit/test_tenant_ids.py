@@ -1,0 +1,40 @@
+"""Tenant ids are checked at configuration time, so no tenant's Redis keys can meet another's
+whatever the call ids (a tenant `w}:call:K` once took over the state key of `w`'s call `K}`)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from pipeline.adapters.store import call_key, tenant_key
+from processors.inputs import TENANT_ID, TenantError, tenant_from_dict
+
+VALID = st.from_regex(TENANT_ID, fullmatch=True)
+
+
+def entry(tid: str) -> dict[str, object]:
+    return {"tenant_id": tid, "country": "US", "currency": "USD", "channel": "direct", "users": []}
+
+
+@pytest.mark.parametrize(
+    "tid", ["w}:call:K", "a{b}", "x:y", "", " lead", "t\\n", "é", "a" * 65, "-leading-dash", "semi;colon"]
+)
+def test_a_tenant_id_outside_the_alphabet_is_refused_with_the_rule(tid: str) -> None:
+    with pytest.raises(TenantError, match="tenant"):
+        tenant_from_dict(entry(tid))
+
+
+@pytest.mark.parametrize("tid", ["72f988bf-86f1-41af-91ab-2d7cd011db47", "contoso", "T", "tenant_0001.eu", "a" * 64])
+def test_guids_and_plain_names_are_tenant_ids(tid: str) -> None:
+    assert tenant_from_dict(entry(tid)).tenant_id == tid
+
+
+@given(VALID, VALID, st.text(min_size=1), st.text(min_size=1))
+@example("w", "w", "K}", "K}")
+def test_no_two_tenants_share_a_key_whatever_the_call_ids(a: str, b: str, call_a: str, call_b: str) -> None:
+    keys_a = {tenant_key(a), call_key(a, call_a)}
+    keys_b = {tenant_key(b), call_key(b, call_b)}
+    if a != b:
+        assert not keys_a & keys_b
+    assert tenant_key(a) != call_key(a, call_a)
