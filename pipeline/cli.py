@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import Settings
 from pipeline.errors import FatalError, InputError
+from processors.inputs import parse_time
 
 log = logging.getLogger("callcharge")
 
@@ -153,6 +154,8 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
             args.tenant_id,
             settings.duration_tolerance_s,
             datetime.now(UTC) + timedelta(seconds=settings.clock_skew_s),
+            parse_time(args.as_of) if args.as_of else None,
+            settings.lateness,
         )
     except InputError as exc:
         print(f"callcharge rate: {exc}", file=sys.stderr)
@@ -264,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tenants", required=True)
     r.add_argument("--cdrs", required=True, nargs="+", metavar="FILE")
     r.add_argument("--tenant-id", help=TENANT_ID_HELP)
+    r.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="ISO 8601 UTC: also apply the lots bought by then and forfeit what has expired by then "
+        "(past the allowed lateness), as the control timer would",
+    )
     r.add_argument("--rates", help="rate card CSV (default: the example card)")
     r.add_argument("--out", help="output JSONL (default: stdout)")
 

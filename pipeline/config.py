@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,11 @@ class Settings:
     # may start at most this far in the future (the platforms' clocks against ours).
     duration_tolerance_s: int = 30
     clock_skew_s: int = 300
+    # A lot's remainder is forfeited once its expiry is this many hours old on the clock of
+    # the data (latest call end, or the control timer's wall clock): late CDRs still pay
+    # with the lot that was valid when the call was made.
+    allowed_lateness_h: int = 72
+    minimum_purchase: str = "50"  # manual funding of a direct tenant below this is refused
     rates_file: Path = EXAMPLES_DIR / "rates.example.csv"  # example prices only: set your own card
     schemas_dir: Path = SCHEMAS_DIR
     metrics_port: int = 9400
@@ -79,6 +85,10 @@ class Settings:
     @property
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def lateness(self) -> timedelta:
+        return timedelta(hours=self.allowed_lateness_h)
 
     @property
     def redis(self) -> str:

@@ -18,9 +18,9 @@ The rules, in the order they are applied to a call:
   platform clock gone wrong, or a made-up date; charging it would draw on a future month.
 * `unparsable_number`: the pure core cannot analyse a number of the call.
 
-Funding lots from the tenant's configuration that the state lacks are applied before the
-first call and their events are carried by the first call charged; a batch that charges no
-call applies nothing (no event is ever applied without being emitted).
+Funding lots from the tenant's configuration are applied by the call they come before (at
+their purchase time, see `charging.charge_call`), and their events are that call's: a batch
+that charges no call applies nothing (no event is ever applied without being emitted).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from datetime import datetime
 from .charging import Book, Unchargeable, charge_call
 from .frozen import frozen
 from .inputs import DeadLetterReason, Rejected
-from .ledger import TenantState, open_state
+from .ledger import TenantState
 from .model import Cdr, Charge, Event
 from .rating import RateCard
 
@@ -55,7 +55,6 @@ class Outcome:
     replay: bool = False  # redelivered: re-emit what was recorded for it, debit nothing
     charge: Charge | None = None
     events: list[Event] = field(default_factory=list)
-    opening: list[Event] = field(default_factory=list)  # config funding, emitted before the charge
 
 
 @dataclass
@@ -125,7 +124,6 @@ def fold_batch(
         state = stored_state
     else:
         state = stored_state.copy() if stored_state is not None else TenantState()
-    _, opening = open_state(book.tenant, state)
     outcomes: list[Outcome] = []
     charged_here: set[str] = set()
     for cdr, origin in batch:
@@ -144,10 +142,4 @@ def fold_batch(
             outcome.reject = Rejected(DeadLetterReason.UNPARSABLE_NUMBER, str(exc))
             continue
         charged_here.add(cdr.call_id)
-        if opening:  # config funding applied before this call: emitted with it
-            outcome.opening, opening = opening, []
-    if opening:
-        # Funding from config with no new call to carry its events: leave it for the next
-        # batch that has one, so no event is ever applied without being emitted.
-        state = stored_state.copy() if stored_state is not None else TenantState()
     return Folded(state, outcomes)

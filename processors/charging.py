@@ -8,11 +8,21 @@ A call that overruns a pool is split.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from . import tables
 from .calendar import month_key
 from .errors import DomainError
 from .frozen import frozen
-from .ledger import TenantState, after_change, debit, expire
+from .ledger import (
+    ALLOWED_LATENESS,
+    TenantState,
+    after_change,
+    debit,
+    forfeit_due,
+    late_after_expiry,
+    open_state,
+)
 from .model import (
     AUDIO_CONF,
     AUDIO_CONF_PPM,
@@ -80,9 +90,10 @@ class Book:
     tenant: Tenant
     pools: dict[str, tuple[int, int]]  # pool id -> (domestic minutes, international minutes)
     plans: dict[str, tuple[str, str]]  # user id -> (calling plan, its pool id), users with a plan
+    lateness: timedelta = ALLOWED_LATENESS  # a lot is forfeited this long after its expiry (data clock)
 
 
-def prepare(tenant: Tenant) -> Book:
+def prepare(tenant: Tenant, lateness: timedelta = ALLOWED_LATENESS) -> Book:
     pools: dict[str, tuple[int, int]] = {}
     plans: dict[str, tuple[str, str]] = {}
     conf = 0
@@ -100,7 +111,7 @@ def prepare(tenant: Tenant) -> Book:
         dom, intl = pools.get(pool, (0, 0))
         pools[pool] = (dom + allowance.domestic_minutes, intl + allowance.international_minutes)
     pools[ZONE_A_POOL] = (conf * ZONE_A_MINUTES_PER_LICENCE, 0)
-    return Book(tenant, pools, plans)
+    return Book(tenant, pools, plans, lateness)
 
 
 def pool_available(book: Book, state: TenantState, pool: str, dim: str, month: str) -> int:
@@ -259,8 +270,10 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
     """
     tenant = book.tenant
     at = cdr.end
-    events = expire(tenant, state, at)
-    r = route(book, cdr)
+    r = route(book, cdr)  # raises Unchargeable before anything changes
+    # Funding from the tenant's configuration bought before the call ended, at its purchase
+    # time (a lot bought later is applied by a later call, or by the control worker).
+    _, events = open_state(tenant, state, upto=at)
     month = month_key(cdr.start, tenant.time_zone)
     flags = list(r.flags)
     tariff = tariff_for(book, rates, r)
@@ -295,9 +308,14 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
                     flags.append("no_licence")
             fee = tariff.connection_fee
             amount = fee + tariff.price_seconds(rest_seconds)
+            if late_after_expiry(state, cdr.start):
+                flags.append("late_after_expiry")  # its lot was forfeited before the CDR came
             before = state.balance
-            segments.extend(_take(tenant, state, rest_minutes, amount, tariff.rate_id))
+            segments.extend(_take(tenant, state, rest_minutes, amount, tariff.rate_id, cdr.start))
             events.extend(after_change(tenant, state, before, at, cdr.call_id))
+    if state.watermark is None or at > state.watermark:
+        state.watermark = at
+    events.extend(forfeit_due(tenant, state, book.lateness))
     segs = tuple(segments)
     charge = Charge(
         call_id=cdr.call_id,
@@ -325,10 +343,12 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
     return charge, events
 
 
-def _take(tenant: Tenant, state: TenantState, minutes: int, amount: int, rate_id: str) -> list[Segment]:
+def _take(
+    tenant: Tenant, state: TenantState, minutes: int, amount: int, rate_id: str, started: datetime
+) -> list[Segment]:
     """Debit credits; for mca/nce the part leftover credits cannot cover is overage."""
     postpaid = tenant.channel in POSTPAID_CHANNELS
-    draws, deficit, untaken = debit(state, amount, allow_deficit=not postpaid)
+    draws, deficit, untaken = debit(state, amount, not postpaid, started)
     if not untaken:
         return [Segment(BILLABLE, minutes, amount, rate=rate_id, lots=draws, deficit=deficit)]
     state.overage += untaken

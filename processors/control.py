@@ -15,6 +15,17 @@ from .money import format_money
 from .rating import RateCard
 
 NOTIFY = frozenset({"recharge_succeeded", "recharge_failed", "balance_zero", "pool_threshold"})
+# What is true at zero depends on the channel: direct tenants buy credits themselves, csp
+# tenants' partner funds them, mca/nce usage goes on as post-paid overage and credits
+# cannot be bought.
+ZERO_MESSAGES = {
+    "direct": "Toll-free numbers and billable calls are stopped until funds are added.",
+    "csp": "Toll-free numbers and billable calls are stopped until your partner adds funds.",
+    "mca": "Your leftover credits are used up. Calls go on; usage beyond them is billed post-paid as overage "
+    "on your invoice. No action is needed.",
+    "nce": "Your leftover credits are used up. Calls go on; usage beyond them is billed post-paid as overage "
+    "on your invoice. No action is needed.",
+}
 
 
 @frozen
@@ -55,7 +66,7 @@ def notifications(tenant: Tenant, event: Event) -> list[Notification]:
         )
     elif event.type == "balance_zero":
         subject = "Communications Credits balance reached zero"
-        body = "Toll-free numbers and billable calls are stopped until funds are added."
+        body = ZERO_MESSAGES[tenant.channel]
     else:
         subject = f"Audio Conferencing dial-out minutes at {f.get('percent')} %"
         body = f"{f.get('used')} of {f.get('total')} pooled Zone A minutes used in {f.get('month')}."

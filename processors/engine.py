@@ -6,13 +6,13 @@ The charging worker runs the same `admission.fold_batch` against Redis-held stat
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .admission import Origin, Outcome, fold_batch, unknown_tenant
 from .charging import Book, Unchargeable, prepare
 from .inputs import DeadLetterReason, Rejected
-from .ledger import TenantState, open_state
+from .ledger import ALLOWED_LATENESS, TenantState, forfeit_due, open_state
 from .model import Cdr, Charge, Event, Tenant
 from .money import format_money
 from .rating import RateCard
@@ -20,20 +20,22 @@ from .rating import RateCard
 
 class Engine:
     """Many tenants' states in memory; every call goes through `admission.fold_batch`, the
-    same admission rules and fold as the streaming worker."""
+    same admission rules and fold as the streaming worker. Funding from the configuration is
+    applied at its purchase time, between the calls, as the worker applies it."""
 
-    def __init__(self, tenants: Iterable[Tenant], rates: RateCard, latest_start: datetime | None = None):
+    def __init__(
+        self,
+        tenants: Iterable[Tenant],
+        rates: RateCard,
+        latest_start: datetime | None = None,
+        lateness: timedelta = ALLOWED_LATENESS,
+    ):
         self.rates = rates
         self.latest_start = latest_start  # calls starting later are refused as future_start
-        self.books: dict[str, Book] = {t.tenant_id: prepare(t) for t in tenants}
-        self.states: dict[str, TenantState] = {}
-        self.seen: dict[str, dict[str, Origin]] = {}
-        self.opening_events: list[Event] = []
+        self.books: dict[str, Book] = {t.tenant_id: prepare(t, lateness) for t in tenants}
+        self.states: dict[str, TenantState] = {tid: TenantState() for tid in self.books}
+        self.seen: dict[str, dict[str, Origin]] = {tid: {} for tid in self.books}
         self._n = 0
-        for tid, book in self.books.items():
-            self.states[tid], events = open_state(book.tenant)
-            self.seen[tid] = {}
-            self.opening_events.extend(events)
 
     def admit_and_charge(self, cdr: Cdr) -> Outcome | Rejected:
         """Charge one call (input order is the offset), or say why it is refused."""
@@ -68,7 +70,17 @@ class Engine:
                 raise Unchargeable(result.detail)
             raise KeyError(cdr.tenant_id)
         assert result.charge is not None
-        return result.charge, result.opening + result.events
+        return result.charge, result.events
+
+    def as_of(self, at: datetime) -> list[Event]:
+        """Bring every tenant to `at` as the control timer would: configured lots bought by
+        then applied, lots whose expiry is older than the allowed lateness forfeited."""
+        events: list[Event] = []
+        for tid, book in self.books.items():
+            state = self.states[tid]
+            _, funded = open_state(book.tenant, state, upto=at)
+            events += funded + forfeit_due(book.tenant, state, book.lateness, wall=at)
+        return events
 
 
 def charge_to_dict(charge: Charge) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from . import tables
 from .calendar import zone
 from .errors import DomainError
 from .frozen import frozen
@@ -231,6 +232,22 @@ def tenant_from_dict(d: Mapping[str, Any]) -> Tenant:
         raise TenantError(f"tenant {tid}: {type(exc).__name__}: {exc}") from None
 
 
+def licences_of(tid: str, user_id: str, names: Any) -> frozenset[str]:
+    """Capability codes of a user's licence list: codes as themselves, Microsoft SKU part
+    numbers by data/sku_service_plans.csv (E5 with Audio Conferencing -> MCOMEETADD,
+    MCOPSTNC -> MCOPSTNPP). A name in neither table is refused: ignoring it would charge
+    the tenant for minutes its licences include."""
+    if not isinstance(names, list):
+        raise TenantError(f"tenant {tid}: user {user_id}: licences must be a list")
+    out: set[str] = set()
+    for name in names:
+        caps = tables.capabilities_of(name) if isinstance(name, str) else None
+        if caps is None:
+            raise TenantError(f"tenant {tid}: user {user_id}: unknown licence {name!r} (not a capability code or SKU)")
+        out |= caps
+    return frozenset(out)
+
+
 def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
     channel = d["channel"]
     if channel not in CHANNELS:
@@ -243,11 +260,14 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
             raise TenantError(f"tenant {tid}: unknown time zone {tz!r}") from exc
     users = {}
     for u in d.get("users", []):
+        policy = u.get("dialout_policy")
+        if policy is not None and policy not in tables.dialout_policies():
+            raise TenantError(f"tenant {tid}: user {u['user_id']}: unknown dial-out policy {policy!r}")
         user = User(
             user_id=u["user_id"],
             usage_country=u["usage_country"].upper(),
-            licences=frozenset(u.get("licences", [])),
-            dialout_policy=u.get("dialout_policy"),
+            licences=licences_of(tid, u["user_id"], u.get("licences", [])),
+            dialout_policy=policy,
             email=u.get("email"),
             roles=frozenset(u.get("roles", [])),
             display_name=u.get("display_name"),

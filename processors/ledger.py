@@ -1,7 +1,13 @@
 """The credit balance of one tenant as a fold over funding, debits and expiry.
 
 Lots are consumed first-in, first-out (by purchase time) and expire 12 months after
-purchase; an expired lot's remainder is forfeited. A completed call is always charged, so
+purchase. Time is the time of the data (our rule, DOMAIN.md "Event time"): a call draws
+from the lots valid at its *start*, FIFO, then from lots bought after it started (what the
+deficit it would have left in time order is covered by), then goes into deficit. A lot's
+remainder is forfeited only once its expiry is older than the allowed lateness on the clock
+of the data (`TenantState.watermark`, the latest call end charged, or the control timer's
+wall clock, whichever is later), so a CDR delivered late still pays with the lot that was
+valid when the call was made. A completed call is always charged, so
 a `direct`/`csp` balance may go below zero (our rule): the shortfall is a deficit that the
 next funding covers first. Invariant, to the micro-unit, at every step:
 
@@ -14,7 +20,7 @@ reproduces them) and mutates only the state object it is given; callers copy fir
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .calendar import add_months
@@ -22,6 +28,7 @@ from .frozen import frozen
 from .model import POSTPAID_CHANNELS, Event, LotDraw, Tenant
 
 LOT_LIFETIME_MONTHS = 12
+ALLOWED_LATENESS = timedelta(hours=72)  # default of the setting CALLCHARGE_ALLOWED_LATENESS_H
 
 
 @frozen
@@ -54,6 +61,8 @@ class TenantState:
     charged: int = 0
     expired: int = 0
     overage: int = 0
+    watermark: datetime | None = None  # the latest end of a call charged: the data's clock
+    zero_raised: bool = False  # balance_zero was raised and the balance has not been restored since
 
     @property
     def balance(self) -> int:
@@ -72,6 +81,8 @@ class TenantState:
             self.charged,
             self.expired,
             self.overage,
+            self.watermark,
+            self.zero_raised,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +108,8 @@ class TenantState:
             "charged": self.charged,
             "expired": self.expired,
             "overage": self.overage,
+            "watermark": self.watermark.isoformat() if self.watermark else None,
+            "zero_raised": self.zero_raised,
         }
 
     @classmethod
@@ -117,7 +130,14 @@ class TenantState:
             d["charged"],
             d["expired"],
             d.get("overage", 0),
+            datetime.fromisoformat(d["watermark"]) if d.get("watermark") else None,
+            bool(d["zero_raised"]) if "zero_raised" in d else _zero_before(lots, d),
         )
+
+
+def _zero_before(lots: list[Lot], d: dict[str, Any]) -> bool:
+    """The zero state of a state stored before the flag existed (at zero after money moved)."""
+    return sum(lot.remaining for lot in lots) - d["deficit"] <= 0 and bool(d["funded"] or d["charged"])
 
 
 def _event(cause: str, kind: str, tenant: Tenant, at: datetime, state: TenantState, **fields: Any) -> Event:
@@ -128,9 +148,18 @@ def after_change(tenant: Tenant, state: TenantState, before: int, at: datetime, 
     """Zero crossing, restore, low-balance and the auto-recharge decision."""
     events: list[Event] = []
     after = state.balance
-    if before > 0 >= after:
+    # direct/csp: at or below zero is the zero state, raised once per episode, the first
+    # billable charge of a tenant that never had credits included (our rule). mca/nce only
+    # cross zero when leftover credits run out (overage goes on after that).
+    if tenant.channel in POSTPAID_CHANNELS:
+        zero = before > 0 >= after
+    else:
+        zero = after <= 0 and not state.zero_raised
+    if zero:
+        state.zero_raised = True
         events.append(_event(cause, "balance_zero", tenant, at, state))
     elif before <= 0 < after:
+        state.zero_raised = False
         events.append(_event(cause, "balance_restored", tenant, at, state))
     ar = tenant.auto_recharge
     if ar is None:
@@ -181,13 +210,21 @@ def fund(
         )
     ]
     events.extend(after_change(tenant, state, before, at, cause))
-    if expires <= at:
-        events.extend(expire(tenant, state, at))
     return events
 
 
+def forfeit_due(tenant: Tenant, state: TenantState, lateness: timedelta, wall: datetime | None = None) -> list[Event]:
+    """Forfeit every lot whose expiry is older than `lateness` on the clock of the data:
+    the latest call end charged, or the wall clock of the control timer when later."""
+    clocks = [c for c in (state.watermark, wall) if c is not None]
+    if not clocks:
+        return []
+    return expire(tenant, state, max(clocks) - lateness)
+
+
 def expire(tenant: Tenant, state: TenantState, at: datetime) -> list[Event]:
-    """Forfeit the remainder of every lot whose 12 months are over at `at`."""
+    """Forfeit the remainder of every lot whose 12 months are over at `at` (`at` is the
+    data's clock less the allowed lateness: see `forfeit_due`)."""
     events: list[Event] = []
     for i, lot in enumerate(state.lots):
         if lot.expired or lot.expires_at > at:
@@ -204,8 +241,10 @@ def expire(tenant: Tenant, state: TenantState, at: datetime) -> list[Event]:
     return events
 
 
-def debit(state: TenantState, amount: int, allow_deficit: bool) -> tuple[tuple[LotDraw, ...], int, int]:
-    """Take `amount` from the lots FIFO.
+def debit(state: TenantState, amount: int, allow_deficit: bool, at: datetime) -> tuple[tuple[LotDraw, ...], int, int]:
+    """Take `amount` for a call that started `at`: first from the lots valid at `at`
+    (bought before it, not yet expired), FIFO; then from lots bought after it, FIFO (in time
+    order the call would have left a deficit that those fundings cover first).
 
     Returns (lot draws, deficit taken, amount not taken). With allow_deficit the whole
     amount is always taken (the shortfall becomes deficit); without, the shortfall is
@@ -213,13 +252,15 @@ def debit(state: TenantState, amount: int, allow_deficit: bool) -> tuple[tuple[L
     """
     draws: list[LotDraw] = []
     left = amount
-    for i, lot in enumerate(state.lots):
+    lots = state.lots
+    valid = [i for i, lot in enumerate(lots) if lot.remaining > 0 and lot.purchased_at <= at < lot.expires_at]
+    later = [i for i, lot in enumerate(lots) if lot.remaining > 0 and lot.purchased_at > at and not lot.expired]
+    for i in valid + later:
         if left == 0:
             break
-        if lot.remaining <= 0:
-            continue
+        lot = lots[i]
         take = min(lot.remaining, left)
-        state.lots[i] = lot.debited(take)
+        lots[i] = lot.debited(take)
         draws.append(LotDraw(lot.lot_id, take))
         left -= take
     deficit = 0
@@ -230,10 +271,21 @@ def debit(state: TenantState, amount: int, allow_deficit: bool) -> tuple[tuple[L
     return tuple(draws), deficit, left
 
 
-def open_state(tenant: Tenant, state: TenantState | None = None) -> tuple[TenantState, list[Event]]:
-    """Apply the configured funding lots not yet in `state` (a new state when None)."""
+def late_after_expiry(state: TenantState, at: datetime) -> bool:
+    """A lot valid when the call started has been forfeited already: the CDR came after it."""
+    return any(lot.expired and lot.purchased_at <= at < lot.expires_at for lot in state.lots)
+
+
+def open_state(
+    tenant: Tenant, state: TenantState | None = None, upto: datetime | None = None
+) -> tuple[TenantState, list[Event]]:
+    """Apply the configured funding lots not yet in `state` (a new state when None) that
+    were bought at or before `upto` (every one when None), each at its purchase time."""
     state = TenantState() if state is None else state
     events: list[Event] = []
+    have = {lot.lot_id for lot in state.lots}
     for lot in sorted(tenant.funding, key=lambda f: (f.purchased_at, f.lot_id)):
+        if lot.lot_id in have or (upto is not None and lot.purchased_at > upto):
+            continue
         events.extend(fund(tenant, state, lot.lot_id, lot.amount, lot.purchased_at, lot.purchased_at))
     return state, events

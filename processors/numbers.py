@@ -16,7 +16,13 @@ from functools import cache, lru_cache
 from typing import Any
 
 import phonenumbers
-from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumberType, shortnumberinfo
+from phonenumbers import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    SUPPORTED_SHORT_REGIONS,
+    PhoneMetadata,
+    PhoneNumberType,
+    shortnumberinfo,
+)
 from phonenumbers.phonenumberutil import _number_type_helper
 
 from .errors import DomainError
@@ -59,17 +65,62 @@ class NumberInfo:
 def analyze(number: str, region: str | None = None) -> NumberInfo:
     """Country (ISO alpha-2) and kind of a dialed number.
 
-    E.164 numbers start with "+". Short emergency codes ("911", "112") are recognised
-    in the caller's region. Anything else raises NumberError.
+    E.164 numbers start with "+". Emergency short codes are recognised in every shape
+    (see below). Anything else raises NumberError.
     """
     text = number.strip()
     if not text:
         raise NumberError("empty number")
     if not text.startswith("+"):
-        if region and text.isdigit() and shortnumberinfo.is_emergency_number(text, region):
-            return NumberInfo(region, EMERGENCY, True)
+        country = _short_emergency(text, region)
+        if country is not None:
+            return NumberInfo(country or None, EMERGENCY, True)
         raise NumberError("not an E.164 number")
+    country = _plus_emergency(text[1:], region)
+    if country is not None:
+        return NumberInfo(country, EMERGENCY, True)
     return _fast(text) or _full(text)
+
+
+# -- emergency short codes, in every shape they reach us -------------------------------
+#
+# Never charged, never drawing plan minutes, never rejected (DOMAIN.md): the code of the
+# user's region ("911" in the US), a code of another country dialled by a roaming user
+# ("999" by a US user in London), a short code written with "+" and a country code
+# ("+44999", "+1911"). phonenumbers' short-number metadata decides what is an emergency
+# code, for the user's region first and then for the number's own region.
+
+
+def _short_emergency(digits: str, region: str | None) -> str | None:
+    """The region whose emergency code `digits` is: the user's, else any region's."""
+    if not (2 <= len(digits) <= 6 and digits.isdigit()):
+        return None
+    if region and shortnumberinfo.is_emergency_number(digits, region):
+        return region
+    found = _emergency_regions(digits)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else ""  # a code of several countries: which one is unknown
+
+
+def _plus_emergency(digits: str, region: str | None) -> str | None:
+    """ "+" with a country code and that country's emergency code, or "+" before the
+    user's own emergency code."""
+    if not (3 <= len(digits) <= 7 and digits.isdigit()):
+        return None
+    for width in (1, 2, 3):
+        rest = digits[width:]
+        for code in COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:width]), ()):
+            if 2 <= len(rest) <= 4 and shortnumberinfo.is_emergency_number(rest, code):
+                return str(code)
+    if region and shortnumberinfo.is_emergency_number(digits, region):
+        return region
+    return None
+
+
+@cache
+def _emergency_regions(digits: str) -> tuple[str, ...]:
+    return tuple(sorted(r for r in SUPPORTED_SHORT_REGIONS if shortnumberinfo.is_emergency_number(digits, r)))
 
 
 # -- fast path: strict E.164 ------------------------------------------------------------

@@ -12,9 +12,10 @@ Every change to a `TenantState` leaves its effect in a record on Kafka:
 The effects are sums and sets, so the order of charges relative to events does not matter
 (pool alerts keep their topic order: only the charging worker writes them). Records read
 twice (an at-least-once reader, a replay) count once: charges by call id, events by id.
-`below_trigger` follows from the balance. A lot used up before its expiry date carries no
-event when it expires, so a rebuilt state shows it as not expired; nothing depends on that
-flag for a lot with nothing left.
+`below_trigger` follows from the balance, the zero state from the balance and whether a
+`balance_zero` was ever raised, the data's clock (`watermark`) from the latest call end.
+A lot used up before its expiry date carries no event when it expires, so a rebuilt state
+shows it as not expired; nothing depends on that flag for a lot with nothing left.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
     requested: dict[str, int] = {}
     closed: set[str] = set()
     seen: set[str] = set()
+    zero_seen = False
     for e in events:
         if e.tenant_id != tenant.tenant_id or e.event_id in seen:
             continue
@@ -87,6 +89,8 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
             requested[f["request_id"]] = int(str(f["request_id"]).rsplit(":", 1)[1])
         elif e.type == "recharge_succeeded" or (e.type == "recharge_failed" and not f.get("next_attempt_at")):
             closed.add(f["request_id"])
+        elif e.type == "balance_zero":
+            zero_seen = True
         elif e.type == "pool_threshold":
             state.thresholds.append(f"{f['month']}|{f['pool']}|{f['percent']}")
     calls: set[str] = set()
@@ -94,6 +98,8 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
         if c["tenant_id"] != tenant.tenant_id or c["call_id"] in calls:
             continue
         calls.add(c["call_id"])
+        if state.watermark is None or c["end_time"] > state.watermark:
+            state.watermark = c["end_time"]
         for s in c["segments"]:
             if s["pool"] is not None and s["minutes"]:
                 dim = "dom" if s["pool"] == ZONE_A_POOL or c["domestic"] else "intl"
@@ -121,6 +127,9 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
         state.recharge_in_flight = None if last in closed else last
     ar = tenant.auto_recharge
     state.below_trigger = ar is not None and state.balance < ar.trigger
+    # Every fall to or below zero raises balance_zero and every rise above it restores: the
+    # zero state is on exactly when the balance is at or below zero and it was ever raised.
+    state.zero_raised = state.balance <= 0 and zero_seen
     return state
 
 
@@ -130,7 +139,17 @@ def differences(stored: TenantState | None, rebuilt: TenantState) -> list[str]:
     if stored is None:
         return [] if rebuilt == TenantState() else ["no state stored"]
     out = []
-    for name in ("deficit", "funded", "charged", "expired", "overage", "recharge_seq", "recharge_in_flight"):
+    for name in (
+        "deficit",
+        "funded",
+        "charged",
+        "expired",
+        "overage",
+        "recharge_seq",
+        "recharge_in_flight",
+        "watermark",
+        "zero_raised",
+    ):
         a, b = getattr(stored, name), getattr(rebuilt, name)
         if a != b:
             out.append(f"{name} {a} stored, {b} in the ledger")

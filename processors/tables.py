@@ -11,7 +11,7 @@ from .frozen import frozen
 
 def _rows(name: str) -> list[dict[str, str]]:
     text = resources.files(__package__).joinpath("data", name).read_text(encoding="utf-8")
-    return list(csv.DictReader(text.splitlines()))
+    return list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
 
 
 @lru_cache(maxsize=1)
@@ -60,6 +60,29 @@ def dialout_policies() -> dict[str, DialoutPolicy]:
         row["policy"]: DialoutPolicy(row["policy"], row["conference_dialout"], row["user_pstn"])
         for row in _rows("dialout_policies.csv")
     }
+
+
+# The licence capability codes of DOMAIN.md that charging knows.
+CAPABILITIES = frozenset(
+    {"MCOMEETADD", "MCOMEETACPEA", "MCOPSTN1", "MCOPSTN2", "MCOPSTN5", "MCOPSTN6", "MCOPSTN8", "PAYG", "MCOPSTNPP"}
+)
+
+
+@lru_cache(maxsize=1)
+def sku_capabilities() -> dict[str, frozenset[str]]:
+    """Microsoft SKU part number -> the capability codes it grants (data/sku_service_plans.csv)."""
+    return {
+        row["sku_part_number"]: frozenset(c for c in row["capabilities"].split() if c)
+        for row in _rows("sku_service_plans.csv")
+    }
+
+
+def capabilities_of(licence: str) -> frozenset[str] | None:
+    """What a licence name grants: a capability code is itself, a SKU part number what the
+    table says (maybe nothing, e.g. E3); None for a name in neither."""
+    if licence in CAPABILITIES:
+        return frozenset({licence})
+    return sku_capabilities().get(licence)
 
 
 @lru_cache(maxsize=1)

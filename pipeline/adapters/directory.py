@@ -54,7 +54,7 @@ class TenantDirectory:
             except TenantError as exc:  # its CDRs stay unknown_tenant; nobody else stops
                 log.error("tenant config refused at %s/%d: %s", msg.partition(), msg.offset(), exc)
                 continue
-            self.books[tenant.tenant_id] = prepare(tenant)
+            self.books[tenant.tenant_id] = prepare(tenant, self.settings.lateness)
             if self.store is not None:
                 self.store.save_config(tenant.tenant_id, json.dumps(record, default=str), msg.offset() or 0)
         return n

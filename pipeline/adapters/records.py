@@ -6,7 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from processors.engine import MONEY_FIELDS
-from processors.inputs import DURATION_TOLERANCE_S, DeadLetterReason, Rejected, check, check_tenant_id, tenant_from_dict
+from processors.inputs import (
+    DURATION_TOLERANCE_S,
+    DeadLetterReason,
+    Rejected,
+    check,
+    check_tenant_id,
+    licences_of,
+    tenant_from_dict,
+)
 from processors.model import AutoRecharge, Cdr, Charge, Event, Funding, Tenant, User
 from processors.money import format_money
 
@@ -172,7 +180,7 @@ def tenant_from_avro(r: dict[str, Any]) -> Tenant:
             u["user_id"]: User(
                 u["user_id"],
                 u["usage_country"],
-                frozenset(u["licences"]),
+                licences_of(r["tenant_id"], u["user_id"], list(u["licences"])),
                 u.get("dialout_policy"),
                 u.get("email"),
                 frozenset(u.get("roles") or ()),

@@ -409,8 +409,7 @@ class ChargingWorker:
             if charge is None:
                 continue
             m = item.msg
-            records = [(EVENTS, encode("balance_event", event_to_avro(e, currency))) for e in outcome.opening]
-            records.append((CHARGES, encode("charge", charge_to_avro(charge, m.partition, m.offset, now))))
+            records = [(CHARGES, encode("charge", charge_to_avro(charge, m.partition, m.offset, now)))]
             records += [(EVENTS, encode("balance_event", event_to_avro(e, currency))) for e in outcome.events]
             item.records = tuple(records)
             item.charge = charge

@@ -5,6 +5,7 @@ operation id whose emitted events are stored with it and re-emitted on a retry."
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.records import event_to_avro
@@ -22,7 +23,9 @@ class LedgerOps:
         self.store = store
         self.codec = codec
 
-    def run(self, book: Book, op_id: str, fn: Callable[[TenantState], list[Event]]) -> tuple[list[bytes], bool]:
+    def run(
+        self, book: Book, op_id: str, fn: Callable[[TenantState], list[Event]], at: datetime
+    ) -> tuple[list[bytes], bool]:
         """Apply `fn` to the tenant's state once per op_id: (encoded events, newly applied)."""
         tid = book.tenant.tenant_id
         for _ in range(50):
@@ -33,7 +36,7 @@ class LedgerOps:
             if prior is not None:
                 return [v for _, v in prior.records], False
             state = snap.state.copy() if snap.state is not None else TenantState()
-            _, opening = open_state(book.tenant, state)
+            _, opening = open_state(book.tenant, state, upto=at)  # configured lots bought by now
             events = opening + fn(state)
             records = tuple(
                 (EVENTS, self.codec.encode("balance_event", event_to_avro(e, book.tenant.currency))) for e in events

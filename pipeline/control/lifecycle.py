@@ -31,9 +31,9 @@ from pipeline.control.ledger_ops import LedgerOps
 from pipeline.errors import GatewayTimeout, Refused, RetriableError, StateUnreadable
 from processors.charging import Book
 from processors.control import notifications, retry_at, service_state
-from processors.ledger import TenantState, expire, fund, open_state
+from processors.ledger import TenantState, forfeit_due, fund, open_state
 from processors.model import POSTPAID_CHANNELS, Event
-from processors.money import MAX_AMOUNT, MAX_BALANCE, format_money
+from processors.money import MAX_AMOUNT, MAX_BALANCE, format_money, parse_money
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Control:
         self.gateway = gateway
         self.clock = clock
         self.topics = settings.topic
+        self._announced: dict[str, Book] = {}  # tenants whose service state this process published
 
     # -- time ------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -97,6 +98,12 @@ class Control:
             raise Refused(409, "csp tenants are funded by their partner (kind 'partner')")
         if channel == "direct" and kind == "partner":
             raise Refused(409, "partner funding is for csp tenants")
+        minimum = parse_money(self.s.minimum_purchase)
+        if channel == "direct" and kind == "manual" and amount < minimum:
+            raise Refused(
+                400,
+                f"below the minimum purchase of {format_money(minimum)} {book.tenant.currency} for a manual funding",
+            )
 
     def check_balance_room(self, book: Book, amount: int) -> None:
         """Refuse an amount that would take the balance past MAX_BALANCE (never overflow)."""
@@ -140,7 +147,7 @@ class Control:
                     )
             return events
 
-        values, _ = self.ledger.run(book, f"fund:{command_id}", apply)
+        values, _ = self.ledger.run(book, f"fund:{command_id}", apply, at)
         return self._after_ledger(book, values)
 
     # -- events --------------------------------------------------------------------------
@@ -216,7 +223,7 @@ class Control:
         )
         if final:
             self.r.zrem(RETRY_ZSET, f"{tid}|{request_id}")
-            self.ledger.run(book, f"abandon:{request_id}", lambda st: _clear_in_flight(st, request_id))
+            self.ledger.run(book, f"abandon:{request_id}", lambda st: _clear_in_flight(st, request_id), self.now())
         else:
             self.r.zadd(RETRY_ZSET, {f"{tid}|{request_id}": due.timestamp()})
         fields: tuple[tuple[str, Any], ...] = (
@@ -262,7 +269,7 @@ class Control:
             )
             return events
 
-        values, _ = self.ledger.run(book, f"recharge:{request_id}", apply)
+        values, _ = self.ledger.run(book, f"recharge:{request_id}", apply, self.now())
         return self._after_ledger(book, values)
 
     # -- timers ------------------------------------------------------------------------
@@ -280,17 +287,35 @@ class Control:
                 continue
             except (StateUnreadable, RetriableError) as exc:  # this tenant waits; the others go on
                 log.error("recharge %s: %s", request_id, exc)
+        out += self.announce()
         for tid, book in list(self.directory.books.items()):
             try:
                 state = self.ledger.peek(tid)
                 if state is None:
                     continue
-                due = [lot.lot_id for lot in state.lots if not lot.expired and lot.expires_at <= now]
+                clock = max(now, state.watermark) if state.watermark else now
+                due = [lot.lot_id for lot in state.lots if not lot.expired and lot.expires_at + book.lateness <= clock]
                 if due:
-                    values, _ = self.ledger.run(book, "expire:" + ",".join(due), _expiry(book, now))
+                    values, _ = self.ledger.run(book, "expire:" + ",".join(due), _expiry(book, now), now)
                     out += self._after_ledger(book, values)
             except (StateUnreadable, RetriableError) as exc:
                 log.error("expiry of %s: %s", tid, exc)
+        return out
+
+    def announce(self) -> list[Output]:
+        """The service state of every tenant configured (or changed) since this process
+        last said it: a direct/csp tenant without credits is in the zero state from the
+        moment it is loaded, with billable calls and toll-free numbers stopped."""
+        out: list[Output] = []
+        for tid, book in list(self.directory.books.items()):
+            if self._announced.get(tid) is book:
+                continue
+            try:
+                out.append(self._service_state(book))
+            except StateUnreadable as exc:
+                log.error("service state of %s: %s", tid, exc)
+                continue
+            self._announced[tid] = book
         return out
 
     # -- notifications -------------------------------------------------------------------
@@ -352,7 +377,7 @@ class Control:
         return out
 
     def _service_state(self, book: Book) -> Output:
-        state = self.ledger.peek(book.tenant.tenant_id) or TenantState()
+        state = self.current_state(book)  # configured lots bought by now count
         ss = service_state(book.tenant, state)
         record = {
             "tenant_id": book.tenant.tenant_id,
@@ -397,7 +422,7 @@ class Control:
     def current_state(self, book: Book) -> TenantState:
         """The tenant's state as the API shows it: Redis state plus configured lots not yet folded in."""
         stored = self.ledger.peek(book.tenant.tenant_id)
-        state, _ = open_state(book.tenant, stored.copy() if stored is not None else None)
+        state, _ = open_state(book.tenant, stored.copy() if stored is not None else None, upto=self.now())
         return state
 
     def history(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -411,7 +436,7 @@ def _text(value: Any) -> str:
 
 def _expiry(book: Book, now: datetime) -> Callable[[TenantState], list[Event]]:
     def apply(state: TenantState) -> list[Event]:
-        return expire(book.tenant, state, now)
+        return forfeit_due(book.tenant, state, book.lateness, wall=now)
 
     return apply
 

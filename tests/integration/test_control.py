@@ -248,14 +248,18 @@ def test_zero_balance_blocks_service_and_funding_restores_it(env: Env, smtp: Inb
     wait_for(lambda: (service(env, tid) or {}).get("billable_calls") is False, timeout=60)
     assert service(env, tid)["tollfree_numbers"] is False
     wait_for(lambda: any("reached zero" in m["subject"] for m in smtp.messages), timeout=30)
-    status, reply = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "10", "command_id": "cmd-1"})
+    status, reply = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "10", "command_id": "cmd-0"})
+    assert status == 400 and "minimum purchase of 50.00 USD" in reply["error"]  # a direct tenant's manual funding
+    status, reply = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "50", "command_id": "cmd-1"})
     assert status == 202 and reply["command_id"] == "cmd-1"
-    again = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "10", "command_id": "cmd-1"})
+    again = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "50", "command_id": "cmd-1"})
     assert again[0] == 202  # the same command twice funds once
+    other = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "60", "command_id": "cmd-1"})
+    assert other[0] == 409 and other[1]["original"]["amount"] == "50.00"  # reused with another body
     wait_for(lambda: (service(env, tid) or {}).get("billable_calls") is True, timeout=60)
     time.sleep(1)
     status, bal = control.get(f"/v1/tenants/{tid}/balance")
-    assert bal["balance"] == "9.86"  # deficit 0.14 covered first
+    assert bal["balance"] == "49.86"  # deficit 0.14 covered first
     added = [e for e in events(env, tid) if e["type"] == "funds_added" and e["lot_id"] == "cmd-1"]
     assert len({e["event_id"] for e in added}) == 1
     assert added[0]["attributes"]["deficit_covered"] == "0.14"
@@ -267,7 +271,7 @@ def test_zero_balance_blocks_service_and_funding_restores_it(env: Env, smtp: Inb
     fixed = env.cli("rebuild", "--tenant", tid)
     assert "rebuilt 1 tenant states" in fixed.stdout, fixed
     status, bal = control.get(f"/v1/tenants/{tid}/balance")
-    assert (status, bal["balance"], [lot["lot_id"] for lot in bal["lots"]]) == (200, "9.86", [f"{tid}-L1", "cmd-1"])
+    assert (status, bal["balance"], [lot["lot_id"] for lot in bal["lots"]]) == (200, "49.86", [f"{tid}-L1", "cmd-1"])
     control.kill()
 
 

@@ -25,7 +25,9 @@ def test_golden(sc: dict) -> None:
         result = engine.process(cdr)
         assert result is not None
         charge, events = result
-        seen_events.extend(events)
+        # the golden lists hold what charging causes; funding from the configuration, now
+        # applied by the first call after its purchase, is checked on its own below
+        seen_events.extend(e for e in events if not e.event_id.startswith("fund:"))
         where = f"call {call['id']}"
         if "class" in call:
             assert charge.classification == call["class"], where

@@ -33,7 +33,7 @@ def run(seed: int, n_cdrs: int) -> tuple[Engine, list[dict], list[Event]]:
         RateCard.from_csv_text(RATES.read_text()),
     )
     charges: list[dict] = []
-    events: list[Event] = list(engine.opening_events)
+    events: list[Event] = []
     for i, d in enumerate(traffic.cdrs(tenants, n_cdrs, seed=seed + 1)):
         cdr = cdr_from_dict(d)
         result = engine.process(cdr)  # type: ignore[arg-type]
