@@ -11,7 +11,7 @@ from .charging import Book, Unchargeable, pool_available, route, tariff_for
 from .frozen import frozen
 from .ledger import TenantState
 from .model import CREDITS_LICENCE, POSTPAID_CHANNELS, Cdr, Event, Tenant
-from .money import format_money
+from .money import MAX_AMOUNT, MAX_BALANCE, format_money
 from .rating import RateCard
 
 NOTIFY = frozenset({"recharge_succeeded", "recharge_failed", "balance_zero", "pool_threshold"})
@@ -77,6 +77,29 @@ def notifications(tenant: Tenant, event: Event) -> list[Notification]:
         )
         for email, role in admins(tenant)
     ]
+
+
+def funding_refusal(tenant: Tenant, kind: str, amount: int, minimum: int, balance: int) -> tuple[int, str] | None:
+    """Why a funding of `amount` (kind `manual` or `partner`) is refused, as (HTTP status,
+    reason), or None when it may be applied. The channel decides who may fund; a direct
+    tenant's manual purchase has a minimum (our rule, a setting: the documents call $50 the
+    minimum purchase); no funding may take the balance past MAX_BALANCE."""
+    channel = tenant.channel
+    if amount <= 0:
+        return 400, "amount must be positive"
+    if amount > MAX_AMOUNT:
+        return 400, f"amount above the maximum of {format_money(MAX_AMOUNT)} per funding"
+    if channel in POSTPAID_CHANNELS:
+        return 409, f"{channel} tenants are billed post-usage and cannot buy credits"
+    if channel == "csp" and kind != "partner":
+        return 409, "csp tenants are funded by their partner (kind 'partner')"
+    if channel == "direct" and kind == "partner":
+        return 409, "partner funding is for csp tenants"
+    if channel == "direct" and kind == "manual" and amount < minimum:
+        return 400, f"below the minimum purchase of {format_money(minimum)} {tenant.currency} for a manual funding"
+    if balance + amount > MAX_BALANCE:
+        return 409, f"the balance would exceed the maximum of {format_money(MAX_BALANCE)}"
+    return None
 
 
 def retry_at(failed_at: datetime, attempt: int, base_s: float, cap_s: float) -> datetime:

@@ -15,7 +15,7 @@ from .calendar import zone
 from .errors import DomainError
 from .frozen import frozen
 from .model import CALL_TYPES, CHANNELS, POSTPAID_CHANNELS, AutoRecharge, Cdr, Funding, Tenant, User
-from .money import MoneyError, parse_money
+from .money import MAX_AMOUNT, MAX_BALANCE, MoneyError, format_money, parse_money
 
 MAX_DURATION_S = 7 * 24 * 3600  # Teams ends calls after 24 h; a week is absurd for sure.
 # `duration_s` may differ from end - start by this much (rounding, clock of the platform);
@@ -276,7 +276,12 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
     ar = None
     if d.get("auto_recharge"):
         a = d["auto_recharge"]
-        ar = AutoRecharge(bool(a.get("enabled", False)), parse_money(a["amount"]), parse_money(a["trigger"]))
+        enabled = a.get("enabled", False)
+        if not isinstance(enabled, bool):  # "false" is a string, and a true one
+            raise TenantError(f"tenant {tid}: auto_recharge.enabled must be true or false (a JSON boolean)")
+        ar = AutoRecharge(enabled, parse_money(a["amount"]), parse_money(a["trigger"]))
+        if ar.amount > MAX_AMOUNT or ar.trigger > MAX_BALANCE:
+            raise TenantError(f"tenant {tid}: auto-recharge amount above the maximum of {format_money(MAX_AMOUNT)}")
         if ar.enabled and channel in POSTPAID_CHANNELS:
             raise TenantError(f"tenant {tid}: auto-recharge must be off for {channel} billing")
         if ar.amount <= 0 or ar.trigger < 0:
@@ -286,6 +291,8 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
     )
     if any(f.amount <= 0 for f in funding):
         raise TenantError(f"tenant {tid}: funding amounts must be positive")
+    if any(f.amount > MAX_AMOUNT for f in funding) or sum(f.amount for f in funding) > MAX_BALANCE:
+        raise TenantError(f"tenant {tid}: funding above the maximum of {format_money(MAX_AMOUNT)} per lot")
     return Tenant(
         tenant_id=tid,
         country=d["country"].upper(),

@@ -48,6 +48,8 @@ def tenant_entry(sc: dict[str, Any], tenant_id: str = "T") -> dict[str, Any]:
 
 
 def cdr_entry(call: dict[str, Any], tenant_id: str = "T") -> dict[str, Any]:
+    if "graph" in call:  # a Microsoft Graph row as getPstnCalls / getDirectRoutingCalls give it
+        return {"tenantId": tenant_id, **call["graph"]}
     start = parse_time(call.get("at", DEFAULT_START))
     end = start + timedelta(seconds=call["dur"])
     out = {

@@ -242,7 +242,6 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 raise Refused(400, "kind: 'manual' or 'partner'")
             requested_by = api_input.text(body, "requested_by")
             control.check_funding(book, kind, amount)
-            control.check_balance_room(book, amount)
             command_id = api_input.text(body, "command_id", pattern=COMMAND_ID) or str(uuid.uuid4())
             # A command id names one request: the same body again is the same request
             # (accepted, funded once); another body under it is a conflict, answered with

@@ -30,10 +30,10 @@ from pipeline.control.gateway import PaymentGateway
 from pipeline.control.ledger_ops import LedgerOps
 from pipeline.errors import GatewayTimeout, Refused, RetriableError, StateUnreadable
 from processors.charging import Book
-from processors.control import notifications, retry_at, service_state
+from processors.control import funding_refusal, notifications, retry_at, service_state
 from processors.ledger import TenantState, forfeit_due, fund, open_state
-from processors.model import POSTPAID_CHANNELS, Event
-from processors.money import MAX_AMOUNT, MAX_BALANCE, format_money, parse_money
+from processors.model import Event
+from processors.money import parse_money
 
 log = logging.getLogger(__name__)
 
@@ -89,35 +89,17 @@ class Control:
 
     # -- funding -----------------------------------------------------------------------
     def check_funding(self, book: Book, kind: str, amount: int) -> None:
-        channel = book.tenant.channel
-        if amount <= 0:
-            raise Refused(400, "amount must be positive")
-        if channel in POSTPAID_CHANNELS:
-            raise Refused(409, f"{channel} tenants are billed post-usage and cannot buy credits")
-        if channel == "csp" and kind != "partner":
-            raise Refused(409, "csp tenants are funded by their partner (kind 'partner')")
-        if channel == "direct" and kind == "partner":
-            raise Refused(409, "partner funding is for csp tenants")
-        minimum = parse_money(self.s.minimum_purchase)
-        if channel == "direct" and kind == "manual" and amount < minimum:
-            raise Refused(
-                400,
-                f"below the minimum purchase of {format_money(minimum)} {book.tenant.currency} for a manual funding",
-            )
-
-    def check_balance_room(self, book: Book, amount: int) -> None:
-        """Refuse an amount that would take the balance past MAX_BALANCE (never overflow)."""
-        if amount > MAX_AMOUNT:
-            raise Refused(400, f"amount above the maximum of {format_money(MAX_AMOUNT)} per funding")
-        if self.current_state(book).balance + amount > MAX_BALANCE:
-            raise Refused(409, f"the balance would exceed the maximum of {format_money(MAX_BALANCE)}")
+        refusal = funding_refusal(
+            book.tenant, kind, amount, parse_money(self.s.minimum_purchase), self.current_state(book).balance
+        )
+        if refusal is not None:
+            raise Refused(*refusal)
 
     def handle_command(self, value: bytes) -> list[Output]:
         _, cmd = self.codec.decode(value, expect="funding_command")
         try:
             book = self.book(cmd["tenant_id"])
             self.check_funding(book, cmd["kind"], cmd["amount"])
-            self.check_balance_room(book, cmd["amount"])
             if cmd["currency"] != book.tenant.currency:
                 raise Refused(400, f"currency {cmd['currency']} is not the tenant's {book.tenant.currency}")
         except Refused as exc:
