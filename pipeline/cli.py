@@ -36,10 +36,15 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.dev import stack
 
     if args.action == "up":
-        _print_report("embedded stack:", stack.up(settings))
+        _print_report("embedded stack:", stack.up(settings, fresh=args.fresh, keep_redis=args.keep_redis))
         print(f"  kafka  {settings.bootstrap}\n  redis  {settings.redis}")
+        split = stack.split_warning(settings)
+        if split:
+            print(split, file=sys.stderr)
+            return 4
     elif args.action == "down":
         _print_report("embedded stack:", stack.down(settings))
+        print(stack.DOWN_WARNING, file=sys.stderr)
     else:
         report = stack.status(settings)
         _print_report("embedded stack:", report)
@@ -135,9 +140,9 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.rebuild import rebuild
 
-    report = rebuild(settings, check=args.check, only=args.tenant)
+    report = rebuild(settings, check=args.check, only=args.tenant, force=args.force)
     print("\n".join(report.lines(args.check)))
-    return 3 if args.check and report.differing else 0
+    return 3 if args.check and report.failed else 0
 
 
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("stack", cmd_stack, "the embedded broker and Redis")
     s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("--fresh", action="store_true", help="up: wipe the embedded Redis (start over with no state)")
+    s.add_argument(
+        "--keep-redis",
+        action="store_true",
+        help="up: keep Redis state that no ledger backs (balances go on; rebuild --check will differ)",
+    )
 
     t = command("topics", cmd_topics, "create every topic (idempotent)")
     t.add_argument("action", choices=["create"])
@@ -262,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="compare Redis with the ledger, write nothing (exit 3 if differ)"
     )
     b.add_argument("--tenant", help="only this tenant")
+    b.add_argument(
+        "--force", action="store_true", help="rebuild even from a ledger that lacks tenants or calls Redis holds"
+    )
 
     r = command("rate", cmd_rate, "offline rating through the pure core")
     r.add_argument("--tenants", required=True)

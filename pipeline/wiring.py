@@ -18,7 +18,7 @@ from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.files import load_rates
 from pipeline.adapters.kafka import consumer, producer
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.store import Store
+from pipeline.adapters.store import SPLIT_KEY, Store
 from pipeline.charging.leases import TransactionLeases
 from pipeline.charging.worker import ChargingWorker
 from pipeline.config import Settings
@@ -66,6 +66,13 @@ def charging_worker(
         raise FatalError(str(exc)) from None
     c = codec(settings)
     s = store(settings)
+    split = s.r.get(SPLIT_KEY)
+    if split:
+        reason = split.decode() if isinstance(split, bytes) else split
+        raise FatalError(
+            f"{reason}. Choose first: `callcharge stack up --fresh` (wipe Redis) or "
+            "`callcharge stack up --keep-redis` (keep it), or restore the ledger topics"
+        )
     worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     transactional_id = f"{settings.transactional_id_prefix}-{worker_id}"
     leases = TransactionLeases(settings, s.r, transactional_id)

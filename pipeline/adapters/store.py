@@ -32,6 +32,11 @@ _HEAD = struct.Struct(">iqH")
 _REC = struct.Struct(">BI")
 
 
+# Set by `callcharge stack up` when Redis holds state that no ledger backs (the embedded
+# broker keeps its topics in memory and came back empty): workers refuse to charge on it.
+SPLIT_KEY = "cc:ledger-split"
+
+
 def tenant_key(tenant_id: str) -> str:
     return f"cc:{{{tenant_id}}}"
 
@@ -156,6 +161,23 @@ class Store:
             return None
         raw = self.r.get(key)
         return json.loads(raw) if raw else None
+
+    def stored_tenants(self) -> set[str]:
+        """Every tenant with a balance state in Redis (a scan: for checks, not the hot path)."""
+        out = set()
+        for key in self.r.scan_iter(match="cc:{*}", count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            if name.endswith("}") and self.r.hexists(name, "state"):
+                out.add(name[4:-1])
+        return out
+
+    def stored_calls(self, tenant_id: str) -> set[str]:
+        """The call ids of a tenant with a record in Redis (a scan: for checks)."""
+        prefix = call_key(tenant_id, "")
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k))[len(prefix) :]
+            for k in self.r.scan_iter(match=prefix + "*", count=1000)  # tenant ids hold no glob character
+        }
 
     def load_config(self, tenant_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(tenant_key(tenant_id), "config")

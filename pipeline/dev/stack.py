@@ -18,6 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
+from pipeline import wiring
+from pipeline.adapters.store import SPLIT_KEY
 from pipeline.config import Settings
 from pipeline.errors import FatalError
 
@@ -141,8 +145,39 @@ def _command(settings: Settings, svc: Service) -> list[str]:
     ]
 
 
-def up(settings: Settings, timeout: float = 30.0, only: str | None = None) -> dict[str, str]:
-    """Start what is not running (or just the service named `only`); a line per service."""
+DOWN_WARNING = (
+    "warning: the embedded broker keeps its topics in memory: the ledger (charges, balance events), "
+    "dead letters and tenant configuration died with it. Redis (in the state dir) keeps balances and call "
+    "records; the next `stack up` will say so and `charge` will wait for your choice."
+)
+
+
+def split_warning(settings: Settings) -> str:
+    """What to tell the operator when Redis holds state that no ledger backs, or ""."""
+    try:
+        reason = wiring.redis_client(settings, socket_timeout_s=5).get(SPLIT_KEY)
+    except redis.RedisError:
+        return ""
+    if not reason:
+        return ""
+    return (
+        f"warning: {reason.decode() if isinstance(reason, bytes) else reason}\n"
+        "  `callcharge charge` refuses to run on this until you choose:\n"
+        "    callcharge stack up --fresh       start over: wipe Redis (balances and call records)\n"
+        "    callcharge stack up --keep-redis  keep Redis as it is (the new ledger will not reach back;\n"
+        "                                      `rebuild --check` will report what Redis holds beyond it)\n"
+        "  or restore the ledger topics from a copy, then `callcharge rebuild --check`."
+    )
+
+
+def up(
+    settings: Settings, timeout: float = 30.0, only: str | None = None, fresh: bool = False, keep_redis: bool = False
+) -> dict[str, str]:
+    """Start what is not running (or just the service named `only`); a line per service.
+
+    A broker started here is empty (it keeps topics in memory): when Redis holds state from
+    before, that state has no ledger behind it, and the split is marked in Redis for the
+    workers to refuse (`split_warning`). `fresh` wipes Redis; `keep_redis` accepts it."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, str] = {}
     todo = []
@@ -185,7 +220,28 @@ def up(settings: Settings, timeout: float = 30.0, only: str | None = None) -> di
                 raise FatalError(f"{svc.name} did not answer on port {svc.port} within {timeout:.0f}s")
             time.sleep(0.05)
         report[svc.name] = f"started (pid {proc.pid}, port {svc.port})"
+    if only in (None, "redis"):
+        _mark_split(
+            settings, broker_started=any(svc.name == "broker" for svc, _ in started), fresh=fresh, keep=keep_redis
+        )
     return report
+
+
+def _mark_split(settings: Settings, broker_started: bool, fresh: bool, keep: bool) -> None:
+    r = wiring.redis_client(settings, socket_timeout_s=5)
+    if fresh:
+        r.flushdb()
+        return
+    if keep:
+        r.delete(SPLIT_KEY)
+        return
+    if broker_started and next(iter(r.scan_iter(match="cc:{*", count=1000)), None) is not None:
+        tenants = sum(1 for _ in r.scan_iter(match="cc:{*}", count=1000))
+        r.set(
+            SPLIT_KEY,
+            f"Redis holds state of about {tenants} tenants from before, but the embedded broker started empty "
+            f"(at {time.strftime('%Y-%m-%d %H:%M:%S')}): no ledger backs that state",
+        )
 
 
 def down(settings: Settings, timeout: float = 10.0, only: str | None = None) -> dict[str, str]:

@@ -47,6 +47,17 @@ class Report:
     calls_restored: int = 0
     calls_present: int = 0
     unknown_tenants: set[str] = field(default_factory=set)
+    # what Redis holds that the ledger lacks: a ledger lost or read short
+    unbacked_tenants: set[str] = field(default_factory=set)
+    unbacked_calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unbacked(self) -> bool:
+        return bool(self.unbacked_tenants or self.unbacked_calls)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.differing) or self.unbacked
 
     def lines(self, check: bool) -> list[str]:
         out = [f"{self.tenants} tenants: {self.matching} match the ledger, {len(self.differing)} differ"]
@@ -54,6 +65,15 @@ class Report:
             out.append(f"  {tid}: " + "; ".join(diffs[:4]) + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else ""))
         if self.unknown_tenants:
             out.append(f"  ledger records of {len(self.unknown_tenants)} tenants with no configuration: left alone")
+        if self.unbacked_tenants:
+            shown = ", ".join(sorted(self.unbacked_tenants)[:5])
+            out.append(
+                f"  Redis holds the balance state of {len(self.unbacked_tenants)} tenants the ledger lacks ({shown}): "
+                "the ledger topics were lost or read short"
+            )
+        if self.unbacked_calls:
+            n = sum(self.unbacked_calls.values())
+            out.append(f"  Redis holds {n} call records of {len(self.unbacked_calls)} tenants the ledger lacks")
         if not check:
             out.append(
                 f"rebuilt {self.rebuilt} tenant states; restored {self.calls_restored} call records "
@@ -62,7 +82,10 @@ class Report:
         return out
 
 
-def rebuild(settings: Settings, check: bool = False, only: str | None = None) -> Report:
+def rebuild(settings: Settings, check: bool = False, only: str | None = None, force: bool = False) -> Report:
+    """Compare (check) or restore Redis from the ledger. Refuses to write when Redis holds
+    tenants or calls the ledger lacks (it would shrink state to a ledger that lost records)
+    unless `force`."""
     codec = Codec(settings.schemas_dir)
     directory = TenantDirectory(settings, codec, None)
     try:
@@ -84,6 +107,20 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None) ->
     store = wiring.store(settings)
     report = Report(tenants=len(tenants))
     report.unknown_tenants = (set(charges) | set(events)) - set(directory.books)
+    ledger_tenants = set(charges) | set(events) | set(tenants)
+    in_redis = store.stored_tenants() if only is None else ({only} & store.stored_tenants())
+    report.unbacked_tenants = in_redis - ledger_tenants
+    for tid in sorted(in_redis):
+        charged = {rec["call_id"] for rec, _ in charges.get(tid, ())}
+        lacking = len(store.stored_calls(tid) - charged)
+        if lacking:
+            report.unbacked_calls[tid] = lacking
+    if report.unbacked and not check and not force:
+        raise FatalError(
+            "\n".join(report.lines(True)[1:])
+            + "\nrefusing to rebuild: it would overwrite Redis with a ledger that lacks what Redis holds. "
+            "Restore the ledger topics first, or pass --force to rebuild from this ledger anyway"
+        )
     ttl = timedelta(seconds=call_ttl_s(settings.dedup_window_days))
     now = datetime.now(UTC)
     for tid, tenant in sorted(tenants.items()):

@@ -110,3 +110,51 @@ def test_topics_create_brings_an_older_deployments_ledger_retention_in_line(env:
     [(_, fut)] = client.describe_configs([ConfigResource("topic", t.charges)]).items()
     assert fut.result(30)["retention.ms"].value == "-1"
     assert create_topics(env.settings)[t.charges] == "exists"
+
+
+@pytest.mark.slow
+def test_a_restarted_embedded_broker_is_not_passed_off_as_the_ledger(tmp_path: Path) -> None:
+    """`stack down` loses the embedded broker's topics; Redis keeps balances. The split is
+    said out loud, `charge` waits for the operator's choice, `rebuild --check` fails and
+    `rebuild` refuses to shrink Redis to the empty ledger."""
+    state, broker, redis = tmp_path / "state", _free_port(), _free_port()
+    run = lambda *a: cli(state, broker, redis, *a)  # noqa: E731
+    try:
+        assert run("stack", "up").returncode == 0
+        assert run("topics", "create").returncode == 0
+        gen = run(
+            "gen",
+            "--tenants",
+            "3",
+            "--cdrs",
+            "60",
+            "--tenants-out",
+            str(tmp_path / "t.json"),
+            "--cdrs-out",
+            str(tmp_path / "c.jsonl"),
+        )
+        assert gen.returncode == 0, gen.stderr
+        assert run("tenants", "load", str(tmp_path / "t.json")).returncode == 0
+        assert run("ingest", str(tmp_path / "c.jsonl")).returncode == 0
+        charged = run("charge", "--exit-when-idle", "3", "--metrics-port", "0")
+        assert charged.returncode == 0, charged.stderr
+        assert run("rebuild", "--check").returncode == 0  # Redis and the ledger agree
+
+        down = run("stack", "down")
+        assert down.returncode == 0 and "ledger (charges, balance events)" in down.stderr and "died" in down.stderr
+        up = run("stack", "up")
+        assert up.returncode == 4 and "no ledger backs that state" in up.stderr and "--fresh" in up.stderr, up
+        refused = run("charge", "--exit-when-idle", "3", "--metrics-port", "0")
+        assert refused.returncode == 1 and "stack up --fresh" in refused.stderr, refused.stderr
+        assert run("topics", "create").returncode == 0
+        check = run("rebuild", "--check")
+        assert check.returncode == 3 and "Redis holds the balance state of 3 tenants the ledger lacks" in check.stdout
+        shrink = run("rebuild")
+        assert shrink.returncode == 1 and "refusing to rebuild" in shrink.stderr, shrink
+
+        fresh = run("stack", "up", "--fresh")
+        assert fresh.returncode == 0 and "no ledger backs" not in fresh.stderr
+        assert run("rebuild", "--check").returncode == 0
+        assert run("charge", "--exit-when-idle", "2", "--metrics-port", "0").returncode == 0
+    finally:
+        run("stack", "down")
