@@ -103,8 +103,8 @@ def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import wiring
 
-    if not settings.api_token:
-        log.warning("CALLCHARGE_API_TOKEN is not set: the HTTP API refuses every request")
+    if not settings.api_token and not settings.api_tokens_file:
+        log.warning("neither CALLCHARGE_API_TOKEN nor CALLCHARGE_API_TOKENS_FILE is set: the API refuses every request")
     app = wiring.control_app(settings)
     level = {"CRITICAL": "crit", "ERROR": "error", "WARNING": "warn", "DEBUG": "debug"}.get(
         settings.log_level.upper(), "info"
@@ -174,6 +174,17 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
         f"{summary.duplicates} duplicates; {sum(summary.events.values())} events",
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.control.tokens import new_token
+
+    tenants = [t for t in args.tenants.split(",") if t]
+    token, entry = new_token(args.name, args.scope, tenants)
+    print(f"token (shown once, give it to {args.name}): {token}")
+    print("entry for the tokens file (CALLCHARGE_API_TOKENS_FILE):")
+    print(json.dumps(entry))
     return 0
 
 
@@ -289,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--rates", help="rate card CSV (default: the example card)")
     r.add_argument("--out", help="output JSONL (default: stdout)")
+
+    k = command("token", cmd_token, "make an API token scoped to tenants; prints it once and its tokens-file entry")
+    k.add_argument("action", choices=["new"])
+    k.add_argument("--name", required=True, help="who holds it (logged with every funding it makes)")
+    k.add_argument("--scope", choices=["read", "write"], default="read")
+    k.add_argument("--tenants", required=True, help="comma-separated tenant ids, or * for every tenant")
 
     e = command("examples", cmd_examples, "copy the shipped example tenants, CDRs and rate card to DIR")
     e.add_argument("dir", nargs="?", default="callcharge-examples")

@@ -68,7 +68,8 @@ class Settings:
     schemas_dir: Path = SCHEMAS_DIR
     metrics_port: int = 9400
     http_port: int = 8480
-    api_token: str = ""
+    api_token: str = ""  # the operator's token: write scope on every tenant
+    api_tokens_file: str = ""  # tokens scoped to tenants (pipeline/control/tokens.py)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     smtp_password: str = ""

@@ -12,7 +12,7 @@ event loop (heartbeats, web) stays responsive.
 from __future__ import annotations
 
 import asyncio
-import hmac
+import contextvars
 import json
 import logging
 import uuid
@@ -27,8 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from pipeline.adapters.records import dead_letter, tenant_to_avro
 from pipeline.config import Settings
-from pipeline.control import api_input
+from pipeline.control import api_input, openapi
 from pipeline.control.lifecycle import Control, Output
+from pipeline.control.tokens import Principal, Tokens
 from pipeline.errors import OutputsNotAcknowledged, Refused, StateUnreadable
 from processors.control import authorize
 from processors.inputs import DeadLetterReason, Rejected, check
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 # Redis or the broker unreachable: wait it out, the record is not at fault.
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, KafkaException, OutputsNotAcknowledged)
 MAX_TRIES = 5  # then a record that keeps failing is dead-lettered, never retried for ever
+# The token of the request being served (set per request task by Api.dispatch).
+PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 COMMAND_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}"
 
 
@@ -157,15 +160,21 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
         await asyncio.get_running_loop().run_in_executor(None, directory.catch_up)
 
     # -- HTTP -----------------------------------------------------------------------------
-    def authorized(request: Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        return bool(settings.api_token) and hmac.compare_digest(header, f"Bearer {settings.api_token}")
+    tokens = Tokens.load(settings.api_tokens_file, settings.api_token)
 
     class Api(View):
         async def dispatch(self, request: Request) -> Response:
-            if not authorized(request):
+            who = tokens.who(request.headers.get("Authorization", ""))
+            if who is None:
                 metrics.api.labels("401").inc()
                 return self.json({"error": "missing or wrong bearer token"}, status=401)
+            tenant_id = request.match_info.get("tenant_id", "")
+            scope = "read" if request.method in ("GET", "HEAD") else "write"
+            if not who.may(tenant_id, scope):
+                metrics.api.labels("403").inc()
+                denied = f"token {who.name!r} has no {scope} access to tenant {tenant_id!r}"
+                return self.json({"error": denied}, status=403)
+            PRINCIPAL.set(who)
             try:
                 response = await super().dispatch(request)
             except Refused as exc:
@@ -178,7 +187,11 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             return response
 
         async def body(self, request: Request) -> dict[str, Any]:
-            data = json.loads(await request.text() or "null")
+            try:
+                text = (await request.read()).decode("utf-8")
+            except UnicodeDecodeError:
+                raise Refused(400, "body is not UTF-8 text") from None
+            data = json.loads(text or "null")
             if not isinstance(data, dict):
                 raise Refused(400, "body must be a JSON object")
             return data
@@ -186,6 +199,10 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
     @app.page("/health")
     async def health(web: Any, request: Request) -> Response:
         return web.json({"status": "ok", "tenants": len(directory.books)})
+
+    @app.page("/openapi.json")
+    async def openapi_view(web: Any, request: Request) -> Response:
+        return web.json(openapi.document())
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Request) -> Response:
@@ -260,11 +277,19 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 "kind": kind,
                 "amount": amount,
                 "currency": book.tenant.currency,
-                "requested_by": requested_by,
+                "requested_by": requested_by or PRINCIPAL.get().name,
                 "at": control.now(),
             }
             out.produce(t.commands, key=tenant_id.encode(), value=codec.encode("funding_command", record))
             out.flush(10)
+            log.info(
+                "funding %s of %s %s for tenant %s accepted from token %r",
+                command_id,
+                format_money(amount),
+                book.tenant.currency,
+                tenant_id,
+                PRINCIPAL.get().name,
+            )
             return self.json({"command_id": command_id, "status": "accepted"}, status=202)
 
     @app.page("/v1/tenants/{tenant_id}/auto-recharge")
@@ -283,17 +308,21 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             body = await self.body(request)
             api_input.only(body, {"enabled", "amount", "trigger"})
             enabled = api_input.boolean(body, "enabled")
+            given = {  # turning it off keeps the amounts unless given
+                k: format_money(api_input.money(body, k, positive=(k == "amount")))
+                for k in ("amount", "trigger")
+                if enabled or body.get(k) is not None
+            }
+            control.book(tenant_id)  # 404 for a tenant nobody configured
             raw = store.load_config(tenant_id)
             if raw is None:
-                raise Refused(404, f"unknown tenant {tenant_id!r}")
+                raise Refused(503, f"tenant {tenant_id!r}: configuration not materialized yet; try again")
             entry = _entry_from_config(raw)
             current = raw.get("auto_recharge") or {}
             settings_now = {
                 k: format_money(int(current[k])) if current.get(k) is not None else "0" for k in ("amount", "trigger")
             }
-            for k in ("amount", "trigger"):
-                if enabled or body.get(k) is not None:  # turning it off keeps the amounts unless given
-                    settings_now[k] = format_money(api_input.money(body, k, positive=(k == "amount")))
+            settings_now.update(given)
             entry["auto_recharge"] = {"enabled": enabled, **settings_now}
             try:
                 record = tenant_to_avro(entry, control.now())

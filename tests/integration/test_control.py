@@ -79,7 +79,8 @@ class ControlProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ControlProc:
-        with open(self.env.work / f"control-{time.monotonic_ns()}.log", "wb") as log:
+        self.log_path = self.env.work / f"control-{time.monotonic_ns()}.log"
+        with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, *self.command],
                 cwd=REPO,
@@ -94,6 +95,9 @@ class ControlProc:
     def kill(self) -> None:
         assert self.proc is not None
         kill(self.proc)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())

@@ -1,0 +1,199 @@
+"""The OpenAPI 3.0 document of the HTTP API, served at /openapi.json and checked against the
+live API by a property-based run (tests/integration/test_api_contract.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MONEY = {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,6})?$", "example": "50.00"}
+ERROR = {
+    "description": "refused, with the reason",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}, "original": {"type": "object"}},
+            }
+        }
+    },
+}
+COMMAND_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"}
+TENANT = {
+    "name": "tenant_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    base = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "503": ERROR}
+    return {**base, **{str(c): ERROR for c in codes}}
+
+
+BALANCE = {
+    "type": "object",
+    "required": ["tenant_id", "currency", "balance", "deficit", "lots"],
+    "properties": {
+        "tenant_id": {"type": "string"},
+        "currency": {"type": "string"},
+        "balance": {"type": "string"},
+        "deficit": {"type": "string"},
+        "recharge_in_flight": {"type": "string", "nullable": True},
+        "lots": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["lot_id", "amount", "remaining", "purchased_at", "expires_at", "expired"],
+                "properties": {
+                    "lot_id": {"type": "string"},
+                    "amount": {"type": "string"},
+                    "remaining": {"type": "string"},
+                    "purchased_at": {"type": "string"},
+                    "expires_at": {"type": "string"},
+                    "expired": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+AUTO_RECHARGE = {
+    "type": "object",
+    "required": ["enabled"],
+    "additionalProperties": False,
+    "properties": {"enabled": {"type": "boolean"}, "amount": MONEY, "trigger": MONEY},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "callcharge control API",
+            "version": "1",
+            "description": "Communications Credits balance, funding, auto-recharge and call authorization. "
+            "Every /v1 route needs `Authorization: Bearer <token>`; a token is scoped to tenants, read or write.",
+        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/health": {
+                "get": {
+                    "security": [],
+                    "responses": {"200": _json({"type": "object", "required": ["status"]})},
+                }
+            },
+            "/v1/tenants/{tenant_id}/balance": {
+                "get": {"parameters": [TENANT], "responses": {"200": _json(BALANCE), **_errors()}}
+            },
+            "/v1/tenants/{tenant_id}/transactions": {
+                "get": {
+                    "parameters": [
+                        TENANT,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["tenant_id", "transactions"],
+                                "properties": {"transactions": {"type": "array", "items": {"type": "object"}}},
+                            }
+                        ),
+                        **_errors(),
+                    },
+                }
+            },
+            "/v1/tenants/{tenant_id}/funds": {
+                "post": {
+                    "parameters": [TENANT],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["amount"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "amount": MONEY,
+                                        "command_id": {
+                                            "type": "string",
+                                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
+                                        },
+                                        "kind": {"type": "string", "enum": ["manual", "partner"]},
+                                        "requested_by": {"type": "string", "minLength": 1, "maxLength": 200},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            {"type": "object", "required": ["command_id", "status"]}, "accepted: applied once"
+                        ),
+                        **_errors(409),
+                    },
+                }
+            },
+            "/v1/tenants/{tenant_id}/auto-recharge": {
+                "get": {
+                    "parameters": [TENANT],
+                    "responses": {"200": _json({"type": "object", "required": ["enabled"]}), **_errors()},
+                },
+                "put": {
+                    "parameters": [TENANT],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": AUTO_RECHARGE}}},
+                    "responses": {"202": _json({"type": "object", "required": ["status"]}), **_errors(409)},
+                },
+            },
+            "/v1/tenants/{tenant_id}/authorize": {
+                "post": {
+                    "parameters": [TENANT],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["user_id", "number"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                                        "number": {"type": "string", "minLength": 1, "maxLength": 200},
+                                        "call_type": {"type": "string", "minLength": 1, "maxLength": 200},
+                                        "caller": {"type": "string", "minLength": 1, "maxLength": 200},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["allowed", "bucket", "reason"],
+                                "properties": {
+                                    "allowed": {"type": "boolean"},
+                                    "bucket": {"type": "string"},
+                                    "max_minutes": {"type": "integer", "nullable": True},
+                                    "reason": {"type": "string"},
+                                },
+                            }
+                        ),
+                        **_errors(),
+                    },
+                }
+            },
+        },
+    }
