@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit test-integration lint format bench stack-up stack-down clean
+.PHONY: help setup demo test test-unit test-integration lint format bench soak stack-up stack-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 
 bench: $(STAMP) ## raw Kafka passthrough vs the charging worker, 1 and N processes, medians of 3 rounds; writes bench/results.json
 	$(BIN)/callcharge bench
+
+soak: $(STAMP) ## 200 000 CDRs, 2 workers, 20 SIGKILLs, a Redis restart, control kills, 1 % hostile input; writes bench/soak.json
+	$(BIN)/callcharge soak
 
 stack-up: $(STAMP) ## start the embedded broker and Redis (ports 19092, 16379)
 	$(BIN)/callcharge stack up

@@ -222,6 +222,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo.main(args, settings)
 
 
+def cmd_soak(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.dev import soak
+
+    return soak.run(n_cdrs=args.cdrs, kills=args.kills, out=Path(args.out))
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.dev import bench
 
@@ -321,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tenants", type=int, default=8)
     d.add_argument("--cdrs", type=int, default=3000)
     d.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+
+    so = command("soak", cmd_soak, "long adversarial run: kills, a Redis restart, hostile input; exact or exit 1")
+    so.add_argument("--cdrs", type=int, default=200_000)
+    so.add_argument("--kills", type=int, default=20)
+    so.add_argument("--out", default="bench/soak.json")
 
     b = command("bench", cmd_bench, "raw passthrough vs charging worker, latency percentiles")
     b.add_argument("--cdrs", type=int, default=100000)

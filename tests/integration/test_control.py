@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -401,3 +402,36 @@ def test_control_restarted_at_random_moments_pays_and_mails_once(env: Env, smtp:
     assert [k for k, v in ids.items() if v > 1] == []  # no email twice
     assert sum("recharged" in m["subject"] for m in smtp.messages) == 2 * len(tids)
     control.kill()
+
+
+def test_both_workers_stop_cleanly_on_sigterm_within_seconds(env: Env, smtp: Inbox) -> None:
+    """SIGTERM (a rollout, a scale-down) stops each worker within a few seconds, even with a
+    funding command that cannot be applied in the stream (it is dead-lettered, not retried
+    for ever) and a charging worker busy with a backlog."""
+    tid = f"{env.tag}term"
+    env.publish([tenant(tid, "5")], calls(tid, 400, 30))
+    env.produce_record(
+        env.settings.topic.commands,
+        tid,
+        "funding_command",
+        {  # past the money range: refused with its reason, the stream goes on
+            "command_id": f"{tid}-huge",
+            "tenant_id": tid,
+            "kind": "manual",
+            "amount": 2**62,
+            "currency": "USD",
+            "requested_by": "batch-import",
+            "at": datetime.now(UTC),
+        },
+    )
+    control = ControlProc(env, smtp).start()
+    worker = env.worker(idle=None)
+    wait_for(lambda: any(e["type"] == "funding_refused" for e in events(env, tid)), timeout=60)
+    refused = next(e for e in events(env, tid) if e["type"] == "funding_refused")
+    assert "maximum" in refused["attributes"]["reason"]
+    for proc in (worker, control.proc):
+        assert proc is not None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert wait_exit(proc, timeout=15) in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 10
