@@ -13,6 +13,7 @@ double payment or double email.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import signal
 import socket
@@ -64,6 +65,7 @@ class Mailbox:
                         box.ids[line.split(":", 1)[1].strip()] += 1
                 return "250 OK"
 
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self.port = _free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
         self.controller.start()

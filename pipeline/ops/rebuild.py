@@ -37,6 +37,10 @@ from pipeline.errors import FatalError
 from processors.model import Event
 from processors.replay import LedgerGap, differences, state_from_ledger
 
+# Records the control worker keeps beside the call records (pipeline/control/ledger_ops.py):
+# its operations on a balance, whose effects are balance events, not charges.
+CONTROL_OPS = ("fund:", "recharge:", "abandon:", "expire:")
+
 
 @dataclass
 class Report:
@@ -112,7 +116,8 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None, fo
     report.unbacked_tenants = in_redis - ledger_tenants
     for tid in sorted(in_redis):
         charged = {rec["call_id"] for rec, _ in charges.get(tid, ())}
-        lacking = len(store.stored_calls(tid) - charged)
+        calls = {c for c in store.stored_calls(tid) if not c.startswith(CONTROL_OPS)}
+        lacking = len(calls - charged)
         if lacking:
             report.unbacked_calls[tid] = lacking
     if report.unbacked and not check and not force:
