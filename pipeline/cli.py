@@ -145,6 +145,53 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 3 if args.check and report.failed else 0
 
 
+def _write(text: str, out: str | None) -> None:
+    if out:
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        print(f"written to {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops import reports
+
+    try:
+        ledger = reports.read_ledger(settings, args.tenant)
+        month = reports.check_month(args.month, ledger.tenants[args.tenant], datetime.now(UTC))
+    except InputError as exc:
+        print(f"callcharge report: {exc}", file=sys.stderr)
+        return 2
+    fmt = args.format or ("text" if args.kind == "statement" else "csv")
+    if args.kind == "usage":
+        _write(reports.usage_report(ledger, args.tenant, month, fmt), args.out)
+    elif args.kind == "pools":
+        _write(reports.pools_report(ledger, args.tenant, month, fmt), args.out)
+    else:
+        text, st = reports.statement_report(ledger, args.tenant, month, fmt)
+        _write(text, args.out)
+        if not st.adds_up:
+            print("callcharge report: the statement does not add up: the ledger is incomplete", file=sys.stderr)
+            return 3
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ops import reports
+
+    try:
+        start, end = reports.parse_day(args.start, "--from"), reports.parse_day(args.end, "--to")
+        if end < start:
+            raise InputError("--to is before --from")
+        ledger = reports.read_ledger(settings, args.tenant)
+    except InputError as exc:
+        print(f"callcharge export: {exc}", file=sys.stderr)
+        return 2
+    _write(reports.export_charges(ledger, start, end, args.format), args.out)
+    return 0
+
+
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.rate import rate
 
@@ -293,6 +340,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--force", action="store_true", help="rebuild even from a ledger that lacks tenants or calls Redis holds"
     )
+
+    rp = command("report", cmd_report, "finance's reports from the ledger: PSTN usage, minute pools, statement")
+    rp.add_argument("kind", choices=["usage", "pools", "statement"])
+    rp.add_argument("--tenant", required=True)
+    rp.add_argument("--month", help="YYYY-MM in the tenant's time zone (default: the current month)")
+    rp.add_argument(
+        "--format", choices=["csv", "json"], default=None, help="usage, pools: csv (default); statement: text"
+    )
+    rp.add_argument("--out", help="write to this file (default: stdout)")
+
+    ex = command("export", cmd_export, "the ledger as flat rows for a spreadsheet or a warehouse (one per segment)")
+    ex.add_argument("what", choices=["charges"])
+    ex.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD", help="first call start date (UTC)")
+    ex.add_argument("--to", dest="end", required=True, metavar="YYYY-MM-DD", help="last call start date (UTC)")
+    ex.add_argument("--tenant")
+    ex.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    ex.add_argument("--out")
 
     r = command("rate", cmd_rate, "offline rating through the pure core")
     r.add_argument("--tenants", required=True)

@@ -339,6 +339,15 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
         domestic=r.domestic,
         flags=tuple(flags),
         month=month,
+        graph_call_id=cdr.graph_call_id,
+        conference_id=cdr.conference_id,
+        usage_country=cdr.usage_country,
+        user_principal_name=cdr.user_principal_name,
+        user_display_name=cdr.user_display_name,
+        caller_number=cdr.caller_number,
+        callee_number=cdr.callee_number,
+        tariff=tariff,
+        rate_card=rates.version if tariff is not None else None,
     )
     return charge, events
 

@@ -116,6 +116,16 @@ def charge_to_dict(charge: Charge) -> dict[str, Any]:
         "destination_country": charge.destination_country,
         "number_type": charge.number_type,
         "flags": list(charge.flags),
+        "tariff": None
+        if charge.tariff is None
+        else {
+            "rate_id": charge.tariff.rate_id,
+            "price_per_minute": format_money(charge.tariff.price_per_minute),
+            "connection_fee": format_money(charge.tariff.connection_fee),
+            "first_increment": charge.tariff.first_increment,
+            "next_increment": charge.tariff.next_increment,
+        },
+        "rate_card": charge.rate_card,
     }
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .frozen import frozen
+
+if TYPE_CHECKING:
+    from .rating import Tariff
 
 # Call types of the PSTN usage report.
 INBOUND = frozenset({"user_in", "conf_in", "unassigned_in", "ucap_in"})
@@ -154,6 +157,17 @@ class Charge:
     domestic: bool | None
     flags: tuple[str, ...] = ()
     month: str = ""
+    # what the usage report shows of the call, as the CDR said it
+    graph_call_id: str | None = None
+    conference_id: str | None = None
+    usage_country: str | None = None
+    user_principal_name: str | None = None
+    user_display_name: str | None = None
+    caller_number: str | None = None
+    callee_number: str | None = None
+    # how it was priced: the tariff (None when none matched) and the rate card's version
+    tariff: Tariff | None = None
+    rate_card: str | None = None
 
 
 @frozen

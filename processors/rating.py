@@ -8,6 +8,7 @@ price per minute, a connection fee and increments. Default: billed per started m
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Iterable, Mapping
 
 from .errors import DomainError
@@ -54,13 +55,20 @@ class Tariff:
         return ceil_div(seconds * self.price_per_minute, 60)
 
 
+def _version(items: object) -> str:
+    return "sha256:" + hashlib.sha256(repr(items).encode()).hexdigest()[:16]
+
+
 # Used for pool-only calls when no tariff is known: per started minute.
 PER_MINUTE = Tariff("default", 0)
 
 
 class RateCard:
-    def __init__(self, tariffs: Mapping[tuple[str, str, str, str, str], Tariff]):
+    def __init__(self, tariffs: Mapping[tuple[str, str, str, str, str], Tariff], version: str = ""):
         self._tariffs = dict(tariffs)
+        # The card's identity, named by every charge priced with it: a content hash, so a
+        # replica that loaded another card during a rollout shows it, and so does a re-rating.
+        self.version = version or _version(sorted((k, t) for k, t in self._tariffs.items()))
         # lookup() answers, memoized: the card never changes and the keys are few
         self._found: dict[tuple[str, str, str | None, str | None, str], Tariff | None] = {}
 
@@ -123,4 +131,6 @@ class RateCard:
     @classmethod
     def from_csv_text(cls, text: str) -> RateCard:
         lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        return cls.from_rows(csv.DictReader(lines))
+        card = cls.from_rows(csv.DictReader(lines))
+        card.version = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+        return card

@@ -104,6 +104,23 @@ def charge_to_avro(c: Charge, partition: int, offset: int, charged_at: datetime)
         "source_partition": partition,
         "source_offset": offset,
         "charged_at": charged_at,
+        "graph_call_id": c.graph_call_id,
+        "conference_id": c.conference_id,
+        "usage_country": c.usage_country,
+        "user_principal_name": c.user_principal_name,
+        "user_display_name": c.user_display_name,
+        "caller_number": c.caller_number,
+        "callee_number": c.callee_number,
+        "tariff": None
+        if c.tariff is None
+        else {
+            "rate_id": c.tariff.rate_id,
+            "price_per_minute": c.tariff.price_per_minute,
+            "connection_fee": c.tariff.connection_fee,
+            "first_increment": c.tariff.first_increment,
+            "next_increment": c.tariff.next_increment,
+        },
+        "rate_card": c.rate_card,
     }
 
 

@@ -1,0 +1,448 @@
+"""Finance's reports from the ledger, pure: the PSTN usage report, the minute pools report,
+the monthly statement and the flat charge export. Input is the committed ledger as decoded
+records (charges in their Avro shape, balance events as `Event`); the caller reads them.
+
+A record belongs to the month of its time in the tenant's time zone: a charge to the month
+of its call's start (the `month` it carries, the month its pools were drawn in), an event to
+the month of its `at`. Money stays integer micro-units here; the writers format it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from phonenumbers.geocoder import _region_display_name
+
+from . import tables
+from .calendar import month_key
+from .charging import ZONE_A_POOL, prepare
+from .model import BILLABLE, INBOUND, OVERAGE, Event, Tenant
+from .money import format_money, parse_money
+
+USAGE_COLUMNS = (
+    "UsageId",
+    "Call ID",
+    "Conference ID",
+    "User Location",
+    "AAD ObjectId",
+    "UPN",
+    "User Display Name",
+    "Caller ID",
+    "Call Type",
+    "Number Type",
+    "Domestic/International",
+    "Destination Dialed",
+    "Destination Number",
+    "Start Time",
+    "End Time",
+    "Duration Seconds",
+    "Connection Fee",
+    "Charge",
+    "Currency",
+    "Capability",
+)
+
+PLAN_NAMES = {
+    "MCOPSTN1": "Domestic Calling Plan",
+    "MCOPSTN2": "Domestic and International Calling Plan",
+    "MCOPSTN5": "Domestic Calling Plan (120 minutes)",
+    "MCOPSTN6": "Domestic Calling Plan (240 minutes)",
+    "MCOPSTN8": "Domestic Calling Plan (120 minutes, per user)",
+    "MCOMEETADD": "Audio Conferencing dial-out to Zone A",
+}
+
+
+def unique_charges(charges: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One record per call id (an at-least-once reader may see a record twice), in order."""
+    seen: dict[str, Mapping[str, Any]] = {}
+    for c in charges:
+        seen.setdefault(c["call_id"], c)
+    return list(seen.values())
+
+
+def unique_events(events: Iterable[Event]) -> list[Event]:
+    seen: dict[str, Event] = {}
+    for e in events:
+        seen.setdefault(e.event_id, e)
+    return list(seen.values())
+
+
+# -- the PSTN usage report ----------------------------------------------------------------------
+
+
+def mask(number: str | None, tenant_country: str) -> str:
+    """An external number as the tenant's country shows it: its trailing digits replaced by
+    `*` where data/number_masking.csv says so, whole elsewhere."""
+    if not number:
+        return ""
+    n = tables.number_masking().get(tenant_country.upper(), 0)
+    if n <= 0:
+        return number
+    digits = sum(ch.isdigit() for ch in number)
+    hide = min(n, max(0, digits - 1))
+    out, left = [], hide
+    for ch in reversed(number):
+        if left and ch.isdigit():
+            out.append("*")
+            left -= 1
+        else:
+            out.append(ch)
+    return "".join(reversed(out))
+
+
+def utc_iso(at: datetime) -> str:
+    """ISO 8601 in UTC, to the second: 2026-11-10T12:00:00Z."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def usage_row(c: Mapping[str, Any], tenant: Tenant) -> dict[str, str]:
+    """One row of the PSTN usage report for one charge record. The tenant's own number (the
+    callee of an inbound call, the caller of an outbound one) is shown whole; the other
+    party's is masked by the tenant's country."""
+    inbound = c["call_type"] in INBOUND
+    caller = c.get("caller_number") or ""
+    callee = c.get("callee_number") or ""
+    if inbound:
+        caller = mask(caller, tenant.country)
+    else:
+        callee = mask(callee, tenant.country)
+    country = c.get("destination_country")
+    domestic = c.get("domestic")
+    return {
+        "UsageId": c["call_id"],
+        "Call ID": c.get("graph_call_id") or "",
+        "Conference ID": c.get("conference_id") or "",
+        "User Location": c.get("usage_country") or _user_country(tenant, c["user_id"]),
+        "AAD ObjectId": c["user_id"],
+        "UPN": c.get("user_principal_name") or "",
+        "User Display Name": c.get("user_display_name") or "",
+        "Caller ID": caller,
+        "Call Type": c["call_type"],
+        "Number Type": _number_type(c),
+        "Domestic/International": "" if domestic is None else ("Domestic" if domestic else "International"),
+        "Destination Dialed": _region_display_name(country, "en") if country else "",
+        "Destination Number": callee,
+        "Start Time": utc_iso(c["start_time"]),
+        "End Time": utc_iso(c["end_time"]),
+        "Duration Seconds": str(c["duration_s"]),
+        "Connection Fee": format_money(c["connection_fee"]),
+        "Charge": format_money(c["amount"]),
+        "Currency": c["currency"],
+        "Capability": c["capability"],
+    }
+
+
+def _user_country(tenant: Tenant, user_id: str) -> str:
+    user = tenant.users.get(user_id)
+    return user.usage_country if user is not None else ""
+
+
+def _number_type(c: Mapping[str, Any]) -> str:
+    """The kind of the tenant's own number on the call, as the admin center names it."""
+    if c["call_type"] in INBOUND and c.get("number_type") == "tollfree":
+        return "Toll free"
+    if not c["user_id"]:
+        return "Service"
+    return "User geographic"
+
+
+def usage(tenant: Tenant, charges: Iterable[Mapping[str, Any]], month: str) -> list[dict[str, str]]:
+    rows = [c for c in unique_charges(charges) if c["tenant_id"] == tenant.tenant_id and c["month"] == month]
+    rows.sort(key=lambda c: (c["start_time"], c["call_id"]))
+    return [usage_row(c, tenant) for c in rows]
+
+
+# -- the minute pools report ---------------------------------------------------------------------
+
+
+def pools(tenant: Tenant, charges: Iterable[Mapping[str, Any]], month: str) -> list[dict[str, Any]]:
+    """Per pool: country, capability description, total, used and available minutes and the
+    capability, for `month`. MCOPSTN8 pools (one per user) are summed per country; the
+    international allowance of the domestic-and-international plan is its own row."""
+    book = prepare(tenant)
+    used: Counter[tuple[str, str]] = Counter()
+    for c in unique_charges(charges):
+        if c["tenant_id"] != tenant.tenant_id or c["month"] != month:
+            continue
+        for s in c["segments"]:
+            if s["pool"] is not None and s["minutes"]:
+                dim = "dom" if s["pool"] == ZONE_A_POOL or c["domestic"] else "intl"
+                used[(_pool_group(s["pool"]), dim)] += s["minutes"]
+    totals: Counter[tuple[str, str]] = Counter()
+    for pool, (dom, intl) in book.pools.items():
+        totals[(_pool_group(pool), "dom")] += dom
+        if intl:
+            totals[(_pool_group(pool), "intl")] += intl
+    rows = []
+    for (group, dim), total in sorted(totals.items()):
+        if not total and not used[(group, dim)]:
+            continue
+        capability, country = _pool_parts(group)
+        name = PLAN_NAMES.get(capability, capability)
+        if dim == "intl":
+            name += " (international)"
+        n = used[(group, dim)]
+        rows.append(
+            {
+                "country": country,
+                "capability_description": name,
+                "total_minutes": total,
+                "used_minutes": n,
+                "available_minutes": max(0, total - n),
+                "capability": capability,
+            }
+        )
+    return rows
+
+
+def _pool_group(pool: str) -> str:
+    if pool == ZONE_A_POOL:
+        return "zone_a"
+    parts = pool.split(":")  # cp:PLAN:COUNTRY or cp:MCOPSTN8:user:ID
+    return f"cp:{parts[1]}:{parts[2]}" if parts[2] != "user" else f"cp:{parts[1]}:per-user"
+
+
+def _pool_parts(group: str) -> tuple[str, str]:
+    if group == "zone_a":
+        return "MCOMEETADD", "Zone A"
+    _, capability, country = group.split(":")
+    return capability, "" if country == "per-user" else country
+
+
+# -- the monthly statement --------------------------------------------------------------------------
+
+
+@dataclass
+class Statement:
+    tenant_id: str
+    month: str
+    currency: str
+    opening_balance: int = 0
+    opening_deficit: int = 0
+    fundings: list[dict[str, Any]] = field(default_factory=list)
+    charges_by_bucket: dict[str, int] = field(default_factory=dict)
+    charges_by_capability: dict[str, int] = field(default_factory=dict)
+    charges: int = 0  # taken from the balance (billable segments)
+    overage: int = 0  # post-paid, billed on the invoice (not from the balance)
+    adjustments: int = 0  # re-rating of calls charged before (taken from the balance)
+    expiries: list[dict[str, Any]] = field(default_factory=list)
+    closing_balance: int = 0
+    closing_deficit: int = 0
+
+    @property
+    def funding(self) -> int:
+        return sum(f["amount"] for f in self.fundings)
+
+    @property
+    def expired(self) -> int:
+        return sum(x["amount"] for x in self.expiries)
+
+    @property
+    def adds_up(self) -> bool:
+        return (
+            self.opening_balance + self.funding - self.charges - self.adjustments - self.expired == self.closing_balance
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        m = format_money
+        return {
+            "tenant_id": self.tenant_id,
+            "month": self.month,
+            "currency": self.currency,
+            "opening_balance": m(self.opening_balance),
+            "opening_deficit": m(self.opening_deficit),
+            "fundings": [
+                {**f, "amount": m(f["amount"]), "deficit_covered": m(f["deficit_covered"])} for f in self.fundings
+            ],
+            "funding": m(self.funding),
+            "charges_by_bucket": {k: m(v) for k, v in sorted(self.charges_by_bucket.items())},
+            "charges_by_capability": {k: m(v) for k, v in sorted(self.charges_by_capability.items())},
+            "charges": m(self.charges),
+            "overage": m(self.overage),
+            "adjustments": m(self.adjustments),
+            "expiries": [{**x, "amount": m(x["amount"])} for x in self.expiries],
+            "expired": m(self.expired),
+            "closing_balance": m(self.closing_balance),
+            "closing_deficit": m(self.closing_deficit),
+            "adds_up": self.adds_up,
+        }
+
+    def lines(self) -> list[str]:
+        m, cur = format_money, self.currency
+        out = [
+            f"statement of {self.tenant_id} for {self.month} ({cur})",
+            f"  opening balance          {m(self.opening_balance):>14}   (deficit {m(self.opening_deficit)})",
+        ]
+        for f in self.fundings:
+            out.append(
+                f"  + funding {f['lot_id']:<22} {m(f['amount']):>12}   invoice {f['invoice_id']}, "
+                f"{m(f['deficit_covered'])} to the deficit"
+            )
+        for bucket, amount in sorted(self.charges_by_bucket.items()):
+            out.append(f"  - charges {bucket:<22} {m(amount):>12}")
+        for cap, amount in sorted(self.charges_by_capability.items()):
+            out.append(f"      by capability {cap:<14} {m(amount):>12}")
+        out.append(f"  - re-rating adjustments  {m(self.adjustments):>14}")
+        for x in self.expiries:
+            out.append(f"  - expired {x['lot_id']:<22} {m(x['amount']):>12}")
+        out.append(f"  closing balance          {m(self.closing_balance):>14}   (deficit {m(self.closing_deficit)})")
+        if self.overage:
+            out.append(f"  post-paid overage        {m(self.overage):>14}   (invoiced, not from the balance)")
+        total = (
+            f"{m(self.opening_balance)} + {m(self.funding)} - {m(self.charges)} - {m(self.adjustments)} "
+            f"- {m(self.expired)} = {m(self.closing_balance)}"
+        )
+        out.append(f"  {'adds up' if self.adds_up else 'DOES NOT ADD UP'}: {total}")
+        return out
+
+
+def statement(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iterable[Event], month: str) -> Statement:
+    """The month's statement. Balances are sums over the ledger (balance = funded - taken -
+    expired; deficit = deficits taken - deficits covered), so the identity holds by the same
+    arithmetic the fold keeps, and the closing state is the replay of everything up to the
+    end of the month."""
+    tz = tenant.time_zone
+    st = Statement(tenant.tenant_id, month, tenant.currency)
+    balance: dict[str, int] = defaultdict(int)  # "before" / "in" sums of balance changes
+    deficit: dict[str, int] = defaultdict(int)
+    for c in unique_charges(charges):
+        if c["tenant_id"] != tenant.tenant_id or c["month"] > month:
+            continue
+        when = "in" if c["month"] == month else "before"
+        adjustment = "adjusts" in c.get("flags", ())
+        for s in c["segments"]:
+            if s["bucket"] == BILLABLE:
+                balance[when] -= s["amount"]
+                deficit[when] += s["deficit"]
+            if when == "in" and s["amount"]:
+                if s["bucket"] == OVERAGE:
+                    st.overage += s["amount"]
+                elif s["bucket"] == BILLABLE and adjustment:
+                    st.adjustments += s["amount"]
+                elif s["bucket"] == BILLABLE:
+                    st.charges += s["amount"]
+                if not adjustment:
+                    st.charges_by_bucket[s["bucket"]] = st.charges_by_bucket.get(s["bucket"], 0) + s["amount"]
+                    cap = c["capability"] or "-"
+                    st.charges_by_capability[cap] = st.charges_by_capability.get(cap, 0) + s["amount"]
+    for e in unique_events(events):
+        if e.tenant_id != tenant.tenant_id:
+            continue
+        em = month_key(e.at, tz)
+        if em > month or e.type not in ("funds_added", "credits_expired"):
+            continue
+        when = "in" if em == month else "before"
+        f = e.field_dict()
+        amount = _micro(f["amount"])
+        if e.type == "funds_added":
+            covered = _micro(f.get("deficit_covered", 0))
+            balance[when] += amount
+            deficit[when] -= covered
+            if when == "in":
+                st.fundings.append(
+                    {
+                        "lot_id": f["lot_id"],
+                        "at": utc_iso(e.at),
+                        "amount": amount,
+                        "invoice_id": f.get("invoice_id") or "",
+                        "deficit_covered": covered,
+                    }
+                )
+        else:
+            balance[when] -= amount
+            if when == "in":
+                st.expiries.append({"lot_id": f["lot_id"], "at": utc_iso(e.at), "amount": amount})
+    st.opening_balance, st.opening_deficit = balance["before"], deficit["before"]
+    st.closing_balance = balance["before"] + balance["in"]
+    st.closing_deficit = deficit["before"] + deficit["in"]
+    return st
+
+
+def _micro(value: Any) -> int:
+    return value if isinstance(value, int) else parse_money(str(value))
+
+
+# -- the flat export ---------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = (
+    "call_id",
+    "tenant_id",
+    "user_id",
+    "call_type",
+    "start_time",
+    "end_time",
+    "duration_s",
+    "month",
+    "classification",
+    "segment",
+    "bucket",
+    "minutes",
+    "amount",
+    "currency",
+    "pool",
+    "rate_id",
+    "lots",
+    "deficit",
+    "capability",
+    "destination_country",
+    "number_type",
+    "domestic",
+    "flags",
+    "price_per_minute",
+    "connection_fee",
+    "first_increment",
+    "next_increment",
+    "rate_card",
+    "source_partition",
+    "source_offset",
+    "charged_at",
+)
+
+
+def export_rows(charges: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One flat row per charge segment, with the lots it drew ("lot:amount;..."), the tariff
+    and the rate card: a spreadsheet or a warehouse loader takes it as it is."""
+    out = []
+    for c in unique_charges(charges):
+        t = c.get("tariff") or {}
+        for i, s in enumerate(c["segments"]):
+            out.append(
+                {
+                    "call_id": c["call_id"],
+                    "tenant_id": c["tenant_id"],
+                    "user_id": c["user_id"],
+                    "call_type": c["call_type"],
+                    "start_time": utc_iso(c["start_time"]),
+                    "end_time": utc_iso(c["end_time"]),
+                    "duration_s": str(c["duration_s"]),
+                    "month": c["month"],
+                    "classification": c["classification"],
+                    "segment": str(i),
+                    "bucket": s["bucket"],
+                    "minutes": str(s["minutes"]),
+                    "amount": format_money(s["amount"]),
+                    "currency": c["currency"],
+                    "pool": s["pool"] or "",
+                    "rate_id": s["rate"] or "",
+                    "lots": ";".join(f"{d['lot_id']}:{format_money(d['amount'])}" for d in s["lots"]),
+                    "deficit": format_money(s["deficit"]),
+                    "capability": c["capability"],
+                    "destination_country": c.get("destination_country") or "",
+                    "number_type": c.get("number_type") or "",
+                    "domestic": "" if c.get("domestic") is None else str(bool(c["domestic"])).lower(),
+                    "flags": ";".join(c.get("flags") or ()),
+                    "price_per_minute": format_money(t["price_per_minute"]) if t else "",
+                    "connection_fee": format_money(t["connection_fee"]) if t else "",
+                    "first_increment": str(t["first_increment"]) if t else "",
+                    "next_increment": str(t["next_increment"]) if t else "",
+                    "rate_card": c.get("rate_card") or "",
+                    "source_partition": str(c["source_partition"]),
+                    "source_offset": str(c["source_offset"]),
+                    "charged_at": utc_iso(c["charged_at"]),
+                }
+            )
+    return out
