@@ -155,7 +155,7 @@ def _write(text: str, out: str | None) -> None:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ops import reports
+    from pipeline.adapters import reports
 
     try:
         ledger = reports.read_ledger(settings, args.tenant)
@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ops import reports
+    from pipeline.adapters import reports
 
     try:
         start, end = reports.parse_day(args.start, "--from"), reports.parse_day(args.end, "--to")

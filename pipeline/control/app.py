@@ -25,12 +25,13 @@ from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from pipeline.adapters import reports
 from pipeline.adapters.records import dead_letter, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.control import api_input, openapi
 from pipeline.control.lifecycle import Control, Output
 from pipeline.control.tokens import Principal, Tokens
-from pipeline.errors import OutputsNotAcknowledged, Refused, StateUnreadable
+from pipeline.errors import InputError, OutputsNotAcknowledged, Refused, StateUnreadable
 from processors.control import authorize
 from processors.inputs import DeadLetterReason, Rejected, check
 from processors.model import Cdr
@@ -331,6 +332,45 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             out.produce(t.tenant_config, key=tenant_id.encode(), value=codec.encode("tenant_config", record))
             out.flush(10)
             return self.json({"status": "accepted", "auto_recharge": entry["auto_recharge"]}, status=202)
+
+    class Report(Api):
+        """The tenant's reports, byte for byte what `callcharge report` writes (read from
+        the committed ledger on every request)."""
+
+        kind = "usage"
+
+        async def get(self, request: Request, tenant_id: str) -> Response:
+            control.book(tenant_id)  # 404 for an unknown tenant
+            want_json = "application/json" in request.headers.get("Accept", "")
+            month_arg = request.query.get("month")
+            loop = asyncio.get_running_loop()
+            try:
+                ledger = await loop.run_in_executor(None, reports.read_ledger, settings, tenant_id)
+                month = reports.check_month(month_arg, ledger.tenants[tenant_id], control.now())
+            except InputError as exc:
+                raise Refused(400, f"month: {exc}") from None
+            if self.kind == "statement":
+                fmt = "json" if want_json else "text"
+                text, _ = reports.statement_report(ledger, tenant_id, month, fmt)
+                content_type = "application/json" if want_json else "text/plain"
+            else:
+                fmt = "json" if want_json else "csv"
+                build = reports.usage_report if self.kind == "usage" else reports.pools_report
+                text = build(ledger, tenant_id, month, fmt)
+                content_type = "application/json" if want_json else "text/csv"
+            return self.bytes(text.encode("utf-8"), headers={"Content-Type": f"{content_type}; charset=utf-8"})
+
+    @app.page("/v1/tenants/{tenant_id}/reports/usage")
+    class UsageReport(Report):
+        kind = "usage"
+
+    @app.page("/v1/tenants/{tenant_id}/reports/pools")
+    class PoolsReport(Report):
+        kind = "pools"
+
+    @app.page("/v1/tenants/{tenant_id}/reports/statement")
+    class StatementReport(Report):
+        kind = "statement"
 
     @app.page("/v1/tenants/{tenant_id}/authorize")
     class Authorize(Api):

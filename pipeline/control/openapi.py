@@ -157,6 +157,34 @@ def document() -> dict[str, Any]:
                     "responses": {"202": _json({"type": "object", "required": ["status"]}), **_errors(409)},
                 },
             },
+            **{
+                f"/v1/tenants/{{tenant_id}}/reports/{kind}": {
+                    "get": {
+                        "description": f"The {kind} report: text/{fmt} (default) or JSON by Accept; what "
+                        f"`callcharge report {kind}` writes",
+                        "parameters": [
+                            TENANT,
+                            {
+                                "name": "month",
+                                "in": "query",
+                                "required": False,
+                                "schema": {"type": "string", "pattern": "^20[0-9]{2}-(0[1-9]|1[0-2])$"},
+                            },
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "the report",
+                                "content": {
+                                    f"text/{fmt}": {"schema": {"type": "string"}},
+                                    "application/json": {"schema": {}},
+                                },
+                            },
+                            **_errors(),
+                        },
+                    }
+                }
+                for kind, fmt in (("usage", "csv"), ("pools", "csv"), ("statement", "plain"))
+            },
             "/v1/tenants/{tenant_id}/authorize": {
                 "post": {
                     "parameters": [TENANT],

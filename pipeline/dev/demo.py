@@ -23,11 +23,13 @@ from pipeline import wiring
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import create_topics, producer
 from pipeline.adapters.readback import read_all
+from pipeline.adapters.reports import check_month, read_ledger, statement_report
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.ops.publish import ingest, publish_tenants
 from pipeline.ops.rate import rate
 from pipeline.ops.rebuild import rebuild
+from processors.ledger import TenantState
 from processors.money import format_money, parse_money
 
 
@@ -112,12 +114,34 @@ def run_demo(settings: Settings, n_tenants: int, n_cdrs: int, keep: bool) -> int
         )
         for line in report.lines(check=True)[1:]:
             print(f"   {line.strip()}")
-        return 0 if same and not report.differing else 1
+        statements_ok = _statements(settings, run)
+        return 0 if same and not report.differing and statements_ok else 1
     finally:
         if started and not keep:
-            print("9. embedded stack")
+            print("10. embedded stack")
             for name, line in stack.down(settings).items():
                 print(f"   {name:<8} {line}")
+
+
+def _statements(settings: Settings, run: str) -> bool:
+    """Step 9: every tenant's statement for this month adds up, and closes on Redis's balance."""
+    ledger = read_ledger(settings)
+    store = wiring.store(settings)
+    now = datetime.now(UTC)
+    ours = sorted(t for t in ledger.tenants if t.startswith(run))
+    adds_up = closes = 0
+    for tid in ours:
+        month = check_month(None, ledger.tenants[tid], now)
+        _, st = statement_report(ledger, tid, month, "text")
+        state = store.state(tid)[1] or TenantState()  # a tenant with no call yet has no state
+        adds_up += st.adds_up
+        closes += (st.closing_balance, st.closing_deficit) == (state.balance, state.deficit)
+    print(
+        f"9. statements (`callcharge report statement`): {adds_up} of {len(ours)} add up "
+        "(opening + funding - charges - adjustments - expired = closing); "
+        f"{closes} close on the balance Redis holds"
+    )
+    return adds_up == closes == len(ours)
 
 
 def lifecycle_tenants(run: str) -> list[dict[str, Any]]:

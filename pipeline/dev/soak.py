@@ -74,8 +74,10 @@ class Mailbox:
         self.controller.stop()
 
 
-def _hostile(rng: random.Random, codec: Codec, good: list[dict[str, Any]], n: int) -> list[tuple[str, bytes, str]]:
-    """(key, value, kind) of n hostile messages."""
+def _hostile(
+    rng: random.Random, codec: Codec, good: list[dict[str, Any]], n: int
+) -> list[tuple[str, bytes, str, dict[str, Any] | None]]:
+    """(key, value, kind, the CDR it carries when it is a good one) of n hostile messages."""
     out = []
     valid = codec.encode("cdr", cdr_to_avro(cdr_from_dict(good[0])))  # type: ignore[arg-type]
     for i in range(n):
@@ -98,7 +100,7 @@ def _hostile(rng: random.Random, codec: Codec, good: list[dict[str, Any]], n: in
                 record.update(call_id=f"hostile-{i}", start_time=start, end_time=start, duration_s=0)
             # "dup": the very same call published again (another offset)
             value = codec.encode("cdr", record)
-        out.append((str(base["tenant_id"]), value, kind))
+        out.append((str(base["tenant_id"]), value, kind, base if kind == "dup" else None))
     return out
 
 
@@ -123,11 +125,14 @@ def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path 
         good = traffic.cdrs(tenants, n_cdrs, seed=seed + 1)
         codec = Codec(settings.schemas_dir)
         hostile = _hostile(rng, codec, good, n_cdrs // 100)
-        messages = [(c["tenant_id"], codec.encode("cdr", cdr_to_avro(cdr_from_dict(c))), "good") for c in good]  # type: ignore[arg-type]
+        messages: list[tuple[str, bytes, str, dict[str, Any] | None]] = [
+            (c["tenant_id"], codec.encode("cdr", cdr_to_avro(cdr_from_dict(c))), "good", c)  # type: ignore[arg-type]
+            for c in good
+        ]
         for h in hostile:
             messages.insert(rng.randrange(len(messages) + 1), h)
         p = producer(settings)
-        for key, value, _ in messages:
+        for key, value, _, _ in messages:
             while True:
                 try:
                     p.produce(settings.topic.cdr, key=key.encode(), value=value)
@@ -194,7 +199,10 @@ def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path 
         procs["control"].send_signal(signal.SIGTERM)
         procs["control"].wait(60)
         elapsed = time.monotonic() - t0
-        return _verify(settings, tenants, good, hostile, mailbox, done_kills, control_kills, elapsed, out)
+        # what the stream carries, in its order: a call published twice is charged where it
+        # first comes (the copy may come first), and pools are drawn in that order
+        in_order = [cdr for _, _, _, cdr in messages if cdr is not None]
+        return _verify(settings, tenants, in_order, hostile, mailbox, done_kills, control_kills, elapsed, out)
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -208,7 +216,7 @@ def _verify(
     settings: Settings,
     tenants: list[dict[str, Any]],
     good: list[dict[str, Any]],
-    hostile: list[tuple[str, bytes, str]],
+    hostile: list[tuple[str, bytes, str, dict[str, Any] | None]],
     mailbox: Mailbox,
     kills: int,
     control_kills: int,
@@ -241,9 +249,9 @@ def _verify(
     double_emails = sum(1 for n in mailbox.ids.values() if n > 1)
     report = rebuild(settings, check=True)
     figures = {
-        "cdrs": len(good),
+        "cdrs": len({d["call_id"] for d in good}),
         "hostile_messages": len(hostile),
-        "hostile_by_kind": dict(Counter(k for _, _, k in hostile)),
+        "hostile_by_kind": dict(Counter(k for _, _, k, _ in hostile)),
         "sigkills": kills,
         "control_kills": control_kills,
         "redis_restarts": 1,

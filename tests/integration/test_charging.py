@@ -17,7 +17,8 @@ from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import producer
 from pipeline.adapters.readback import read_all
 from pipeline.adapters.records import cdr_to_avro
-from pipeline.adapters.store import tenant_key
+from pipeline.adapters.reports import check_month, read_ledger, statement_report
+from pipeline.adapters.store import Store, tenant_key
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.ops.publish import publish_tenants
@@ -145,6 +146,15 @@ def test_killed_at_random_moments_during_a_long_run(env: Env) -> None:
         kill(w)
     assert wait_exit(env.worker()) == 0
     assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)), aborted_batches=3)
+    # finance's view of the same ledger: every statement adds up and closes on Redis
+    ledger = read_ledger(env.settings)
+    store = Store(redis.Redis.from_url(env.settings.redis))
+    for t in tenants:
+        tid = t["tenant_id"]
+        _, st = statement_report(ledger, tid, check_month(None, ledger.tenants[tid], datetime.now(UTC)), "json")
+        state = store.state(tid)[1]
+        assert st.adds_up and state is not None, tid
+        assert (st.closing_balance, st.closing_deficit) == (state.balance, state.deficit), tid
 
 
 def test_two_workers_share_the_partitions_and_one_is_killed(env: Env) -> None:

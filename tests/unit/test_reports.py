@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.records import charge_to_avro, event_from_avro, event_to_avro
+from pipeline.adapters.reports import POOL_COLUMNS, check_month, render
 from pipeline.config import Settings
 from pipeline.errors import InputError
-from pipeline.ops.reports import POOL_COLUMNS, check_month, render
 from processors import reports
 from processors.engine import Engine
 from processors.inputs import cdr_from_dict, tenant_from_dict
