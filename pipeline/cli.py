@@ -192,6 +192,20 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rerate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.adapters.reports import parse_day
+    from pipeline.ops.rerate import rerate_calls
+
+    try:
+        since = parse_day(args.since, "--since") if args.since else None
+        summary = rerate_calls(settings, Path(args.rates), args.tenant, since, args.dry_run)
+    except InputError as exc:
+        print(f"callcharge rerate: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines(args.dry_run)))
+    return 0
+
+
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.rate import rate
 
@@ -357,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--tenant")
     ex.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     ex.add_argument("--out")
+
+    rr = command("rerate", cmd_rerate, "price the FREECALL calls a new rate card has a tariff for; each charged once")
+    rr.add_argument("--rates", required=True, help="the new rate card CSV")
+    rr.add_argument("--tenant")
+    rr.add_argument("--since", metavar="YYYY-MM-DD", help="only calls started on or after this date (UTC)")
+    rr.add_argument("--dry-run", action="store_true", help="print what would be charged per tenant, change nothing")
 
     r = command("rate", cmd_rate, "offline rating through the pure core")
     r.add_argument("--tenants", required=True)

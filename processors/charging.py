@@ -311,7 +311,7 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
             if late_after_expiry(state, cdr.start):
                 flags.append("late_after_expiry")  # its lot was forfeited before the CDR came
             before = state.balance
-            segments.extend(_take(tenant, state, rest_minutes, amount, tariff.rate_id, cdr.start))
+            segments.extend(take_credits(tenant, state, rest_minutes, amount, tariff.rate_id, cdr.start))
             events.extend(after_change(tenant, state, before, at, cdr.call_id))
     if state.watermark is None or at > state.watermark:
         state.watermark = at
@@ -352,7 +352,7 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
     return charge, events
 
 
-def _take(
+def take_credits(
     tenant: Tenant, state: TenantState, minutes: int, amount: int, rate_id: str, started: datetime
 ) -> list[Segment]:
     """Debit credits; for mca/nce the part leftover credits cannot cover is overage."""

@@ -151,9 +151,19 @@ def _number_type(c: Mapping[str, Any]) -> str:
 
 
 def usage(tenant: Tenant, charges: Iterable[Mapping[str, Any]], month: str) -> list[dict[str, str]]:
-    rows = [c for c in unique_charges(charges) if c["tenant_id"] == tenant.tenant_id and c["month"] == month]
-    rows.sort(key=lambda c: (c["start_time"], c["call_id"]))
-    return [usage_row(c, tenant) for c in rows]
+    """The month's calls; a call re-rated since shows what it costs now (its adjustment
+    added to the charge it had)."""
+    mine = [c for c in unique_charges(charges) if c["tenant_id"] == tenant.tenant_id and c["month"] == month]
+    adjustments = {c["call_id"].removesuffix(":rerate"): c for c in mine if "adjusts" in c["flags"]}
+    rows = sorted((c for c in mine if "adjusts" not in c["flags"]), key=lambda c: (c["start_time"], c["call_id"]))
+    out = []
+    for c in rows:
+        adj = adjustments.get(c["call_id"])
+        if adj is not None:
+            c = {**c, "amount": c["amount"] + adj["amount"], "connection_fee": adj["connection_fee"]}
+            c["capability"] = adj["capability"]
+        out.append(usage_row(c, tenant))
+    return out
 
 
 # -- the minute pools report ---------------------------------------------------------------------

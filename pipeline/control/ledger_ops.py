@@ -27,25 +27,38 @@ class LedgerOps:
         self, book: Book, op_id: str, fn: Callable[[TenantState], list[Event]], at: datetime
     ) -> tuple[list[bytes], bool]:
         """Apply `fn` to the tenant's state once per op_id: (encoded events, newly applied)."""
+        currency = book.tenant.currency
+
+        def records(state: TenantState) -> list[tuple[int, bytes]]:
+            return [(EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency))) for e in fn(state)]
+
+        out, new = self.apply(book, op_id, records, at)
+        return [v for _, v in out], new
+
+    def apply(
+        self, book: Book, op_id: str, fn: Callable[[TenantState], list[tuple[int, bytes]]], at: datetime
+    ) -> tuple[list[tuple[int, bytes]], bool]:
+        """Apply `fn` (which folds into the state and returns its encoded records, as
+        (topic code, value)) once per op_id: (records, newly applied). A retry after the
+        operation was applied gets the records it stored, byte for byte."""
         tid = book.tenant.tenant_id
+        currency = book.tenant.currency
         for _ in range(50):
             snap = self.store.snapshots({tid: [op_id]})[tid]
             if snap.unreadable is not None:  # never fold onto a state that is not there
                 raise RetriableError(str(snap.unreadable))
             prior = snap.calls.get(op_id)
             if prior is not None:
-                return [v for _, v in prior.records], False
+                return list(prior.records), False
             state = snap.state.copy() if snap.state is not None else TenantState()
             _, opening = open_state(book.tenant, state, upto=at)  # configured lots bought by now
-            events = opening + fn(state)
-            records = tuple(
-                (EVENTS, self.codec.encode("balance_event", event_to_avro(e, book.tenant.currency))) for e in events
-            )
+            records = [(EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency))) for e in opening]
+            records += fn(state)
             status, _ = self.store.apply(
-                [(tid, snap.version, state, {op_id: StoredCall(-1, -1, records).pack()})], TTL_S
+                [(tid, snap.version, state, {op_id: StoredCall(-1, -1, tuple(records)).pack()})], TTL_S
             )[0]
             if status == 1:
-                return [v for _, v in records], True
+                return records, True
         raise RetriableError(f"tenant {tid} state kept changing under operation {op_id}")
 
     def peek(self, tenant_id: str) -> TenantState | None:

@@ -39,7 +39,7 @@ from processors.replay import LedgerGap, differences, state_from_ledger
 
 # Records the control worker keeps beside the call records (pipeline/control/ledger_ops.py):
 # its operations on a balance, whose effects are balance events, not charges.
-CONTROL_OPS = ("fund:", "recharge:", "abandon:", "expire:")
+CONTROL_OPS = ("fund:", "recharge:", "abandon:", "expire:", "rerate:")
 
 
 @dataclass
