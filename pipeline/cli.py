@@ -92,7 +92,7 @@ def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
     registry = CollectorRegistry()
     worker = wiring.charging_worker(settings, registry)
     tune_runtime()
-    serve(registry, settings.metrics_port if args.metrics_port is None else args.metrics_port)
+    serve(registry, settings.metrics_port if args.metrics_port is None else args.metrics_port, settings.metrics_host)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     log.info("settings: %s", settings.masked())

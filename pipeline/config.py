@@ -67,7 +67,9 @@ class Settings:
     rates_file: Path = EXAMPLES_DIR / "rates.example.csv"  # example prices only: set your own card
     schemas_dir: Path = SCHEMAS_DIR
     metrics_port: int = 9400
+    metrics_host: str = "127.0.0.1"  # the image sets 0.0.0.0: Prometheus scrapes from outside the container
     http_port: int = 8480
+    http_host: str = "127.0.0.1"  # the control worker's API, /health and /metrics (0.0.0.0 in the image)
     api_token: str = ""  # the operator's token: write scope on every tenant
     api_tokens_file: str = ""  # tokens scoped to tenants (pipeline/control/tokens.py)
     smtp_host: str = "127.0.0.1"

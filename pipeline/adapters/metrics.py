@@ -11,6 +11,11 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from processors.inputs import DeadLetterReason
+from processors.model import BILLABLE, FREE_UNRATED, INCLUDED, MIXED, NOT_CHARGED, OVERAGE, POOLED_ZONE_A
+
+CLASSIFICATIONS = (INCLUDED, POOLED_ZONE_A, BILLABLE, OVERAGE, NOT_CHARGED, FREE_UNRATED, MIXED)
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -78,8 +83,15 @@ class ChargingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # Every series of a known label value exists from the start at 0, so increase()
+        # and rate() see the first dead letter of a reason, not only the second.
+        for reason in DeadLetterReason:
+            self.dead_letters.labels(reason)
+        for classification in CLASSIFICATIONS:
+            self.charges.labels(classification)
 
 
-def serve(registry: CollectorRegistry, port: int) -> None:
+def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
+    """/metrics on `host` (loopback for the embedded stack; all interfaces in a container)."""
     if port:
-        start_http_server(port, addr="127.0.0.1", registry=registry)
+        start_http_server(port, addr=host, registry=registry)

@@ -503,7 +503,10 @@ class ChargingWorker:
                         if s.amount and s.bucket in MONEY_BUCKETS:
                             money[c.currency, s.bucket] += s.amount
                 continue
-            # replayed from Redis: decode its stored charge (rare)
+            # Replayed from Redis (rare): the attempt that first charged it was aborted and
+            # counted nothing, so this commit is the one that puts it on the ledger; it is
+            # counted here as a charge (the money counter stays equal to the ledger) and
+            # apart, as a replay, in callcharge_replayed_calls_total.
             value = next(v for code, v in item.records if code == CHARGES)
             _, d = self.codec.decode(value)
             classes[d["classification"]] += 1
