@@ -1,9 +1,31 @@
-FROM python:3.11-slim
-WORKDIR /app
+# syntax=docker/dockerfile:1
+# Two stages: the wheel is built in the first; the runtime image gets the wheel and its
+# locked dependencies only (no editable install, no compiler, no development broker), and
+# runs as a non-root user on a read-only root filesystem.
+FROM python:3.11.10-slim-bookworm AS build
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pipeline pipeline
 COPY processors processors
 COPY schemas schemas
-COPY deploy deploy
-RUN pip install --no-cache-dir -e .
+RUN pip wheel --no-cache-dir --no-deps -w /wheels .
+
+FROM python:3.11.10-slim-bookworm
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="callcharge" org.opencontainers.image.version="${VERSION}"
+COPY deploy/requirements.lock /tmp/requirements.lock
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
+ && pip install --no-cache-dir --no-deps /wheels/callcharge-*.whl \
+ && rm -rf /wheels /tmp/requirements.lock \
+ && useradd --system --uid 10001 --no-create-home callcharge
+USER 10001:10001
+# Scrapeable and reachable from outside the container; writes nothing to the image.
+ENV CALLCHARGE_METRICS_HOST=0.0.0.0 \
+    CALLCHARGE_HTTP_HOST=0.0.0.0 \
+    CALLCHARGE_STATE_DIR=/tmp/callcharge \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+EXPOSE 9400 8480
 ENTRYPOINT ["callcharge"]
+CMD ["--help"]

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	  else echo "redis-server is missing: install it (e.g. apt-get install redis-server)"; exit 1; fi; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[embedded,test]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv, install callcharge with test extras, install redis-server if missing (root)

