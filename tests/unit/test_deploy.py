@@ -107,3 +107,15 @@ def test_the_image_is_built_from_a_wheel_runs_as_non_root_without_the_dev_broker
     assert "USER 10001" in dockerfile and "CALLCHARGE_METRICS_HOST=0.0.0.0" in dockerfile
     lock = (REPO / "deploy/requirements.lock").read_text()
     assert "calfkit" not in lock and "--hash=sha256:" in lock and "confluent-kafka==" in lock
+
+
+def test_the_dashboard_imports_anywhere_and_shows_money_in_currency_units() -> None:
+    raw = (REPO / "deploy/grafana/callcharge.json").read_text()
+    dashboard = json.loads(raw)
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "job", "instance"} <= variables and dashboard["__inputs"]
+    assert '"uid": "prometheus"' not in raw  # no hard-coded datasource
+    money = next(p for p in dashboard["panels"] if p["title"].startswith("Money"))
+    assert "currency units" in money["title"] and money["targets"][0]["expr"].endswith("/ 1e6")
+    titles = " ".join(p["title"] for p in dashboard["panels"])
+    assert "Control worker" in titles and "API requests" in titles
