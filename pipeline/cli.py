@@ -164,6 +164,14 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         print(f"callcharge report: {exc}", file=sys.stderr)
         return 2
     fmt = args.format or ("text" if args.kind == "statement" else "csv")
+    if args.kind == "chart":
+        if not args.out:
+            print("callcharge report chart: --out F.png is required", file=sys.stderr)
+            return 2
+        print(
+            f"chart of {args.tenant} for {month} written to {reports.chart(ledger, args.tenant, month, Path(args.out))}"
+        )
+        return 0
     if args.kind == "usage":
         _write(reports.usage_report(ledger, args.tenant, month, fmt), args.out)
     elif args.kind == "pools":
@@ -356,13 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rp = command("report", cmd_report, "finance's reports from the ledger: PSTN usage, minute pools, statement")
-    rp.add_argument("kind", choices=["usage", "pools", "statement"])
+    rp.add_argument("kind", choices=["usage", "pools", "statement", "chart"])
     rp.add_argument("--tenant", required=True)
     rp.add_argument("--month", help="YYYY-MM in the tenant's time zone (default: the current month)")
     rp.add_argument(
         "--format", choices=["csv", "json"], default=None, help="usage, pools: csv (default); statement: text"
     )
-    rp.add_argument("--out", help="write to this file (default: stdout)")
+    rp.add_argument("--out", help="write to this file (default: stdout; chart: the PNG, required)")
 
     ex = command("export", cmd_export, "the ledger as flat rows for a spreadsheet or a warehouse (one per segment)")
     ex.add_argument("what", choices=["charges"])

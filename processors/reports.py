@@ -18,7 +18,7 @@ from typing import Any
 from phonenumbers.geocoder import _region_display_name
 
 from . import tables
-from .calendar import month_key
+from .calendar import month_key, zone
 from .charging import ZONE_A_POOL, prepare
 from .model import BILLABLE, INBOUND, OVERAGE, Event, Tenant
 from .money import format_money, parse_money
@@ -456,3 +456,63 @@ def export_rows(charges: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
                 }
             )
     return out
+
+
+# -- the month on a chart -------------------------------------------------------------------------
+
+
+@dataclass
+class ChartData:
+    """What `callcharge report chart` draws: the balance after every change in the month (in
+    time order), the funding / recharge / expiry / zero marks, and the pool minutes used per
+    day (cumulative) against the pools' size."""
+
+    balance: list[tuple[datetime, int]] = field(default_factory=list)
+    marks: list[tuple[datetime, str, str]] = field(default_factory=list)  # (at, kind, label)
+    pool_used: list[tuple[str, int]] = field(default_factory=list)  # (YYYY-MM-DD, minutes used so far)
+    pool_total: int = 0
+
+
+def chart_data(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iterable[Event], month: str) -> ChartData:
+    tz = tenant.time_zone
+    st = statement(tenant, charges, events, month)
+    changes: list[tuple[datetime, int]] = []
+    data = ChartData()
+    pool_by_day: Counter[str] = Counter()
+    for c in unique_charges(charges):
+        if c["tenant_id"] != tenant.tenant_id or c["month"] != month:
+            continue
+        taken = sum(s["amount"] for s in c["segments"] if s["bucket"] == BILLABLE)
+        if taken:
+            changes.append((c["end_time"], -taken))
+        pooled = sum(s["minutes"] for s in c["segments"] if s["pool"] is not None)
+        if pooled:
+            pool_by_day[_local_day(c["start_time"], tz)] += pooled
+    for e in unique_events(events):
+        if e.tenant_id != tenant.tenant_id or month_key(e.at, tz) != month:
+            continue
+        f = e.field_dict()
+        if e.type == "funds_added":
+            changes.append((e.at, _micro(f["amount"])))
+            kind = "recharge" if ":recharge:" in str(f.get("lot_id", "")) else "funding"
+            data.marks.append((e.at, kind, f"{kind} {format_money(_micro(f['amount']))}"))
+        elif e.type == "credits_expired":
+            changes.append((e.at, -_micro(f["amount"])))
+            data.marks.append((e.at, "expiry", f"expired {format_money(_micro(f['amount']))}"))
+        elif e.type == "balance_zero":
+            data.marks.append((e.at, "zero", "balance reached zero"))
+    balance = st.opening_balance
+    for at, delta in sorted(changes, key=lambda x: x[0]):
+        balance += delta
+        data.balance.append((at, balance))
+    used = 0
+    for day in sorted(pool_by_day):
+        used += pool_by_day[day]
+        data.pool_used.append((day, used))
+    data.pool_total = sum(dom + intl for dom, intl in prepare(tenant).pools.values())
+    data.marks.sort(key=lambda m: m[0])
+    return data
+
+
+def _local_day(at: datetime, tz: str | None) -> str:
+    return at.astimezone(zone(tz)).date().isoformat()

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from pipeline.adapters.codec import Codec
@@ -98,6 +99,14 @@ def statement_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> tu
     st = reports.statement(ledger.tenants[tenant_id], ledger.charges, ledger.events, month)
     text = json.dumps(st.to_dict(), indent=1) + "\n" if fmt == "json" else "\n".join(st.lines()) + "\n"
     return text, st
+
+
+def chart(ledger: Ledger, tenant_id: str, month: str, out: Path) -> Path:
+    from pipeline.adapters import chart as charts
+
+    tenant = ledger.tenants[tenant_id]
+    data = reports.chart_data(tenant, ledger.charges, ledger.events, month)
+    return charts.write(data, f"{tenant_id}: credits in {month}", tenant.currency, out)
 
 
 def export_charges(ledger: Ledger, start: date, end: date, fmt: str) -> str:

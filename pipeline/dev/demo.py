@@ -23,7 +23,7 @@ from pipeline import wiring
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import create_topics, producer
 from pipeline.adapters.readback import read_all
-from pipeline.adapters.reports import check_month, read_ledger, statement_report
+from pipeline.adapters.reports import chart, check_month, read_ledger, statement_report
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.ops.publish import ingest, publish_tenants
@@ -141,6 +141,10 @@ def _statements(settings: Settings, run: str) -> bool:
         "(opening + funding - charges - adjustments - expired = closing); "
         f"{closes} close on the balance Redis holds"
     )
+    recharged = f"{run}life-recharge-ok"
+    png = Path(tempfile.mkdtemp(prefix="callcharge-chart-")) / f"{recharged}.png"
+    chart(ledger, recharged, check_month(None, ledger.tenants[recharged], now), png)
+    print(f"   chart of the tenant whose auto-recharge succeeds (`callcharge report chart`): {png}")
     return adds_up == closes == len(ours)
 
 

@@ -161,3 +161,55 @@ def test_masking_follows_the_tenant_country_table() -> None:
     assert reports.mask("+4930123456", "de") == "+4930123***"
     assert reports.mask("+12125550123", "US") == "+12125550123"  # not in the table: shown whole
     assert reports.mask("", "FR") == ""
+
+
+def test_the_chart_is_a_png_of_the_stated_size_plotting_the_ledgers_series(tmp_path: Any) -> None:
+    import struct
+
+    from pipeline.adapters import chart
+
+    charges, events = ledger()
+    data = reports.chart_data(FR, charges, events, "2026-11")
+    # the balance after each change in time order: 100.00 - 0.22 - 0.05 - 0.03 (fr-4 is free)
+    assert [b for _, b in data.balance] == [99_780_000, 99_730_000, 99_700_000]
+    assert data.pool_used == [("2026-11-11", 60)] and data.pool_total == 60  # the Zone A pool
+    fig = chart.figure(data, "fr", "EUR")
+    drawn = chart.series(fig)
+    assert drawn["balance"] == [99.78, 99.73, 99.70] and drawn["pool_used"] == [60] and drawn["pool_total"] == [60]
+    out = chart.write(data, "fr", "EUR", tmp_path / "fr.png")
+    raw = out.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", raw[16:24])  # the IHDR chunk
+    assert (width, height) == (1000, 600)
+
+
+def test_the_chart_marks_funding_expiry_and_zero() -> None:
+    t = tenant_from_dict(
+        {
+            "tenant_id": "z",
+            "country": "US",
+            "currency": "USD",
+            "channel": "direct",
+            "users": [{"user_id": "u1", "usage_country": "US", "licences": ["PAYG", "MCOPSTNPP"]}],
+            "funding": [{"lot_id": "z-L1", "amount": "0.10", "purchased_at": "2026-11-01T00:00:00Z"}],
+        }
+    )
+    usd = RateCard.from_csv_text(
+        "currency,service,origin,destination,number_type,price_per_minute,connection_fee,first_increment,"
+        "next_increment\nUSD,calling,*,*,fixed,0.10,0,60,60\n"
+    )
+    engine = Engine([t], usd)
+    codec = Codec(Settings().schemas_dir)
+    charges, events = [], []
+    for i in range(2):
+        at = f"2026-11-0{2 + i}T10:00:00+00:00"
+        result = engine.process(cdr("z", f"z-{i}", "user_out", "+12125550100", "+12125550123", at, 60))
+        assert result is not None
+        charge, evs = result
+        charges.append(
+            codec.decode(codec.encode("charge", charge_to_avro(charge, 0, i, datetime(2026, 11, 20, tzinfo=UTC))))[1]
+        )
+        events += evs
+    data = reports.chart_data(t, charges, events, "2026-11")
+    assert [k for _, k, _ in data.marks] == ["funding", "zero"]
+    assert [b for _, b in data.balance] == [100_000, 0, -100_000]
