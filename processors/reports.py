@@ -471,6 +471,8 @@ class ChartData:
     marks: list[tuple[datetime, str, str]] = field(default_factory=list)  # (at, kind, label)
     pool_used: list[tuple[str, int]] = field(default_factory=list)  # (YYYY-MM-DD, minutes used so far)
     pool_total: int = 0
+    opening: int = 0  # the balance at the month's start
+    closing: int = 0  # and at its end (the statement's)
 
 
 def chart_data(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iterable[Event], month: str) -> ChartData:
@@ -511,6 +513,7 @@ def chart_data(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Ite
         data.pool_used.append((day, used))
     data.pool_total = sum(dom + intl for dom, intl in prepare(tenant).pools.values())
     data.marks.sort(key=lambda m: m[0])
+    data.opening, data.closing = st.opening_balance, st.closing_balance
     return data
 
 

@@ -5,7 +5,7 @@ and the pool minutes used per day against the pools' size. The series are
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,12 +24,20 @@ DPI = 100  # 1000 x 600 pixels
 MARK_COLOURS = {"funding": "tab:green", "recharge": "tab:blue", "expiry": "tab:orange", "zero": "tab:red"}
 
 
-def figure(data: ChartData, title: str, currency: str) -> Figure:
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=SIZE_IN, dpi=DPI, height_ratios=(3, 2))
+def figure(data: ChartData, title: str, currency: str, month: str | None = None) -> Figure:
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=SIZE_IN, dpi=DPI, height_ratios=(3, 2), sharex=True)
     fig.suptitle(title)
-    if data.balance:
-        xs = [at for at, _ in data.balance]
-        ys = [b / 1_000_000 for _, b in data.balance]
+    if month is not None:  # the whole month on the time axis
+        year, mon = (int(x) for x in month.split("-"))
+        start = datetime(year, mon, 1, tzinfo=UTC)
+        end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=UTC)
+        top.set_xlim(start, end)
+    points = list(data.balance)
+    if month is not None:  # from the opening balance at the month's start to its end
+        points = [(start, data.opening), *points, (min(end, datetime.now(UTC)), data.closing)]
+    if points:
+        xs = [at for at, _ in points]
+        ys = [b / 1_000_000 for _, b in points]
         top.step(xs, ys, where="post", color="black", label="balance", gid="balance")
     top.axhline(0, color="grey", linewidth=0.8)
     for kind, colour in MARK_COLOURS.items():
@@ -38,9 +46,11 @@ def figure(data: ChartData, title: str, currency: str) -> Figure:
             top.axvline(at, color=colour, linestyle="--", linewidth=1, label=kind if i == 0 else None, gid=kind)
     top.set_ylabel(currency)
     top.legend(loc="upper right", fontsize="small")
-    days = [date.fromisoformat(d) for d, _ in data.pool_used]
+    days = [datetime.combine(date.fromisoformat(d), time(12), UTC) for d, _ in data.pool_used]
     used = [n for _, n in data.pool_used]
-    bottom.bar(days, used, color="tab:purple", label="pool minutes used (cumulative)", gid="pool_used")
+    bottom.bar(days, used, width=0.8, color="tab:purple", label="pool minutes used (cumulative)", gid="pool_used")
+    if not data.pool_total:
+        bottom.text(0.5, 0.5, "no minute pools", transform=bottom.transAxes, ha="center", va="center")
     bottom.axhline(data.pool_total, color="tab:purple", linestyle=":", label="pool size", gid="pool_total")
     bottom.set_ylabel("minutes")
     bottom.legend(loc="upper left", fontsize="small")
@@ -48,8 +58,8 @@ def figure(data: ChartData, title: str, currency: str) -> Figure:
     return fig
 
 
-def write(data: ChartData, title: str, currency: str, out: Path) -> Path:
-    fig = figure(data, title, currency)
+def write(data: ChartData, title: str, currency: str, out: Path, month: str | None = None) -> Path:
+    fig = figure(data, title, currency, month)
     try:
         fig.savefig(out, format="png", dpi=DPI)
     finally:

@@ -106,7 +106,7 @@ def chart(ledger: Ledger, tenant_id: str, month: str, out: Path) -> Path:
 
     tenant = ledger.tenants[tenant_id]
     data = reports.chart_data(tenant, ledger.charges, ledger.events, month)
-    return charts.write(data, f"{tenant_id}: credits in {month}", tenant.currency, out)
+    return charts.write(data, f"{tenant_id}: credits in {month}", tenant.currency, out, month)
 
 
 def export_charges(ledger: Ledger, start: date, end: date, fmt: str) -> str:

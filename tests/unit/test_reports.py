@@ -176,6 +176,8 @@ def test_the_chart_is_a_png_of_the_stated_size_plotting_the_ledgers_series(tmp_p
     fig = chart.figure(data, "fr", "EUR")
     drawn = chart.series(fig)
     assert drawn["balance"] == [99.78, 99.73, 99.70] and drawn["pool_used"] == [60] and drawn["pool_total"] == [60]
+    month = chart.series(chart.figure(data, "fr", "EUR", "2026-11"))  # from the opening to the month's end
+    assert month["balance"] == [100.0, 99.78, 99.73, 99.70, 99.70]
     out = chart.write(data, "fr", "EUR", tmp_path / "fr.png")
     raw = out.read_bytes()
     assert raw[:8] == b"\x89PNG\r\n\x1a\n"
