@@ -19,6 +19,7 @@ import pytest
 import redis
 from aiosmtpd.controller import Controller
 
+from pipeline.adapters.kafka import producer
 from pipeline.adapters.store import tenant_key
 from pipeline.control.gateway import SimulatedGateway
 from tests.conftest import _free_port
@@ -435,3 +436,31 @@ def test_both_workers_stop_cleanly_on_sigterm_within_seconds(env: Env, smtp: Inb
         proc.send_signal(signal.SIGTERM)
         assert wait_exit(proc, timeout=15) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 10
+
+
+def test_a_control_record_that_keeps_failing_is_dead_lettered_and_the_stream_goes_on(env: Env, smtp: Inbox) -> None:
+    tid = f"{env.tag}poison"
+    env.publish([tenant(tid, "5")], calls(tid, 1, 1))
+    p = producer(env.settings)
+    p.produce(env.settings.topic.commands, key=tid.encode(), value=b"\xc3\x01 not a funding command")
+    assert p.flush(10) == 0
+    env.produce_record(
+        env.settings.topic.commands,
+        tid,
+        "funding_command",
+        {
+            "command_id": f"{tid}-after",
+            "tenant_id": tid,
+            "kind": "manual",
+            "amount": 60_000_000,
+            "currency": "USD",
+            "requested_by": "finance",
+            "at": datetime.now(UTC),
+        },
+    )
+    control = ControlProc(env, smtp).start()
+    wait_for(lambda: any(e.get("lot_id") == f"{tid}-after" for e in events(env, tid)), timeout=90)
+    letters = [d for d in env.read(env.settings.topic.dlq) if d["source_topic"] == env.settings.topic.commands]
+    assert len(letters) == 1 and letters[0]["reason"] == "unprocessable"
+    assert letters[0]["value"] == b"\xc3\x01 not a funding command"  # the original bytes, to re-drive
+    control.kill()
