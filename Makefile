@@ -45,7 +45,7 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## raw Kafka passthrough vs the charging worker, 1 and N processes, medians of 3 rounds; writes bench/results.json
+bench: $(STAMP) ## passthrough vs charging worker (1 and N processes, CPU per CDR), latency at 1 000 CDR/s and half load; bench/results.json
 	$(BIN)/callcharge bench
 
 soak: $(STAMP) ## 200 000 CDRs, 2 workers, 20 SIGKILLs, a Redis restart, control kills, 1 % hostile input; writes bench/soak.json
