@@ -14,12 +14,15 @@ $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server is missing: install it (e.g. apt-get install redis-server)"; exit 1; fi; }
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool is missing: install it (e.g. apt-get install prometheus)"; exit 1; fi; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[embedded,test]'
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv, install callcharge with test extras, install redis-server if missing (root)
+setup: $(STAMP) ## create .venv, install callcharge with test extras; redis-server and promtool (Debian's prometheus) if missing (root)
 
 demo: $(STAMP) ## run the whole pipeline on the embedded stack and print a summary
 	$(BIN)/callcharge demo

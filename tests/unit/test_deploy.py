@@ -119,3 +119,20 @@ def test_the_dashboard_imports_anywhere_and_shows_money_in_currency_units() -> N
     assert "currency units" in money["title"] and money["targets"][0]["expr"].endswith("/ 1e6")
     titles = " ".join(p["title"] for p in dashboard["panels"])
     assert "Control worker" in titles and "API requests" in titles
+
+
+def test_every_alert_fires_on_its_incident_in_promtool() -> None:
+    """deploy/alerts.test.yml through Prometheus's own rule engine (`make setup` installs
+    Debian's prometheus package, which carries promtool)."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run `make setup` (it installs Debian's prometheus package)"
+    checked = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=REPO / "deploy", capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", "alerts.test.yml"], cwd=REPO / "deploy", capture_output=True)
+    assert tested.returncode == 0 and b"SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    rules = yaml.safe_load((REPO / "deploy/alerts.yml").read_text())["groups"][0]["rules"]
+    covered = (REPO / "deploy/alerts.test.yml").read_text()
+    assert all(f"alertname: {r['alert']}" in covered for r in rules), "an alert without a promtool test"
