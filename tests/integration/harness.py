@@ -28,6 +28,7 @@ from processors.rating import RateCard
 from processors.replay import differences
 
 REPO = Path(__file__).resolve().parents[2]
+_NEXT_DB = 0  # Redis databases 1-15 of the session's embedded Redis, one per test in turn
 
 
 @dataclass
@@ -38,7 +39,14 @@ class Env:
 
     @classmethod
     def make(cls, base: Settings, work: Path, **overrides: Any) -> Env:
+        """A slice of the session's stack for one test: its own topics, group and
+        transactional ids, and (on the embedded stack) its own emptied Redis database, so
+        a check over everything Redis holds sees this test's deployment only."""
         tag = uuid.uuid4().hex[:8]
+        if not base.redis_url:
+            global _NEXT_DB
+            _NEXT_DB = _NEXT_DB % 15 + 1
+            overrides.setdefault("redis_url", f"redis://127.0.0.1:{base.redis_port}/{_NEXT_DB}")
         s = replace(
             base,
             topic_prefix=f"t{tag}-",
@@ -51,6 +59,8 @@ class Env:
             metrics_port=0,
             **overrides,
         )
+        if not base.redis_url:
+            redis.Redis.from_url(s.redis).flushdb()
         create_topics(s)
         return cls(s, work)
 
