@@ -18,6 +18,7 @@ from pipeline.config import Settings
 from pipeline.errors import PoisonError
 from processors.charging import Book, prepare
 from processors.inputs import TenantError
+from processors.model import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +76,13 @@ class TenantDirectory:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def configured_tenants(settings: Settings, codec: Codec, only: str | None = None) -> dict[str, Tenant]:
+    """Every tenant configured on the tenant-config topic (or just `only`), read to its end."""
+    directory = TenantDirectory(settings, codec, None)
+    try:
+        directory.catch_up(timeout=30)
+        return {tid: book.tenant for tid, book in directory.books.items() if only in (None, tid)}
+    finally:
+        directory.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.adapters.codec import Codec
-from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.directory import configured_tenants
 from pipeline.adapters.readback import read_all
 from pipeline.adapters.records import event_from_avro
 from pipeline.config import Settings
@@ -38,12 +38,7 @@ class Ledger:
 def read_ledger(settings: Settings, tenant_id: str | None = None) -> Ledger:
     """Tenant configuration and the committed ledger, of one tenant or of all."""
     codec = Codec(settings.schemas_dir)
-    directory = TenantDirectory(settings, codec, None)
-    try:
-        directory.catch_up(timeout=30)
-        tenants = {t: b.tenant for t, b in directory.books.items() if tenant_id in (None, t)}
-    finally:
-        directory.close()
+    tenants = configured_tenants(settings, codec, tenant_id)
     if tenant_id is not None and not tenants:
         raise InputError(f"unknown tenant {tenant_id!r}: no configuration on {settings.topic.tenant_config}")
     charges = []

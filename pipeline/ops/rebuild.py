@@ -28,7 +28,7 @@ import redis
 
 from pipeline import wiring
 from pipeline.adapters.codec import Codec
-from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.directory import configured_tenants
 from pipeline.adapters.readback import read_all
 from pipeline.adapters.records import event_from_avro
 from pipeline.adapters.store import CHARGES, EVENTS, StoredCall, call_key, call_ttl_s
@@ -91,12 +91,8 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None, fo
     tenants or calls the ledger lacks (it would shrink state to a ledger that lost records)
     unless `force`."""
     codec = Codec(settings.schemas_dir)
-    directory = TenantDirectory(settings, codec, None)
-    try:
-        directory.catch_up(timeout=30)
-        tenants = {tid: book.tenant for tid, book in directory.books.items() if only in (None, tid)}
-    finally:
-        directory.close()
+    configured = configured_tenants(settings, codec)
+    tenants = {tid: tenant for tid, tenant in configured.items() if only in (None, tid)}
     if only is not None and not tenants:
         raise FatalError(f"tenant {only!r} has no configuration on {settings.topic.tenant_config}")
     charges: dict[str, list[tuple[dict[str, Any], bytes]]] = defaultdict(list)
@@ -110,7 +106,9 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None, fo
 
     store = wiring.store(settings)
     report = Report(tenants=len(tenants))
-    report.unknown_tenants = (set(charges) | set(events)) - set(directory.books)
+    report.unknown_tenants = (set(charges) | set(events)) - set(
+        configured_tenants(settings, codec) if only else tenants
+    )
     ledger_tenants = set(charges) | set(events) | set(tenants)
     in_redis = store.stored_tenants() if only is None else ({only} & store.stored_tenants())
     report.unbacked_tenants = in_redis - ledger_tenants
