@@ -31,6 +31,11 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A required JSON request body with this schema."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     base = {"400": ERROR, "401": ERROR, "403": ERROR, "404": ERROR, "503": ERROR}
     return {**base, **{str(c): ERROR for c in codes}}
@@ -117,27 +122,22 @@ def document() -> dict[str, Any]:
             "/v1/tenants/{tenant_id}/funds": {
                 "post": {
                     "parameters": [TENANT],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["amount"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "amount": MONEY,
-                                        "command_id": {
-                                            "type": "string",
-                                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
-                                        },
-                                        "kind": {"type": "string", "enum": ["manual", "partner"]},
-                                        "requested_by": {"type": "string", "minLength": 1, "maxLength": 200},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["amount"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "amount": MONEY,
+                                "command_id": {
+                                    "type": "string",
+                                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
+                                },
+                                "kind": {"type": "string", "enum": ["manual", "partner"]},
+                                "requested_by": {"type": "string", "minLength": 1, "maxLength": 200},
+                            },
+                        }
+                    ),
                     "responses": {
                         "202": _json(
                             {"type": "object", "required": ["command_id", "status"]}, "accepted: applied once"
@@ -153,7 +153,7 @@ def document() -> dict[str, Any]:
                 },
                 "put": {
                     "parameters": [TENANT],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": AUTO_RECHARGE}}},
+                    "requestBody": _body(AUTO_RECHARGE),
                     "responses": {"202": _json({"type": "object", "required": ["status"]}), **_errors(409)},
                 },
             },
@@ -188,24 +188,19 @@ def document() -> dict[str, Any]:
             "/v1/tenants/{tenant_id}/authorize": {
                 "post": {
                     "parameters": [TENANT],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["user_id", "number"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
-                                        "number": {"type": "string", "minLength": 1, "maxLength": 200},
-                                        "call_type": {"type": "string", "minLength": 1, "maxLength": 200},
-                                        "caller": {"type": "string", "minLength": 1, "maxLength": 200},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["user_id", "number"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "number": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "call_type": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "caller": {"type": "string", "minLength": 1, "maxLength": 200},
+                            },
+                        }
+                    ),
                     "responses": {
                         "200": _json(
                             {
