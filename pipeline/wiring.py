@@ -27,6 +27,7 @@ from pipeline.control.gateway import SimulatedGateway
 from pipeline.control.ledger_ops import LedgerOps
 from pipeline.control.lifecycle import Control
 from pipeline.errors import FatalError, InputError
+from processors.rating import RateCard
 
 if TYPE_CHECKING:
     import faust
@@ -55,15 +56,20 @@ def codec(settings: Settings) -> Codec:
     return Codec(settings.schemas_dir)
 
 
+def rate_card(settings: Settings) -> RateCard:
+    """The configured rate card; a card that cannot be read stops the process with why."""
+    try:
+        return load_rates(settings.rates_file)
+    except InputError as exc:
+        raise FatalError(str(exc)) from None
+
+
 def charging_worker(
     settings: Settings, registry: CollectorRegistry | None = None, worker_id: str | None = None
 ) -> ChargingWorker:
     """A charging worker with its clients: the transactional id is leased in Redis before
     the producer initialises transactions (which aborts a dead worker's open one)."""
-    try:
-        rates = load_rates(settings.rates_file)
-    except InputError as exc:
-        raise FatalError(str(exc)) from None
+    rates = rate_card(settings)
     c = codec(settings)
     s = store(settings)
     split = s.r.get(SPLIT_KEY)
@@ -102,9 +108,6 @@ def control(settings: Settings, clock: Clock = utc_now) -> Control:
 def control_app(settings: Settings, clock: Clock = utc_now) -> faust.App:
     from pipeline.control.app import build_app
 
-    try:
-        rates = load_rates(settings.rates_file)
-    except InputError as exc:
-        raise FatalError(str(exc)) from None
+    rates = rate_card(settings)
     ctl = control(settings, clock)
     return build_app(settings, ctl, rates, producer(settings))

@@ -41,6 +41,12 @@ def parse_money(text: str | int) -> int:
     return int(micro)
 
 
+def micro(value: int | str) -> int:
+    """Micro-units of a ledger field that is either already micro-units or a decimal string
+    (balance-event attributes carry money as decimal strings)."""
+    return value if isinstance(value, int) else parse_money(value)
+
+
 def format_money(micro: int) -> str:
     """Micro-units to a decimal string with at least two decimals: 1234500 -> "1.2345"."""
     sign = "-" if micro < 0 else ""

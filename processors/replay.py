@@ -30,7 +30,7 @@ from .charging import ZONE_A_POOL
 from .errors import DomainError
 from .ledger import LOT_LIFETIME_MONTHS, Lot, TenantState
 from .model import BILLABLE, OVERAGE, Event, Tenant
-from .money import parse_money
+from .money import micro
 
 KEPT_POOL_ALERTS = 8  # as charging._pool_alerts keeps them
 
@@ -51,10 +51,6 @@ class _LotSums:
     expired: bool = False
 
 
-def _money(value: Any) -> int:
-    return value if isinstance(value, int) else parse_money(value)
-
-
 def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iterable[Event]) -> TenantState:
     """The state the charging fold left for `tenant`, from its charge records (Avro
     shape: segments with pool, lots, deficit; `domestic`; `month`) and balance events."""
@@ -72,9 +68,9 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
         seen.add(e.event_id)
         f = e.field_dict()
         if e.type == "funds_added":
-            amount = _money(f["amount"])
+            amount = micro(f["amount"])
             lot = _LotSums(amount, e.at, add_months(e.at, LOT_LIFETIME_MONTHS))
-            lot.covered = _money(f.get("deficit_covered", 0))
+            lot.covered = micro(f.get("deficit_covered", 0))
             lots[f["lot_id"]] = lot
             state.funded += amount
             covered += lot.covered
@@ -82,9 +78,9 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
             if f["lot_id"] not in lots:
                 raise LedgerGap(f"{tenant.tenant_id}: lot {f['lot_id']} expired but was never funded")
             lot = lots[f["lot_id"]]
-            lot.forfeited += _money(f["amount"])
+            lot.forfeited += micro(f["amount"])
             lot.expired = True
-            state.expired += _money(f["amount"])
+            state.expired += micro(f["amount"])
         elif e.type == "recharge_requested":
             requested[f["request_id"]] = int(str(f["request_id"]).rsplit(":", 1)[1])
         elif e.type == "recharge_succeeded" or (e.type == "recharge_failed" and not f.get("next_attempt_at")):

@@ -21,7 +21,7 @@ from . import tables
 from .calendar import month_key, zone
 from .charging import ZONE_A_POOL, prepare
 from .model import BILLABLE, INBOUND, OVERAGE, Event, Tenant
-from .money import format_money, parse_money
+from .money import format_money, micro
 
 USAGE_COLUMNS = (
     "UsageId",
@@ -347,9 +347,9 @@ def statement(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iter
             continue
         when = "in" if em == month else "before"
         f = e.field_dict()
-        amount = _micro(f["amount"])
+        amount = micro(f["amount"])
         if e.type == "funds_added":
-            covered = _micro(f.get("deficit_covered", 0))
+            covered = micro(f.get("deficit_covered", 0))
             balance[when] += amount
             deficit[when] -= covered
             if when == "in":
@@ -370,10 +370,6 @@ def statement(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iter
     st.closing_balance = balance["before"] + balance["in"]
     st.closing_deficit = deficit["before"] + deficit["in"]
     return st
-
-
-def _micro(value: Any) -> int:
-    return value if isinstance(value, int) else parse_money(str(value))
 
 
 # -- the flat export ---------------------------------------------------------------------------------
@@ -495,12 +491,12 @@ def chart_data(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Ite
             continue
         f = e.field_dict()
         if e.type == "funds_added":
-            changes.append((e.at, _micro(f["amount"])))
+            changes.append((e.at, micro(f["amount"])))
             kind = "recharge" if ":recharge:" in str(f.get("lot_id", "")) else "funding"
-            data.marks.append((e.at, kind, f"{kind} {format_money(_micro(f['amount']))}"))
+            data.marks.append((e.at, kind, f"{kind} {format_money(micro(f['amount']))}"))
         elif e.type == "credits_expired":
-            changes.append((e.at, -_micro(f["amount"])))
-            data.marks.append((e.at, "expiry", f"expired {format_money(_micro(f['amount']))}"))
+            changes.append((e.at, -micro(f["amount"])))
+            data.marks.append((e.at, "expiry", f"expired {format_money(micro(f['amount']))}"))
         elif e.type == "balance_zero":
             data.marks.append((e.at, "zero", "balance reached zero"))
     balance = st.opening_balance
