@@ -14,7 +14,10 @@ PREFIX = "CALLCHARGE_"
 # Shipped as package data, so an installed callcharge runs from any directory.
 SCHEMAS_DIR = Path(str(resources.files("schemas")))
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-SECRET_FIELDS = frozenset({"api_token", "smtp_password"})
+SECRET_FIELDS = frozenset({"api_token", "smtp_password", "kafka_sasl_password", "redis_password"})
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+REDIS_MODES = ("standalone", "cluster")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,28 @@ class Settings:
     kafka_bootstrap: str = ""  # empty: the embedded broker on broker_port
     redis_url: str = ""  # empty: the private redis-server on redis_port
     topic_prefix: str = ""
+    # Kafka transport security, the same for every client (both workers, every command):
+    # SSL / SASL_SSL verify the broker against kafka_ssl_ca_file (the system's CAs when
+    # empty); a client certificate is sent when cert and key files are set (mutual TLS).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_ca_file: str = ""
+    kafka_ssl_cert_file: str = ""
+    kafka_ssl_key_file: str = ""
+    # Redis: "cluster" talks to a Redis Cluster (redis_url names any one node). TLS when the
+    # URL is rediss:// (verified against redis_ca_file); an ACL user by redis_username and
+    # redis_password. redis_replicas_ack > 0: every state write waits (WAIT) until that
+    # many replicas hold it before the Kafka transaction commits, so a failover never
+    # loses a debit the ledger already shows.
+    redis_mode: str = "standalone"
+    redis_username: str = ""
+    redis_password: str = ""
+    redis_ca_file: str = ""
+    redis_cert_file: str = ""
+    redis_key_file: str = ""
+    redis_replicas_ack: int = 0
     cdr_partitions: int = 8
     charges_partitions: int = 8
     other_partitions: int = 4
@@ -84,6 +109,18 @@ class Settings:
     # SIGKILL right after commit-protocol step STEP of its BATCH-th batch. Empty: off.
     crash_after: str = ""
     topics: Topics = field(default_factory=Topics)
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("kafka_security_protocol", KAFKA_SECURITY_PROTOCOLS),
+            ("kafka_sasl_mechanism", KAFKA_SASL_MECHANISMS),
+            ("redis_mode", REDIS_MODES),
+        )
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{PREFIX}{name.upper()}: one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_username:
+            raise ValueError(f"{PREFIX}KAFKA_SASL_USERNAME is required with {self.kafka_security_protocol}")
 
     @property
     def bootstrap(self) -> str:

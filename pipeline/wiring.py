@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from prometheus_client import CollectorRegistry
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.files import load_rates
-from pipeline.adapters.kafka import consumer, producer
+from pipeline.adapters.kafka import consumer, preflight, producer
 from pipeline.adapters.metrics import ChargingMetrics
 from pipeline.adapters.store import SPLIT_KEY, Store
 from pipeline.charging.leases import TransactionLeases
@@ -40,16 +40,52 @@ REDIS_HEALTH_CHECK_S = 30
 
 
 def redis_client(settings: Settings, socket_timeout_s: float = REDIS_SOCKET_TIMEOUT_S) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        health_check_interval=REDIS_HEALTH_CHECK_S,
-    )
+    """The one Redis client builder: standalone or Cluster (`redis_mode`), TLS when the URL
+    is rediss:// (checked against `redis_ca_file`), an ACL user when `redis_username` is set.
+
+    A Cluster client has the same command surface for what callcharge sends (every key of
+    one tenant carries its `{tenant}` hash tag, so scripts and pipelines stay on one slot);
+    it is typed as `redis.Redis` for the callers."""
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+    }
+    if settings.redis_username:
+        options["username"] = settings.redis_username
+    if settings.redis_password:
+        options["password"] = settings.redis_password
+    if settings.redis.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "required"
+        if settings.redis_ca_file:
+            options["ssl_ca_certs"] = settings.redis_ca_file
+        if settings.redis_cert_file:
+            options["ssl_certfile"] = settings.redis_cert_file
+            options["ssl_keyfile"] = settings.redis_key_file
+    if settings.redis_mode == "cluster":
+        return cast(redis.Redis, redis.RedisCluster.from_url(settings.redis, **options))
+    return redis.Redis.from_url(settings.redis, health_check_interval=REDIS_HEALTH_CHECK_S, **options)
 
 
 def store(settings: Settings) -> Store:
-    return Store(redis_client(settings))
+    client = redis_client(settings)
+    try:
+        return Store(client, settings.redis_replicas_ack)
+    except redis.AuthenticationError as exc:  # before ConnectionError: it is one
+        user = settings.redis_username or "default"
+        raise FatalError(f"Redis at {_where(settings.redis)} refused user {user!r}: {exc}") from None
+    except redis.ResponseError as exc:
+        if "NOPERM" in str(exc):
+            raise FatalError(f"Redis ACL user {settings.redis_username!r} may not run callcharge: {exc}") from None
+        raise
+    except redis.ConnectionError as exc:
+        if "certificate" in str(exc).lower() or "ssl" in str(exc).lower():
+            raise FatalError(f"Redis at {_where(settings.redis)}: TLS refused: {exc}") from None
+        raise
+
+
+def _where(url: str) -> str:
+    """host:port of a Redis URL, never its password."""
+    return url.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
 
 
 def codec(settings: Settings) -> Codec:
@@ -81,6 +117,7 @@ def charging_worker(
         )
     worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     transactional_id = f"{settings.transactional_id_prefix}-{worker_id}"
+    preflight(settings)
     leases = TransactionLeases(settings, s.r, transactional_id)
     leases.tick()  # leased before its first transaction; dead workers' ones aborted
     p = producer(settings, transactional_id)
@@ -109,5 +146,6 @@ def control_app(settings: Settings, clock: Clock = utc_now) -> faust.App:
     from pipeline.control.app import build_app
 
     rates = rate_card(settings)
+    preflight(settings)
     ctl = control(settings, clock)
     return build_app(settings, ctl, rates, producer(settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -21,8 +22,93 @@ from pipeline.errors import FatalError
 log = logging.getLogger(__name__)
 
 
+def security(settings: Settings) -> dict[str, Any]:
+    """The librdkafka settings of the configured transport security (every client)."""
+    conf: dict[str, Any] = {"security.protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol.startswith("SASL"):
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        conf["sasl.username"] = settings.kafka_sasl_username
+        conf["sasl.password"] = settings.kafka_sasl_password
+    if settings.kafka_security_protocol.endswith("SSL"):
+        conf["ssl.endpoint.identification.algorithm"] = "https"  # the broker's name must match
+        if settings.kafka_ssl_ca_file:
+            conf["ssl.ca.location"] = settings.kafka_ssl_ca_file
+        if settings.kafka_ssl_cert_file:
+            conf["ssl.certificate.location"] = settings.kafka_ssl_cert_file
+            conf["ssl.key.location"] = settings.kafka_ssl_key_file
+    return conf
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of the Python clients (faust): the same CA, client certificate and
+    host-name check as librdkafka's."""
+    ctx = ssl.create_default_context(cafile=settings.kafka_ssl_ca_file or None)
+    if settings.kafka_ssl_cert_file:
+        ctx.load_cert_chain(settings.kafka_ssl_cert_file, settings.kafka_ssl_key_file or None)
+    return ctx
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """faust's `broker_credentials` for the configured security (None: plaintext)."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    ctx = ssl_context(settings) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ctx,
+        )
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
+
+
+def client_conf(settings: Settings, **conf: Any) -> dict[str, Any]:
+    """bootstrap.servers and security, then the client's own settings."""
+    return {"bootstrap.servers": settings.bootstrap, **security(settings), **conf}
+
+
+PREFLIGHT_TIMEOUT_S = 15.0
+
+
+def preflight(settings: Settings, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
+    """Fail fast, and say why, when the broker cannot be reached with the configured
+    security (an untrusted certificate, a refused login): a worker would otherwise retry in
+    silence. Raises FatalError naming the broker and librdkafka's reason."""
+    errors: list[str] = []
+
+    def on_error(err: Any) -> None:
+        errors.append(err.str())
+
+    class Collect(logging.Handler):  # librdkafka says why a connection failed in its log
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record.getMessage().split("]: ", 1)[-1])
+
+    log = logging.getLogger(f"callcharge.preflight.{id(errors)}")
+    log.propagate = False
+    log.addHandler(Collect())
+    client = AdminClient(client_conf(settings, error_cb=on_error, logger=log))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_topics(timeout=min(3.0, max(0.1, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            errors.append(exc.args[0].str() if exc.args else str(exc))
+        client.poll(0.2)  # serves the queued log lines and errors
+        fatal = [e for e in errors if any(w in e for w in ("SSL", "certificate", "SASL", "uthentication"))]
+        if fatal or time.monotonic() >= deadline:
+            why = (fatal or errors or ["no answer"])[0]
+            raise FatalError(
+                f"Kafka at {settings.bootstrap} ({settings.kafka_security_protocol}) cannot be used: {why}"
+            )
+
+
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap})
+    return AdminClient(client_conf(settings))
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
@@ -103,7 +189,7 @@ def _align_config(client: AdminClient, spec: NewTopic, timeout: float) -> str:
 
 def producer(settings: Settings, transactional_id: str | None = None, extra: dict[str, Any] | None = None) -> Producer:
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap,
+        **client_conf(settings),
         "linger.ms": 5,
         "enable.idempotence": True,
         "compression.type": "none",
@@ -126,7 +212,7 @@ def producer(settings: Settings, transactional_id: str | None = None, extra: dic
 
 def consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap,
+        **client_conf(settings),
         "group.id": group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

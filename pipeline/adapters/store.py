@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -98,14 +100,49 @@ class Snapshot:
     unreadable: StateUnreadable | None = None
 
 
+# A Redis Cluster in the middle of a failover answers these until its slots are served
+# again: to the workers they are Redis being unavailable for a moment (retry the batch).
+CLUSTER_TRANSIENT = (
+    redis.exceptions.ClusterError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.ReadOnlyError,
+)
+WAIT_TIMEOUT_MS = 2000
+
+
+class ReplicationLagging(redis.ConnectionError):
+    """A state write reached its primary but not `replicas_ack` replicas in time: the batch
+    is retried (its results are recorded, so the retry replays them), never committed on
+    a write a failover could lose."""
+
+
 class Store:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, replicas_ack: int = 0):
         self.r = client
+        self.replicas_ack = replicas_ack
+        self.cluster = isinstance(client, redis.RedisCluster)
         self._apply_source = resources.files(__package__).joinpath("lua", "apply.lua").read_text()
         self._apply_sha = self.r.script_load(self._apply_source)
 
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """Cluster failover errors surface as redis.ConnectionError (after the client has
+        been told to learn the slot map again): one kind of "Redis is away" for callers."""
+        try:
+            yield
+        except CLUSTER_TRANSIENT as exc:
+            if self.cluster:
+                cast(Any, self.r).nodes_manager.initialize()
+            raise redis.ConnectionError(f"Redis Cluster is failing over: {exc}") from exc
+
     def snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
         """State, version and any stored results for {tenant: [call ids]} in one round trip."""
+        with self._available():
+            return self._snapshots(wanted)
+
+    def _snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
         pipe = self.r.pipeline(transaction=False)
         order = list(wanted)
         for tid in order:
@@ -131,19 +168,44 @@ class Store:
     def apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
         """CAS-apply [(tenant, expected version, new state, {call id: packed result})].
 
-        One pipelined EVALSHA per tenant; returns the script's (status, value) per write.
+        One pipelined EVALSHA per tenant (one pipeline per primary on a Cluster), followed
+        on the same connection by WAIT when `replicas_ack` is set; returns the script's
+        (status, value) per write in the order given.
         """
-        pipe = self.r.pipeline(transaction=False)
-        for tid, ver, state, calls in writes:
-            keys = [tenant_key(tid)] + [call_key(tid, c) for c in calls]
-            args: list[Any] = [ver, _state_json(state), ttl_s, *calls.values()]
-            pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
-        try:
-            replies = pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self._apply_sha = self.r.script_load(self._apply_source)
-            return self.apply(writes, ttl_s)
-        return [(int(a), int(b)) for a, b in replies]
+        with self._available():
+            try:
+                return self._apply(writes, ttl_s)
+            except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
+                self._apply_sha = self.r.script_load(self._apply_source)
+                return self._apply(writes, ttl_s)
+
+    def _apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
+        groups: dict[str, tuple[redis.Redis, list[int]]] = {}
+        for i, (tid, *_) in enumerate(writes):
+            if self.cluster:
+                node = cast(Any, self.r).get_node_from_key(tenant_key(tid))
+                client = node.redis_connection or cast(Any, self.r).get_redis_connection(node)
+                groups.setdefault(node.name, (client, []))[1].append(i)
+            else:
+                groups.setdefault("", (self.r, []))[1].append(i)
+        replies: list[tuple[int, int]] = [(0, 0)] * len(writes)
+        for client, indexes in groups.values():
+            pipe = client.pipeline(transaction=False)
+            for i in indexes:
+                tid, ver, state, calls = writes[i]
+                keys = [tenant_key(tid)] + [call_key(tid, c) for c in calls]
+                args: list[Any] = [ver, _state_json(state), ttl_s, *calls.values()]
+                pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
+            if self.replicas_ack:
+                cast(Any, pipe).execute_command("WAIT", self.replicas_ack, WAIT_TIMEOUT_MS)
+            out = pipe.execute()
+            if self.replicas_ack and int(out.pop()) < self.replicas_ack:
+                raise ReplicationLagging(
+                    f"state written but not on {self.replicas_ack} replica(s) within {WAIT_TIMEOUT_MS} ms"
+                )
+            for i, (a, b) in zip(indexes, out, strict=True):
+                replies[i] = (int(a), int(b))
+        return replies
 
     def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
         """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""
@@ -162,11 +224,15 @@ class Store:
         raw = self.r.get(key)
         return json.loads(raw) if raw else None
 
+    def scan(self, match: str) -> Iterator[str]:
+        """Key names matching `match` on every primary (a scan: for checks, not the hot path)."""
+        for key in self.r.scan_iter(match=match, count=1000):
+            yield key.decode() if isinstance(key, bytes) else str(key)
+
     def stored_tenants(self) -> set[str]:
         """Every tenant with a balance state in Redis (a scan: for checks, not the hot path)."""
         out = set()
-        for key in self.r.scan_iter(match="cc:{*}", count=1000):
-            name = key.decode() if isinstance(key, bytes) else str(key)
+        for name in self.scan("cc:{*}"):
             if name.endswith("}") and self.r.hexists(name, "state"):
                 out.add(name[4:-1])
         return out
@@ -174,10 +240,7 @@ class Store:
     def stored_calls(self, tenant_id: str) -> set[str]:
         """The call ids of a tenant with a record in Redis (a scan: for checks)."""
         prefix = call_key(tenant_id, "")
-        return {
-            (k.decode() if isinstance(k, bytes) else str(k))[len(prefix) :]
-            for k in self.r.scan_iter(match=prefix + "*", count=1000)  # tenant ids hold no glob character
-        }
+        return {k[len(prefix) :] for k in self.scan(prefix + "*")}  # tenant ids hold no glob character
 
     def load_config(self, tenant_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(tenant_key(tenant_id), "config")

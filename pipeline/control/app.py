@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from pipeline.adapters import reports
+from pipeline.adapters import kafka, reports
 from pipeline.adapters.records import dead_letter, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.control import api_input, openapi
@@ -70,6 +70,7 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
     app = faust.App(
         f"callcharge-control{settings.topic_prefix and '-' + settings.topic_prefix.strip('-')}",
         broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=kafka.faust_credentials(settings),
         store="memory://",
         web_host=settings.http_host,
         web_bind=settings.http_host,

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from pipeline import wiring
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import create_topics, producer
 from pipeline.adapters.readback import read_all
@@ -59,7 +60,7 @@ class Env:
             metrics_port=0,
             **overrides,
         )
-        if not base.redis_url:
+        if not base.redis_url and not overrides.get("redis_mode") == "cluster":
             redis.Redis.from_url(s.redis).flushdb()
         create_topics(s)
         return cls(s, work)
@@ -201,7 +202,7 @@ def assert_exact(
         "balance events twice", twice, events, "event_id", aborted_batches * env.settings.batch_size * 4
     )
     assert set(got_events) == expected_events
-    store = Store(redis.Redis.from_url(env.settings.redis))
+    store = wiring.store(env.settings)
     charged = {c["tenant_id"] for c in unique}
     for tid, state in states.items():  # the money: debited once per call, whatever the output shows
         if tid in charged:

@@ -53,3 +53,35 @@ def test_child_environment_reads_back_the_same_settings() -> None:
     back = Settings.from_env(env)
     assert back == replace(s, metrics_port=0)
     assert back.group_id == s.group_id and back.bootstrap == s.bootstrap
+
+
+def test_every_kafka_client_gets_the_configured_security() -> None:
+    from pipeline.adapters import kafka
+
+    s = Settings.from_env(
+        {
+            "CALLCHARGE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "CALLCHARGE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+            "CALLCHARGE_KAFKA_SASL_USERNAME": "charging",
+            "CALLCHARGE_KAFKA_SASL_PASSWORD": "pw",
+            "CALLCHARGE_KAFKA_SSL_CA_FILE": "/etc/ca.pem",
+        }
+    )
+    conf = kafka.client_conf(s, **{"group.id": "g"})
+    assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.mechanism"] == "SCRAM-SHA-256"
+    assert (conf["sasl.username"], conf["sasl.password"], conf["ssl.ca.location"]) == ("charging", "pw", "/etc/ca.pem")
+    assert conf["ssl.endpoint.identification.algorithm"] == "https" and conf["group.id"] == "g"
+    assert s.masked()["kafka_sasl_password"] == "***"
+    plain = kafka.client_conf(Settings())
+    assert plain["security.protocol"] == "PLAINTEXT" and "sasl.username" not in plain
+
+
+def test_security_settings_outside_their_choices_are_refused_by_name() -> None:
+    for env, name in (
+        ({"CALLCHARGE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "CALLCHARGE_KAFKA_SECURITY_PROTOCOL"),
+        ({"CALLCHARGE_KAFKA_SASL_MECHANISM": "MD5"}, "CALLCHARGE_KAFKA_SASL_MECHANISM"),
+        ({"CALLCHARGE_REDIS_MODE": "sentinel"}, "CALLCHARGE_REDIS_MODE"),
+        ({"CALLCHARGE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "CALLCHARGE_KAFKA_SASL_USERNAME"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env(env)
