@@ -19,7 +19,6 @@ from pipeline import wiring
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import create_topics, producer
 from pipeline.adapters.readback import read_all
-from pipeline.adapters.store import Store
 from pipeline.config import Settings
 from pipeline.ops.publish import ingest, publish_tenants
 from processors.engine import Engine, event_to_dict

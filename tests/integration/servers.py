@@ -76,7 +76,7 @@ class RedisProcs:
     def start(self, port: int, work: Path, *args: str) -> None:
         d = work / f"redis-{port}"
         d.mkdir(exist_ok=True)
-        log = open(d / "redis.log", "wb")  # noqa: SIM115 - kept open for the process's life
+        log = open(d / "redis.log", "wb")  # kept open for the process's life
         self.procs[port] = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--dir", str(d),
              "--save", "", "--appendonly", "no", "--protected-mode", "no", *args],

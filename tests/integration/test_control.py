@@ -3,7 +3,6 @@ service state, funding, expiry on a fake clock, notifications by email, the HTTP
 
 from __future__ import annotations
 
-import email
 import json
 import signal
 import subprocess
@@ -17,37 +16,16 @@ from typing import Any
 
 import pytest
 import redis
-from aiosmtpd.controller import Controller
 
 from pipeline.adapters.kafka import producer
 from pipeline.adapters.store import tenant_key
 from pipeline.control.gateway import SimulatedGateway
 from tests.conftest import _free_port
+from tests.integration.conftest import Inbox
 from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content)
-        self.messages.append({"to": envelope.rcpt_tos, "subject": str(msg["Subject"]), "id": str(msg["Message-ID"])})
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Any:
-    inbox = Inbox()
-    port = _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    inbox.port = port  # type: ignore[attr-defined]
-    yield inbox
-    controller.stop()
 
 
 RUNNING: list[ControlProc] = []

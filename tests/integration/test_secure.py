@@ -2,11 +2,13 @@
 
 The test makes its own CA and server certificate, starts its own embedded broker (behind a
 TLS front: see servers.TlsFront) and its own redis-server with TLS only and the default
-user disabled. SASL is configured the same way for every client (tests/unit/test_config.py
-checks what each client is given) but is not run here: the embedded broker started with
---authentication closes the connection at SaslHandshake, for librdkafka and aiokafka alike. Both workers and the commands run over them; the
-charging differential holds to the micro-unit; an untrusted certificate and a refused
-login stop a worker within seconds with a message that says which.
+user disabled. Both workers and the commands run over them; the charging differential
+holds to the micro-unit; an untrusted certificate and a refused login stop a worker within
+seconds with a message that says which.
+
+SASL is configured the same way for every client (tests/unit/test_config.py checks what
+each client is given) but is not run here: the embedded broker started with
+--authentication closed the connection at SaslHandshake for librdkafka (PLAIN and SCRAM).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import pytest
 from pipeline import wiring
 from pipeline.config import Settings
 from pipeline.dev import stack
+from tests.integration.conftest import Inbox
 from tests.integration.harness import Env, assert_exact, wait_exit, wait_for
 from tests.integration.servers import Pki, RedisProcs, TlsFront, free_ports, make_pki, wait_port
 from tests.integration.test_charging import scenario
-from tests.integration.test_control import ControlProc, Inbox, calls, events, smtp, tenant  # noqa: F401
+from tests.integration.test_control import ControlProc, calls, events, tenant
 
 PASSWORD = "s3cret-for-callcharge"
 
@@ -34,7 +37,7 @@ PASSWORD = "s3cret-for-callcharge"
 def secure(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Pki]]:
     pki = make_pki(tmp_path)
     broker_port, front_port, redis_port = free_ports(3)
-    log = open(tmp_path / "broker.log", "wb")  # noqa: SIM115
+    log = open(tmp_path / "broker.log", "wb")
     broker = subprocess.Popen(
         [stack.broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
          "--advertised-listener-url", f"tcp://localhost:{front_port}", "--storage-engine", "memory://tansu/"],
