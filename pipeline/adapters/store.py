@@ -149,13 +149,22 @@ class Store:
             pipe.hmget(tenant_key(tid), "state", "ver")
             ids = wanted[tid]
             if ids:
-                pipe.mget([call_key(tid, c) for c in ids])
+                if self.cluster:  # a Cluster pipeline refuses MGET: one GET each (replays only)
+                    for c in ids:
+                        pipe.get(call_key(tid, c))
+                else:
+                    pipe.mget([call_key(tid, c) for c in ids])
         replies = iter(pipe.execute())
         out = {}
         for tid in order:
             state_raw, ver_raw = next(replies)
             ids = wanted[tid]
-            found = next(replies) if ids else []
+            if not ids:
+                found = []
+            elif self.cluster:
+                found = [next(replies) for _ in ids]
+            else:
+                found = next(replies)
             calls = {c: StoredCall.unpack(v) for c, v in zip(ids, found, strict=True) if v is not None}
             try:
                 state = _parse_state(tid, state_raw) if state_raw else None

@@ -47,17 +47,19 @@ class Env:
             global _NEXT_DB
             _NEXT_DB = _NEXT_DB % 15 + 1
             overrides.setdefault("redis_url", f"redis://127.0.0.1:{base.redis_port}/{_NEXT_DB}")
+        slice_defaults: dict[str, Any] = {
+            "cdr_partitions": 4,
+            "charges_partitions": 4,
+            "other_partitions": 2,
+            "batch_size": 200,
+            "metrics_port": 0,
+        }
         s = replace(
             base,
             topic_prefix=f"t{tag}-",
             group_id=f"g{tag}",
             transactional_id_prefix=f"x{tag}",
-            cdr_partitions=4,
-            charges_partitions=4,
-            other_partitions=2,
-            batch_size=200,
-            metrics_port=0,
-            **overrides,
+            **{**slice_defaults, **overrides},
         )
         if not base.redis_url and not overrides.get("redis_mode") == "cluster":
             redis.Redis.from_url(s.redis).flushdb()

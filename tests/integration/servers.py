@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -20,16 +21,25 @@ from pathlib import Path
 import redis
 
 
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+def free_ports(n: int, low: int = 20000, high: int = 30000) -> list[int]:
+    """n free loopback ports in [low, high) whose port + 10000 is free too (a Redis
+    Cluster node listens for its cluster bus there, and it must stay below 65536)."""
+    ports: list[int] = []
+    for port in random.sample(range(low, high), high - low):
+        if all(_free(p) for p in (port, port + 10000)):
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    raise AssertionError("no free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_port(port: int, timeout: float = 20) -> None:
@@ -72,11 +82,18 @@ def make_pki(work: Path) -> Pki:
 @dataclass
 class RedisProcs:
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    started: dict[int, tuple[Path, tuple[str, ...]]] = field(default_factory=dict)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again as it was (a Cluster node rejoins from its nodes file)."""
+        work, args = self.started[port]
+        self.start(port, work, *args)
 
     def start(self, port: int, work: Path, *args: str) -> None:
+        self.started[port] = (work, args)
         d = work / f"redis-{port}"
         d.mkdir(exist_ok=True)
-        log = open(d / "redis.log", "wb")  # kept open for the process's life
+        log = open(d / "redis.log", "ab")  # kept open for the process's life
         self.procs[port] = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--dir", str(d),
              "--save", "", "--appendonly", "no", "--protected-mode", "no", *args],
