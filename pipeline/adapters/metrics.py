@@ -6,8 +6,10 @@ many); never a phone number or a user.
 
 from __future__ import annotations
 
+import platform
 from bisect import bisect_left
 from collections.abc import Iterable
+from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -76,7 +78,12 @@ class ChargingMetrics:
             "Tenant state writes retried after a version conflict",
             registry=registry,
         )
-        self.lag = Gauge("callcharge_consumer_lag", "CDRs not yet consumed, all assigned partitions", registry=registry)
+        self.lag = Gauge(
+            "callcharge_consumer_lag",
+            "CDRs not yet consumed, per assigned partition of the CDR topic",
+            ["partition"],
+            registry=registry,
+        )
         self.latency = BatchHistogram(
             "callcharge_end_to_end_seconds",
             "CDR produced to charge committed",
@@ -89,6 +96,94 @@ class ChargingMetrics:
             self.dead_letters.labels(reason)
         for classification in CLASSIFICATIONS:
             self.charges.labels(classification)
+        build_info(registry, "charging")
+
+
+def build_info(registry: CollectorRegistry, component: str) -> None:
+    """callcharge_build_info{version, python, component} 1: which build each target runs."""
+    try:
+        version = metadata.version("callcharge")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    Gauge("callcharge_build_info", "The running build", ["version", "python", "component"], registry=registry).labels(
+        version, platform.python_version(), component
+    ).set(1)
+
+
+# The control worker's routes (label values of the API series), as aiohttp names them.
+API_ROUTES = (
+    "/v1/tenants/{tenant_id}/balance",
+    "/v1/tenants/{tenant_id}/transactions",
+    "/v1/tenants/{tenant_id}/funds",
+    "/v1/tenants/{tenant_id}/auto-recharge",
+    "/v1/tenants/{tenant_id}/authorize",
+    "/v1/tenants/{tenant_id}/reports/usage",
+    "/v1/tenants/{tenant_id}/reports/pools",
+    "/v1/tenants/{tenant_id}/reports/statement",
+)
+API_STATUSES = ("200", "202", "400", "401", "403", "404", "409", "503")
+RECHARGE_FAILURES = ("card_expired", "card_declined", "timeout", "other")
+EMAIL_OUTCOMES = ("sent", "failed")
+CONTROL_TOPICS = ("commands", "balance-events", "charges", "timer")
+
+
+class ControlMetrics:
+    """The control worker's series: records handled, the API, payments, emails, expiries."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.handled = Counter(
+            "callcharge_control_records_total", "Records handled by the control worker", ["topic"], registry=registry
+        )
+        self.errors = Counter("callcharge_control_errors_total", "Control handler errors", ["topic"], registry=registry)
+        self.api = Counter("callcharge_api_requests_total", "API requests", ["route", "status"], registry=registry)
+        self.api_seconds = Histogram(
+            "callcharge_api_request_seconds", "API request time", ["route"], buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.recharge_attempts = Counter(
+            "callcharge_recharge_attempts_total", "Payment attempts of auto-recharges", registry=registry
+        )
+        self.recharge_failures = Counter(
+            "callcharge_recharge_failures_total",
+            "Auto-recharge payments that failed or timed out, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.recharges_succeeded = Counter(
+            "callcharge_recharges_succeeded_total", "Auto-recharges paid and credited", registry=registry
+        )
+        self.recharges_abandoned = Counter(
+            "callcharge_recharges_abandoned_total",
+            "Auto-recharges given up after their last attempt",
+            registry=registry,
+        )
+        self.recharges_pending = Gauge(
+            "callcharge_recharges_pending", "Auto-recharges waiting for a retry of their payment", registry=registry
+        )
+        self.gateway_seconds = Histogram(
+            "callcharge_gateway_seconds", "Payment gateway call time", buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.emails = Counter(
+            "callcharge_emails_total", "Admin notification emails, by outcome", ["outcome"], registry=registry
+        )
+        self.lots_expired = Counter(
+            "callcharge_lots_expired_total", "Credit lots whose remainder was forfeited", registry=registry
+        )
+        for topic in CONTROL_TOPICS:
+            self.handled.labels(topic)
+            self.errors.labels(topic)
+        for route in API_ROUTES:
+            self.api_seconds.labels(route)
+            for status in API_STATUSES:
+                self.api.labels(route, status)
+        for reason in RECHARGE_FAILURES:
+            self.recharge_failures.labels(reason)
+        for outcome in EMAIL_OUTCOMES:
+            self.emails.labels(outcome)
+        build_info(registry, "control")
+
+    def failure(self, reason: str) -> None:
+        self.recharge_failures.labels(reason if reason in RECHARGE_FAILURES else "other").inc()
 
 
 def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:

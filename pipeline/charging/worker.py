@@ -528,12 +528,14 @@ class ChargingWorker:
         try:
             if not self.consumer.assignment():
                 return
-            lag = 0
+            lags = {}
             for tp in self._positions():
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
                 if tp.offset >= 0 and high >= 0:
-                    lag += max(0, high - tp.offset)
-            self.metrics.lag.set(lag)
+                    lags[str(tp.partition)] = max(0, high - tp.offset)
+            self.metrics.lag.clear()  # partitions handed to another worker leave this one's series
+            for partition, lag in lags.items():
+                self.metrics.lag.labels(partition).set(lag)
         except KafkaException:
             pass
 

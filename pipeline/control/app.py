@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ import faust
 import redis
 from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.adapters import kafka, reports
 from pipeline.adapters.records import dead_letter, tenant_to_avro
@@ -49,22 +50,13 @@ PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal
 COMMAND_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}"
 
 
-class ControlMetrics:
-    def __init__(self, registry: CollectorRegistry):
-        self.handled = Counter(
-            "callcharge_control_records_total", "Records handled by the control worker", ["topic"], registry=registry
-        )
-        self.errors = Counter("callcharge_control_errors_total", "Control handler errors", ["topic"], registry=registry)
-        self.api = Counter("callcharge_api_requests_total", "API requests", ["status"], registry=registry)
-
-
 def build_app(settings: Settings, control: Control, rates: RateCard, out: Producer) -> faust.App:
     """The faust app around `control` (clients built by `pipeline.wiring`)."""
     codec = control.codec
     store = control.ledger.store
     directory = control.directory
-    registry = CollectorRegistry()
-    metrics = ControlMetrics(registry)
+    metrics = control.metrics
+    registry = metrics.registry
     t = settings.topic
 
     app = faust.App(
@@ -167,14 +159,21 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
 
     class Api(View):
         async def dispatch(self, request: Request) -> Response:
+            started = time.perf_counter()
+            resource = getattr(getattr(request.match_info, "route", None), "resource", None)
+            route = getattr(resource, "canonical", "other")
+            response = await self._dispatch(request)
+            metrics.api.labels(route, str(response.status)).inc()
+            metrics.api_seconds.labels(route).observe(time.perf_counter() - started)
+            return response
+
+        async def _dispatch(self, request: Request) -> Response:
             who = tokens.who(request.headers.get("Authorization", ""))
             if who is None:
-                metrics.api.labels("401").inc()
                 return self.json({"error": "missing or wrong bearer token"}, status=401)
             tenant_id = request.match_info.get("tenant_id", "")
             scope = "read" if request.method in ("GET", "HEAD") else "write"
             if not who.may(tenant_id, scope):
-                metrics.api.labels("403").inc()
                 denied = f"token {who.name!r} has no {scope} access to tenant {tenant_id!r}"
                 return self.json({"error": denied}, status=403)
             PRINCIPAL.set(who)
@@ -186,7 +185,6 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 response = self.json({"error": "body is not valid JSON"}, status=400)
             except StateUnreadable as exc:  # no balance to answer from until it is rebuilt
                 response = self.json({"error": str(exc)}, status=503)
-            metrics.api.labels(str(response.status)).inc()
             return response
 
         async def body(self, request: Request) -> dict[str, Any]:
@@ -269,7 +267,6 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             asked = {"amount": format_money(amount), "kind": kind, "requested_by": requested_by}
             original = store.remember_command(tenant_id, command_id, asked)
             if original is not None and original != asked:
-                metrics.api.labels("409").inc()
                 return self.json(
                     {"error": f"command_id {command_id!r} was used with another body", "original": original},
                     status=409,

@@ -13,15 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import redis
+from prometheus_client import CollectorRegistry
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.metrics import ControlMetrics
 from pipeline.adapters.records import event_from_avro, event_to_avro
 from pipeline.adapters.store import tenant_key
 from pipeline.config import Settings
@@ -62,6 +65,7 @@ class Control:
         client: redis.Redis,
         gateway: PaymentGateway,
         clock: Clock = utc_now,
+        metrics: ControlMetrics | None = None,
     ):
         self.s = settings
         self.codec = codec
@@ -70,6 +74,7 @@ class Control:
         self.r = client
         self.gateway = gateway
         self.clock = clock
+        self.metrics = metrics or ControlMetrics(CollectorRegistry())
         self.topics = settings.topic
         self._announced: dict[str, Book] = {}  # tenants whose service state this process published
 
@@ -182,18 +187,27 @@ class Control:
             attempt += 1  # a definite failure took no money: the next try is a new payment
         self.r.hset(key, mapping={"status": "pending", "attempt": attempt, "amount": amount, "tenant": tid})
         method = book.tenant.payment_method or "pm_card_ok"
+        self.metrics.recharge_attempts.inc()
+        started = time.perf_counter()
         try:
             result = self.gateway.charge(f"{request_id}:{attempt}", tid, amount, book.tenant.currency, method)
         except GatewayTimeout:
+            self.metrics.gateway_seconds.observe(time.perf_counter() - started)
+            self.metrics.failure("timeout")
             due = now + timedelta(seconds=self.s.recharge_backoff_s)
             self.r.hset(key, mapping={"next_at": due.timestamp()})
             self.r.zadd(RETRY_ZSET, {f"{tid}|{request_id}": due.timestamp()})
             return []  # outcome unknown: retried with the same key
+        self.metrics.gateway_seconds.observe(time.perf_counter() - started)
         if result.succeeded:
+            self.metrics.recharges_succeeded.inc()
             self.r.hset(key, mapping={"status": "succeeded", "payment_id": result.payment_id, "next_at": ""})
             self.r.zrem(RETRY_ZSET, f"{tid}|{request_id}")
             return self._credit(book, request_id, amount, result.payment_id)
+        self.metrics.failure(result.reason)
         final = attempt >= MAX_ATTEMPTS
+        if final:
+            self.metrics.recharges_abandoned.inc()
         due = retry_at(now, attempt, self.s.recharge_backoff_s, self.s.recharge_backoff_cap_s)
         self.r.hset(
             key,
@@ -269,6 +283,7 @@ class Control:
                 continue
             except (StateUnreadable, RetriableError) as exc:  # this tenant waits; the others go on
                 log.error("recharge %s: %s", request_id, exc)
+        self.metrics.recharges_pending.set(self.r.zcard(RETRY_ZSET))
         out += self.announce()
         for tid, book in list(self.directory.books.items()):
             try:
@@ -279,6 +294,7 @@ class Control:
                 due = [lot.lot_id for lot in state.lots if not lot.expired and lot.expires_at + book.lateness <= clock]
                 if due:
                     values, _ = self.ledger.run(book, "expire:" + ",".join(due), _expiry(book, now), now)
+                    self.metrics.lots_expired.inc(len(due))
                     out += self._after_ledger(book, values)
             except (StateUnreadable, RetriableError) as exc:
                 log.error("expiry of %s: %s", tid, exc)
@@ -328,10 +344,12 @@ class Control:
         try:
             self._send_email(notification_id, to, subject, body)
         except (OSError, smtplib.SMTPException) as exc:
+            self.metrics.emails.labels("failed").inc()
             log.warning("email %s to admin not delivered (%s); will retry", notification_id, type(exc).__name__)
             doc = json.dumps({"mark": mark, "to": to, "subject": subject, "body": body, "id": notification_id})
             self.r.zadd(EMAIL_RETRY_ZSET, {doc: self.now().timestamp() + self.s.recharge_backoff_s})
             return
+        self.metrics.emails.labels("sent").inc()
         self.r.set(mark, "sent", ex=400 * 86400)
 
     def retry_emails(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pipeline.adapters.metrics import ChargingMetrics
+from pipeline.adapters.metrics import ChargingMetrics, ControlMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_prometheus_scrapes_every_replica_and_the_control_worker() -> None:
 
 def test_alerts_and_dashboard_use_real_metrics() -> None:
     known = {m.name for m in ChargingMetrics(CollectorRegistry()).registry.collect()}
-    known |= {"callcharge_control_records", "callcharge_control_errors", "callcharge_api_requests"}
+    known |= {m.name for m in ControlMetrics(CollectorRegistry()).registry.collect()}
     rules = yaml.safe_load((REPO / "deploy/alerts.yml").read_text())["groups"][0]["rules"]
     dashboard = json.loads((REPO / "deploy/grafana/callcharge.json").read_text())
     exprs = [r["expr"] for r in rules] + [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
