@@ -136,3 +136,42 @@ def test_every_alert_fires_on_its_incident_in_promtool() -> None:
     rules = yaml.safe_load((REPO / "deploy/alerts.yml").read_text())["groups"][0]["rules"]
     covered = (REPO / "deploy/alerts.test.yml").read_text()
     assert all(f"alertname: {r['alert']}" in covered for r in rules), "an alert without a promtool test"
+
+
+K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests are for (PDB policy/v1, probes, seccomp)
+
+
+def test_every_manifest_is_valid_against_the_kubernetes_schemas() -> None:
+    """kubernetes-validate carries the OpenAPI schemas of each Kubernetes release; strict:
+    a misspelt or misplaced field is an error, as `kubectl apply --validate=strict` says."""
+    import kubernetes_validate
+
+    docs = _k8s()
+    assert docs
+    for d in docs:
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    broken = json.loads(json.dumps(next(d for d in docs if d["kind"] == "Deployment")))
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}  # misspelt: refused
+    try:
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError:
+        pass
+    else:
+        raise AssertionError("the validator let a misspelt field through")
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
+    """The Compose Specification's JSON schema as check-jsonschema vendors it."""
+    from importlib import resources
+
+    import jsonschema
+
+    schema_text = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json")
+    validator = jsonschema.Draft7Validator(json.loads(schema_text.read_text()))
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, errors
+    compose["services"]["control"]["healthcheck"] = {"test": ["CMD", "true"], "intervall": "5s"}
+    assert list(validator.iter_errors(compose)), "the schema let a misspelt key through"
+    services = compose["services"]
+    assert {"topics", "tenants", "charging", "control", "prometheus"} <= set(services), set(services)
