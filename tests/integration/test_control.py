@@ -197,6 +197,15 @@ def test_auto_recharge_pays_once_credits_the_lot_and_emails_admins(env: Env, smt
     assert recipients == [f"admin1@{tid}.example", f"admin2@{tid}.example"]  # admins only, once each
     status, tx = control.get(f"/v1/tenants/{tid}/transactions")
     assert status == 200 and {t["type"] for t in tx["transactions"]} >= {"charge", "recharge_succeeded"}
+    metrics = control.get("/metrics", token=None)[1].decode()
+    for line in (
+        "callcharge_recharge_attempts_total 1.0",
+        "callcharge_recharges_succeeded_total 1.0",
+        'callcharge_recharge_failures_total{reason="card_declined"} 0.0',
+        "callcharge_gateway_seconds_count 1.0",
+    ):
+        assert line in metrics, line
+    assert float(metrics.split('callcharge_emails_total{outcome="sent"} ')[1].split()[0]) >= 2
     control.kill()
     # the ledger alone gives back the same state: the recharge's lot, nothing in flight
     check = env.cli("rebuild", "--check", "--tenant", tid)
@@ -338,7 +347,9 @@ def test_api_refuses_without_token_and_explains_bad_requests(env: Env, smtp: Inb
     wait_for(lambda: control.get(f"/v1/tenants/{tid}/auto-recharge")[1].get("enabled") is True, timeout=30)
     assert control.get("/health")[0] == 200
     status, metrics = control.get("/metrics", token=None)
-    assert status == 200 and b'callcharge_api_requests_total{status="401"} 3.0' in metrics
+    assert status == 200
+    assert b'callcharge_api_requests_total{route="/v1/tenants/{tenant_id}/balance",status="401"} 2.0' in metrics
+    assert b'callcharge_api_requests_total{route="/v1/tenants/{tenant_id}/funds",status="401"} 1.0' in metrics
     control.kill()
 
 
