@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 
 from pipeline.control.tokens import new_token
+from tests.integration.conftest import Inbox
 from tests.integration.harness import Env, kill, wait_exit
-from tests.integration.test_control import TOKEN, ControlProc, Inbox, calls, smtp, tenant  # noqa: F401
+from tests.integration.test_control import TOKEN, ControlProc, calls, tenant
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def api(env: Env, smtp: Inbox, tmp_path: Path) -> Any:  # noqa: F811
+def api(env: Env, smtp: Inbox, tmp_path: Path) -> Any:
     t = env.tag
     reader, reader_entry = new_token("contoso-reader", "read", [f"{t}a"])
     partner, partner_entry = new_token("partner-one", "write", [f"{t}a", f"{t}b"])
