@@ -7,7 +7,7 @@ import ssl
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -185,6 +185,20 @@ def _align_config(client: AdminClient, spec: NewTopic, timeout: float) -> str:
     except KafkaException as exc:
         raise FatalError(f"topic {spec.topic}: cannot set {', '.join(change)}: {exc}") from None
     return "exists; set " + ", ".join(f"{k}={v}" for k, v in sorted(change.items()))
+
+
+def take_batch(c: Consumer, max_n: int, wait_s: float) -> list[Message]:
+    """What has arrived, up to `max_n` messages, waiting at most `wait_s` for the first one
+    and never for more: light traffic makes small batches (low latency), a backlog full
+    ones (throughput), with no timer holding a batch back. The charging worker and the
+    benchmark's passthrough batch the same way."""
+    msgs = c.consume(max_n, 0)
+    if msgs or wait_s <= 0:
+        return msgs
+    msgs = c.consume(1, wait_s)
+    if msgs and max_n > 1:
+        msgs += c.consume(max_n - 1, 0)
+    return msgs
 
 
 def producer(settings: Settings, transactional_id: str | None = None, extra: dict[str, Any] | None = None) -> Producer:

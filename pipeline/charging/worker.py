@@ -56,6 +56,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.kafka import take_batch
 from pipeline.adapters.metrics import ChargingMetrics
 from pipeline.adapters.records import cdr_from_avro, charge_to_avro, dead_letter, event_to_avro
 from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Store, StoredCall, call_ttl_s
@@ -261,7 +262,7 @@ class ChargingWorker:
 
     def _fetch(self, timeout_s: float) -> tuple[list[Source], list[Item]]:
         """Steps 1 and 2 of a batch: consume (waiting at most `timeout_s`) and decode."""
-        raw = self.consumer.consume(self.s.batch_size, timeout_s)  # step 1
+        raw = take_batch(self.consumer, self.s.batch_size, timeout_s)  # step 1
         self.directory.poll(0)
         msgs = [Source.of(m) for m in raw if not self._consumer_error(m)]
         if not msgs:

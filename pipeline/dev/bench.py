@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from pipeline import wiring
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.files import load_rates
-from pipeline.adapters.kafka import consumer, create_topics, producer
+from pipeline.adapters.kafka import consumer, create_topics, producer, take_batch
 from pipeline.adapters.records import cdr_to_avro, charge_to_avro
 from pipeline.charging.worker import tune_runtime
 from pipeline.config import Settings
@@ -146,7 +146,7 @@ def _child(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def _passthrough_batch(settings: Settings, c: Consumer, p: Producer) -> int:
     """Consume, produce the same bytes, send offsets, commit: no work at all."""
-    msgs = [m for m in c.consume(settings.batch_size, settings.batch_timeout_ms / 1000) if not m.error()]
+    msgs = [m for m in take_batch(c, settings.batch_size, settings.batch_timeout_ms / 1000) if not m.error()]
     if not msgs:
         return 0
     p.begin_transaction()
@@ -335,7 +335,6 @@ def _latency_run(
         _fresh_redis_db(s, 15),
         topic_prefix=f"bench-{tag}-{name}-",
         group_id=f"bench-{tag}-{name}",
-        batch_timeout_ms=10,
     )
     create_topics(lat_settings)
     publish_tenants(lat_settings, tenants)
