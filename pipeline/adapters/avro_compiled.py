@@ -142,14 +142,26 @@ def _type_name(schema: Any) -> str:
     raise Unsupported(f"schema {schema!r}")
 
 
-def _write(g: _Gen, schema: Any, value: str, depth: int) -> None:
+# How a field of a record is read: (record name, field name, expression of the record) ->
+# expression of the field. The default reads a dict; `compile_writer(..., access=...)` can
+# read a domain object's attributes instead, so it is encoded with no dict in between.
+Access = Callable[[str, str, str], str]
+
+
+def _dict_access(record: str, field: str, value: str) -> str:
+    return f"{value}[{field!r}]"
+
+
+def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_access) -> None:
     """Emit code appending the encoding of expression `value` (a local name) to `out`."""
     kind = _type_name(schema)
     if isinstance(schema, dict) and not isinstance(schema["type"], str):
         schema, kind = schema["type"], _type_name(schema["type"])
     if kind in ("int", "long"):
-        # _V[n] raises for a non-int; a negative n must not index from the end
-        g.emit(depth, f"out += _V[{value}] if 0 <= {value} < {_SMALL} else write_{kind}({value})")
+        # _V[n] raises for a non-int; a negative n must not index from the end. A long goes
+        # straight to _varint (which checks its range), an int through write_int's check.
+        slow = "_varint" if kind == "long" else "write_int"
+        g.emit(depth, f"out += _V[{value}] if 0 <= {value} < {_SMALL} else {slow}({value})")
     elif kind == "string":
         b = g.var("b")
         g.emit(depth, f"{b} = {value}.encode()")
@@ -164,14 +176,14 @@ def _write(g: _Gen, schema: Any, value: str, depth: int) -> None:
     elif kind == "record":
         for f in schema["fields"]:
             v = g.var("v")
-            g.emit(depth, f"{v} = {value}[{f['name']!r}]")
-            _write(g, f["type"], v, depth)
+            g.emit(depth, f"{v} = {access(schema['name'], f['name'], value)}")
+            _write(g, f["type"], v, depth, access)
     elif kind == "array":
         item = g.var("i")
         g.emit(depth, f"if {value}:")
         g.emit(depth + 1, f"out += write_long(len({value}))")
         g.emit(depth + 1, f"for {item} in {value}:")
-        _write(g, schema["items"], item, depth + 2)
+        _write(g, schema["items"], item, depth + 2, access)
         g.emit(depth, "out += b'\\x00'")
     elif kind == "map":
         k, v = g.var("k"), g.var("m")
@@ -191,19 +203,23 @@ def _write(g: _Gen, schema: Any, value: str, depth: int) -> None:
         g.emit(depth + 1, f"out += {_VARINT[null_at]!r}")
         g.emit(depth, "else:")
         g.emit(depth + 1, f"out += {_VARINT[1 - null_at]!r}")
-        _write(g, other, value, depth + 1)
+        _write(g, other, value, depth + 1, access)
     else:
         raise Unsupported(f"type {kind}")
 
 
-def compile_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
-    """`write(record) -> bytes` for a record schema (as written, not fastavro-parsed)."""
+def compile_writer(
+    schema: dict[str, Any], access: Access = _dict_access, extra: tuple[str, ...] = ()
+) -> Callable[..., bytes]:
+    """`write(record, *extra) -> bytes` for a record schema (as written, not
+    fastavro-parsed). `access` says how a field is read (default: `record[name]`); `extra`
+    names further arguments an `access` expression may use."""
     if _type_name(schema) != "record":
         raise Unsupported("only record schemas are compiled")
     g = _Gen()
-    g.emit(0, "def write(r):")
+    g.emit(0, f"def write({', '.join(('r', *extra))}):")
     g.emit(1, "out = bytearray()")
-    _write(g, schema, "r", 1)
+    _write(g, schema, "r", 1, access)
     g.emit(1, "return bytes(out)")
     namespace: dict[str, Any] = {
         "write_int": write_int,
@@ -212,10 +228,11 @@ def compile_writer(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
         "write_bytes": write_bytes,
         "write_boolean": write_boolean,
         "write_timestamp_micros": write_timestamp_micros,
+        "_varint": _varint,
         "_V": _VARINT,
     }
     exec(compile("\n".join(g.lines), f"<avro writer {schema.get('name')}>", "exec"), namespace)
-    fn: Callable[[dict[str, Any]], bytes] = namespace["write"]
+    fn: Callable[..., bytes] = namespace["write"]
     return fn
 
 

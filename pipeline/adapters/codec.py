@@ -22,7 +22,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from pipeline.adapters.avro_compiled import compile_reader, compile_writer
+from pipeline.adapters.avro_compiled import Access, compile_reader, compile_writer
 from pipeline.errors import DecodeError, UnknownSchemaError, Unsupported
 
 MARKER = b"\xc3\x01"
@@ -39,6 +39,7 @@ class SchemaVersion:
     # where the schema uses a type the compiler does not handle: fastavro serves it.
     write: Callable[[dict[str, Any]], bytes] | None = None
     read: Callable[[bytes, int], tuple[dict[str, Any], int]] | None = None
+    schema: Any = None  # as written in schemas/ (what the compiler reads)
 
 
 class Codec:
@@ -61,7 +62,7 @@ class Codec:
             write, read = compile_writer(schema), compile_reader(schema)
         except Unsupported:
             write, read = None, None
-        sv = SchemaVersion(kind, version, fp, parse_schema(schema, _force=True), write, read)
+        sv = SchemaVersion(kind, version, fp, parse_schema(schema, _force=True), write, read, schema)
         self.by_fingerprint[fp] = sv
         if kind not in self.current or self.current[kind].version < version:
             self.current[kind] = sv
@@ -79,6 +80,27 @@ class Codec:
         buf.write(sv.fingerprint)
         schemaless_writer(buf, sv.parsed, record)
         return buf.getvalue()
+
+    def object_encoder(
+        self, kind: str, access: Access, extra: tuple[str, ...], to_record: Callable[..., dict[str, Any]]
+    ) -> Callable[..., bytes]:
+        """`encode(obj, *extra) -> bytes` of the newest `kind`, reading the fields straight
+        off a domain object (`access`): no dict in between, the same bytes as
+        `encode(kind, to_record(obj, *extra))`, which serves whatever does not fit."""
+        sv = self.current[kind]
+        header = MARKER + sv.fingerprint
+        try:
+            write = compile_writer(sv.schema, access, extra)
+        except Unsupported:
+            return lambda obj, *args: self.encode(kind, to_record(obj, *args))
+
+        def encode(obj: Any, *args: Any) -> bytes:
+            try:
+                return header + write(obj, *args)
+            except Exception:  # a value that does not fit: the dict path says why
+                return self.encode(kind, to_record(obj, *args))
+
+        return encode
 
     def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
         """(kind, record) of a single-object-encoded message, resolved to the newest version.

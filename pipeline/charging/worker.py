@@ -58,7 +58,7 @@ from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import take_batch
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.records import cdr_from_avro, charge_to_avro, dead_letter, event_to_avro
+from pipeline.adapters.records import cdr_from_avro, charge_encoder, dead_letter, event_to_avro
 from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Store, StoredCall, call_ttl_s
 from pipeline.charging.backlog import Probe
 from pipeline.charging.leases import TransactionLeases
@@ -122,6 +122,7 @@ class ChargingWorker:
     ):
         self.s = settings
         self.codec = codec
+        self._encode_charge = charge_encoder(codec)
         self.store = store
         self.rates = rates
         self.metrics = metrics
@@ -410,7 +411,7 @@ class ChargingWorker:
             if charge is None:
                 continue
             m = item.msg
-            records = [(CHARGES, encode("charge", charge_to_avro(charge, m.partition, m.offset, now)))]
+            records = [(CHARGES, self._encode_charge(charge, m.partition, m.offset, now))]
             records += [(EVENTS, encode("balance_event", event_to_avro(e, currency))) for e in outcome.events]
             item.records = tuple(records)
             item.charge = charge

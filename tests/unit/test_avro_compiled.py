@@ -186,3 +186,36 @@ def _cdr() -> dict[str, Any]:
         "duration_s": 61,
         "usage_country": "US",
     }
+
+
+def test_a_charge_encoded_straight_from_the_object_is_the_dict_paths_bytes() -> None:
+    """The worker encodes a Charge without building its dict: byte for byte the same as
+    `encode("charge", charge_to_avro(...))`, on every shape the traffic
+    generator makes (pools, lots, deficits, tariffs or none, flags)."""
+    from dataclasses import replace
+
+    from pipeline.adapters.files import load_rates
+    from pipeline.adapters.records import charge_encoder, charge_to_avro
+    from pipeline.dev import traffic
+    from processors.engine import Engine
+    from processors.inputs import cdr_from_dict, tenant_from_dict
+
+    tenants = traffic.tenants(12, seed=3, prefix="enc")
+    engine = Engine([tenant_from_dict(t) for t in tenants], load_rates(Settings().rates_file))
+    charges = []
+    for row in traffic.cdrs(tenants, 4000, seed=4):
+        done = engine.process(cdr_from_dict(row))  # type: ignore[arg-type]
+        if done is not None:
+            charges.append(done[0])
+    encode = charge_encoder(CODEC)
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    kinds = {(c.classification, c.tariff is None, bool(c.flags)) for c in charges}
+    assert len(kinds) >= 6, kinds  # the shapes are varied
+    for i, charge in enumerate(charges):
+        assert encode(charge, i % 8, 1000 + i, now) == CODEC.encode(
+            "charge", charge_to_avro(charge, i % 8, 1000 + i, now)
+        )
+    # a value that does not fit the schema takes the dict path and gets its error
+    too_big = replace(charges[0], amount=1 << 70)
+    with pytest.raises(Exception, match="70|range|int|long"):
+        encode(too_big, 0, 0, now)
