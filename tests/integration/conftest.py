@@ -40,3 +40,18 @@ def smtp() -> Any:
     inbox.port = port  # type: ignore[attr-defined]
     yield inbox
     controller.stop()
+
+
+# Every worker process a test starts (ControlProc and the like) is SIGKILLed after the test,
+# whatever it asserted: a leftover worker keeps retrying a broker that is gone.
+RUNNING: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_behind() -> Any:
+    yield
+    while RUNNING:
+        proc = RUNNING.pop().proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -21,23 +21,11 @@ from pipeline.adapters.kafka import producer
 from pipeline.adapters.store import tenant_key
 from pipeline.control.gateway import SimulatedGateway
 from tests.conftest import _free_port
-from tests.integration.conftest import Inbox
+from tests.integration.conftest import RUNNING, Inbox
 from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
-
-
-RUNNING: list[ControlProc] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_control_left_behind() -> Any:
-    yield
-    while RUNNING:
-        proc = RUNNING.pop().proc
-        if proc is not None and proc.poll() is None:
-            kill(proc)
 
 
 class ControlProc:
