@@ -93,12 +93,12 @@ class RedisProcs:
         self.started[port] = (work, args)
         d = work / f"redis-{port}"
         d.mkdir(exist_ok=True)
-        log = open(d / "redis.log", "ab")  # kept open for the process's life
-        self.procs[port] = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--dir", str(d),
-             "--save", "", "--appendonly", "no", "--protected-mode", "no", *args],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with open(d / "redis.log", "ab") as log:  # the server keeps its own copy of the fd
+            self.procs[port] = subprocess.Popen(
+                [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--dir", str(d),
+                 "--save", "", "--appendonly", "no", "--protected-mode", "no", *args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
 
     def kill(self, port: int) -> None:
         proc = self.procs.pop(port)
@@ -201,3 +201,4 @@ class TlsFront:
         self.server.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()

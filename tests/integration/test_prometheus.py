@@ -75,12 +75,12 @@ def test_prometheus_scrapes_both_workers_and_every_panel_and_alert_has_data(
     config = tmp_path / "prometheus.yml"
     targets = {"callcharge-charging": f"127.0.0.1:{metrics_port}", "callcharge-control": f"127.0.0.1:{control.port}"}
     config.write_text(yaml.safe_dump(prometheus_config(targets, ALERTS)))
-    log = open(tmp_path / "prometheus.log", "wb")  # kept open for the process's life
-    prom = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        prom = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         wait_port(prom_port, timeout=30)
         # every call charged and the API used once, then the money on the ledger

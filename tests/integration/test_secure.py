@@ -37,12 +37,12 @@ PASSWORD = "s3cret-for-callcharge"
 def secure(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Pki]]:
     pki = make_pki(tmp_path)
     broker_port, front_port, redis_port = free_ports(3)
-    log = open(tmp_path / "broker.log", "wb")
-    broker = subprocess.Popen(
-        [stack.broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-         "--advertised-listener-url", f"tcp://localhost:{front_port}", "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with open(tmp_path / "broker.log", "wb") as log:
+        broker = subprocess.Popen(
+            [stack.broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
+             "--advertised-listener-url", f"tcp://localhost:{front_port}", "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     redis = RedisProcs()
     redis.start(
         redis_port, tmp_path, "--port", "0", "--tls-port", str(redis_port),
