@@ -12,12 +12,12 @@ import cProfile
 import functools
 import io
 import json
+import multiprocessing
 import os
 import pstats
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -224,51 +224,59 @@ def measured(
     return timed / elapsed, "".join(r["profile"] for r in results), cpu_us
 
 
+def _drive_load(
+    settings: Settings, values: list[tuple[bytes, bytes]], rate: int, ready: Any, go: Any, done: Any
+) -> None:
+    """The load producer, in its own process (as the telephony platform is): warmed before
+    the clock starts (its first send waits for a producer id and metadata, about 0.5 s),
+    then `values` at `rate` per second."""
+    p = producer(settings, extra={"linger.ms": 0})
+    key, value = values[0]
+    p.produce(settings.topic.cdr, key=key, value=value)
+    p.flush(30)
+    ready.set()
+    go.wait()
+    load = values[1:]
+    sent = 0
+    t0 = time.perf_counter()
+    while sent < len(load):  # every message due by now, then a millisecond's sleep
+        due = min(len(load), int((time.perf_counter() - t0) * rate) + 1)
+        for key, value in load[sent:due]:
+            p.produce(settings.topic.cdr, key=key, value=value)
+        sent = due
+        p.poll(0)
+        time.sleep(0.001)
+    p.flush(30)
+    done.set()
+
+
 def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, seconds: float) -> dict[str, float]:
-    """Percentiles of CDR produced -> charge committed at a fixed offered load."""
+    """Percentiles of CDR produced -> charge committed at a fixed offered load: the worker
+    alone in this process (its main thread, as `callcharge charge` runs), the load from
+    another process."""
     registry = CollectorRegistry()
     worker = wiring.charging_worker(settings, registry)
     worker.directory.catch_up()
     worker.consumer.subscribe([settings.topic.cdr])
     samples: list[float] = []
     worker.latency_samples = samples
-    stop = threading.Event()
-
-    def drive() -> None:
-        while not stop.is_set():
-            worker.run_once()
-
-    t = threading.Thread(target=drive)
-    t.start()
     while not worker.consumer.assignment():
-        time.sleep(0.1)
-    p = producer(settings, extra={"linger.ms": 0})
-    # Warm the load producer before the clock starts: its first send waits for a producer
-    # id and metadata (about 0.5 s), which is the benchmark's start-up, not the worker's.
-    key, value = values[0]
-    p.produce(settings.topic.cdr, key=key, value=value)
-    p.flush(30)
-    deadline = time.monotonic() + 30
-    while not samples and time.monotonic() < deadline:
-        time.sleep(0.05)
+        worker.run_once()
+    total = int(rate * seconds)
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs librdkafka threads
+    ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
+    load = ctx.Process(target=_drive_load, args=(settings, values[: total + 1], rate, ready, go, done))
+    load.start()
+    deadline = time.monotonic() + 60
+    while not (ready.is_set() and samples) and time.monotonic() < deadline:
+        worker.run_once()  # the warm-up message, charged before the clock starts
     samples.clear()
     commits0 = _commit_stats(registry)
-    values = values[1:]
-    total = int(rate * seconds)
-    t0 = time.perf_counter()
-    for i, (key, value) in enumerate(values[:total]):
-        due = t0 + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        p.produce(settings.topic.cdr, key=key, value=value)
-        p.poll(0)
-    p.flush(30)
-    deadline = time.monotonic() + 60
+    go.set()
+    deadline = time.monotonic() + seconds + 60
     while len(samples) < total and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    t.join()
+        worker.run_once()
+    load.join(30)
     worker.close()
     commits1 = _commit_stats(registry)
     samples.sort()
