@@ -10,8 +10,11 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -110,8 +113,22 @@ def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
         settings.log_level.upper(), "info"
     )
     sys.argv = ["callcharge-control", "worker", "--loglevel", level]
+    threading.Thread(target=_shutdown_watchdog, args=(app, settings.shutdown_timeout_s), daemon=True).start()
     app.main()
     return 0
+
+
+def _shutdown_watchdog(app: Any, timeout_s: float) -> None:
+    """Once the control worker is stopping, give it `timeout_s` to finish, then end the
+    process: faust's consumer can hang in its shutdown while the broker is unreachable, and
+    a stop must not wait for the broker. Nothing is lost: every handler is idempotent and an
+    unacknowledged record is redelivered to the next worker."""
+    while not app.should_stop:
+        time.sleep(0.5)
+    time.sleep(timeout_s)
+    log.error("control worker still stopping after %.0f s (broker or Redis unreachable?): exiting now", timeout_s)
+    logging.shutdown()
+    os._exit(1)
 
 
 # -- operator commands -----------------------------------------------------------------------------

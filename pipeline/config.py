@@ -102,6 +102,7 @@ class Settings:
     smtp_password: str = ""
     smtp_from: str = "callcharge@localhost"
     control_tick_s: float = 5.0
+    shutdown_timeout_s: float = 15.0  # the control worker ends itself this long after a stop began
     recharge_backoff_s: float = 60.0
     recharge_backoff_cap_s: float = 3600.0
     log_level: str = "INFO"

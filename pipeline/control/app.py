@@ -110,6 +110,9 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                     await loop.run_in_executor(None, emit, [dead_letter_out(source, exc)])
                     return
                 log.exception("control handler for %s failed (try %d of %d)", topic, tries, MAX_TRIES)
+            if app.should_stop:  # shutting down: the record is redelivered to whoever runs next
+                log.warning("control handler for %s gives up its retries: the worker is stopping", topic)
+                raise asyncio.CancelledError
             await asyncio.sleep(pause)
             pause = min(5.0, pause * 2)
 

@@ -11,7 +11,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +21,13 @@ import redis
 
 from pipeline.adapters.kafka import producer
 from pipeline.adapters.store import tenant_key
+from pipeline.config import Settings
 from pipeline.control.gateway import SimulatedGateway
+from pipeline.dev import stack
 from tests.conftest import _free_port
 from tests.integration.conftest import RUNNING, Inbox
 from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
+from tests.integration.servers import RedisProcs, free_ports, wait_port
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
@@ -441,3 +446,41 @@ def test_a_control_record_that_keeps_failing_is_dead_lettered_and_the_stream_goe
     assert len(letters) == 1 and letters[0]["reason"] == "unprocessable"
     assert letters[0]["value"] == b"\xc3\x01 not a funding command"  # the original bytes, to re-drive
     control.kill()
+
+
+def test_sigterm_stops_the_control_worker_even_with_broker_and_redis_gone(
+    base_settings: Settings, tmp_path: Path, smtp: Inbox
+) -> None:
+    """A stop must not wait for the servers: with the broker and Redis both gone, faust's
+    consumer can hang in its own shutdown. The worker ends itself `SHUTDOWN_TIMEOUT_S` after
+    the stop began, saying why; its records are redelivered to the next worker."""
+    broker_port, redis_port = free_ports(2)
+    with open(tmp_path / "broker.log", "wb") as log:
+        broker = subprocess.Popen(
+            [stack.broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{broker_port}", "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    servers = RedisProcs()
+    servers.start(redis_port, tmp_path, "--port", str(redis_port))
+    try:
+        wait_port(broker_port)
+        wait_port(redis_port)
+        own = replace(
+            base_settings, kafka_bootstrap=f"127.0.0.1:{broker_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0"
+        )
+        env = Env.make(own, tmp_path)
+        control = ControlProc(env, smtp, CALLCHARGE_SHUTDOWN_TIMEOUT_S="4").start()
+        wait_for(lambda: "partition assignments" in control.log_text(), timeout=30)
+        time.sleep(2)
+    finally:
+        broker.kill()
+        broker.wait()
+        servers.stop()
+    time.sleep(8)  # both gone; the worker is retrying them
+    assert control.proc is not None
+    started = time.monotonic()
+    control.proc.send_signal(signal.SIGTERM)
+    wait_exit(control.proc, timeout=30)
+    assert time.monotonic() - started < 15
+    assert "exiting now" in control.log_text() or "Closing event loop" in control.log_text()
