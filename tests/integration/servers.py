@@ -149,6 +149,21 @@ def redis_cluster(work: Path, masters: int = 3) -> Iterator[tuple[list[int], Red
         procs.stop()
 
 
+# -- the embedded broker -------------------------------------------------------------
+def start_broker(port: int, work: Path, advertised: str = "") -> subprocess.Popen[bytes]:
+    """An embedded broker of the test's own on `port` (in memory), advertising `advertised`
+    (default: itself); its log in `work`/broker.log."""
+    from pipeline.dev import stack
+
+    with open(work / "broker.log", "wb") as log:
+        return subprocess.Popen(
+            [stack.broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+             "--advertised-listener-url", f"tcp://{advertised or f'127.0.0.1:{port}'}",
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 # -- a TLS front for the embedded broker ------------------------------------------------
 class TlsFront:
     """Terminates TLS on `port` and passes the bytes to the embedded broker on `upstream`.

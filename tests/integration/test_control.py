@@ -23,11 +23,10 @@ from pipeline.adapters.kafka import producer
 from pipeline.adapters.store import tenant_key
 from pipeline.config import Settings
 from pipeline.control.gateway import SimulatedGateway
-from pipeline.dev import stack
 from tests.conftest import _free_port
 from tests.integration.conftest import RUNNING, Inbox
 from tests.integration.harness import REPO, Env, kill, wait_exit, wait_for
-from tests.integration.servers import RedisProcs, free_ports, wait_port
+from tests.integration.servers import RedisProcs, free_ports, start_broker, wait_port
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-123"
@@ -455,12 +454,7 @@ def test_sigterm_stops_the_control_worker_even_with_broker_and_redis_gone(
     consumer can hang in its own shutdown. The worker ends itself `SHUTDOWN_TIMEOUT_S` after
     the stop began, saying why; its records are redelivered to the next worker."""
     broker_port, redis_port = free_ports(2)
-    with open(tmp_path / "broker.log", "wb") as log:
-        broker = subprocess.Popen(
-            [stack.broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-             "--advertised-listener-url", f"tcp://127.0.0.1:{broker_port}", "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    broker = start_broker(broker_port, tmp_path)
     servers = RedisProcs()
     servers.start(redis_port, tmp_path, "--port", str(redis_port))
     try:

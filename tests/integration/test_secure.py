@@ -13,7 +13,6 @@ each client is given) but is not run here: the embedded broker started with
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,10 +22,9 @@ import pytest
 
 from pipeline import wiring
 from pipeline.config import Settings
-from pipeline.dev import stack
 from tests.integration.conftest import Inbox
 from tests.integration.harness import Env, assert_exact, wait_exit, wait_for
-from tests.integration.servers import Pki, RedisProcs, TlsFront, free_ports, make_pki, wait_port
+from tests.integration.servers import Pki, RedisProcs, TlsFront, free_ports, make_pki, start_broker, wait_port
 from tests.integration.test_charging import scenario
 from tests.integration.test_control import ControlProc, calls, events, tenant
 
@@ -37,12 +35,7 @@ PASSWORD = "s3cret-for-callcharge"
 def secure(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Pki]]:
     pki = make_pki(tmp_path)
     broker_port, front_port, redis_port = free_ports(3)
-    with open(tmp_path / "broker.log", "wb") as log:
-        broker = subprocess.Popen(
-            [stack.broker_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-             "--advertised-listener-url", f"tcp://localhost:{front_port}", "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    broker = start_broker(broker_port, tmp_path, advertised=f"localhost:{front_port}")
     redis = RedisProcs()
     redis.start(
         redis_port, tmp_path, "--port", "0", "--tls-port", str(redis_port),
