@@ -72,6 +72,10 @@ def client_conf(settings: Settings, **conf: Any) -> dict[str, Any]:
 
 
 PREFLIGHT_TIMEOUT_S = 15.0
+# librdkafka's log of the preflight client: collected for the error message, not printed
+PREFLIGHT_LOG = logging.getLogger("callcharge.kafka.preflight")
+PREFLIGHT_LOG.propagate = False
+PREFLIGHT_LOG.addHandler(logging.NullHandler())
 
 
 def preflight(settings: Settings, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
@@ -87,24 +91,26 @@ def preflight(settings: Settings, timeout: float = PREFLIGHT_TIMEOUT_S) -> None:
         def emit(self, record: logging.LogRecord) -> None:
             errors.append(record.getMessage().split("]: ", 1)[-1])
 
-    log = logging.getLogger(f"callcharge.preflight.{id(errors)}")
-    log.propagate = False
-    log.addHandler(Collect())
-    client = AdminClient(client_conf(settings, error_cb=on_error, logger=log))
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.list_topics(timeout=min(3.0, max(0.1, deadline - time.monotonic())))
-            return
-        except KafkaException as exc:
-            errors.append(exc.args[0].str() if exc.args else str(exc))
-        client.poll(0.2)  # serves the queued log lines and errors
-        fatal = [e for e in errors if any(w in e for w in ("SSL", "certificate", "SASL", "uthentication"))]
-        if fatal or time.monotonic() >= deadline:
-            why = (fatal or errors or ["no answer"])[0]
-            raise FatalError(
-                f"Kafka at {settings.bootstrap} ({settings.kafka_security_protocol}) cannot be used: {why}"
-            )
+    handler = Collect()
+    PREFLIGHT_LOG.addHandler(handler)
+    try:
+        client = AdminClient(client_conf(settings, error_cb=on_error, logger=PREFLIGHT_LOG))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.list_topics(timeout=min(3.0, max(0.1, deadline - time.monotonic())))
+                return
+            except KafkaException as exc:
+                errors.append(exc.args[0].str() if exc.args else str(exc))
+            client.poll(0.2)  # serves the queued log lines and errors
+            fatal = [e for e in errors if any(w in e for w in ("SSL", "certificate", "SASL", "uthentication"))]
+            if fatal or time.monotonic() >= deadline:
+                why = (fatal or errors or ["no answer"])[0]
+                raise FatalError(
+                    f"Kafka at {settings.bootstrap} ({settings.kafka_security_protocol}) cannot be used: {why}"
+                )
+    finally:
+        PREFLIGHT_LOG.removeHandler(handler)
 
 
 def admin(settings: Settings) -> AdminClient:

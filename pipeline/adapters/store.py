@@ -148,23 +148,14 @@ class Store:
         for tid in order:
             pipe.hmget(tenant_key(tid), "state", "ver")
             ids = wanted[tid]
-            if ids:
-                if self.cluster:  # a Cluster pipeline refuses MGET: one GET each (replays only)
-                    for c in ids:
-                        pipe.get(call_key(tid, c))
-                else:
-                    pipe.mget([call_key(tid, c) for c in ids])
+            for c in ids:  # one GET each (a Cluster pipeline refuses MGET); asked only on replays
+                pipe.get(call_key(tid, c))
         replies = iter(pipe.execute())
         out = {}
         for tid in order:
             state_raw, ver_raw = next(replies)
             ids = wanted[tid]
-            if not ids:
-                found = []
-            elif self.cluster:
-                found = [next(replies) for _ in ids]
-            else:
-                found = next(replies)
+            found = [next(replies) for _ in ids]
             calls = {c: StoredCall.unpack(v) for c, v in zip(ids, found, strict=True) if v is not None}
             try:
                 state = _parse_state(tid, state_raw) if state_raw else None

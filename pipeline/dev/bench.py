@@ -224,9 +224,7 @@ def measured(
     return timed / elapsed, "".join(r["profile"] for r in results), cpu_us
 
 
-def _drive_load(
-    settings: Settings, values: list[tuple[bytes, bytes]], rate: int, ready: Any, go: Any, done: Any
-) -> None:
+def _drive_load(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, ready: Any, go: Any) -> None:
     """The load producer, in its own process (as the telephony platform is): warmed before
     the clock starts (its first send waits for a producer id and metadata, about 0.5 s),
     then `values` at `rate` per second."""
@@ -247,7 +245,6 @@ def _drive_load(
         p.poll(0)
         time.sleep(0.001)
     p.flush(30)
-    done.set()
 
 
 def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, seconds: float) -> dict[str, float]:
@@ -264,8 +261,8 @@ def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, se
         worker.run_once()
     total = int(rate * seconds)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs librdkafka threads
-    ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
-    load = ctx.Process(target=_drive_load, args=(settings, values[: total + 1], rate, ready, go, done))
+    ready, go = ctx.Event(), ctx.Event()
+    load = ctx.Process(target=_drive_load, args=(settings, values[: total + 1], rate, ready, go))
     load.start()
     deadline = time.monotonic() + 60
     while not (ready.is_set() and samples) and time.monotonic() < deadline:
