@@ -448,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rate", type=int, default=1000, help="offered load for the latency run, CDR/s")
     b.add_argument("--seconds", type=float, default=10.0)
     b.add_argument(
+        "--load-linger-ms",
+        type=int,
+        default=20,
+        help="linger.ms of the latency runs' load producer (inside the measured latency; default 20)",
+    )
+    b.add_argument(
         "--processes",
         type=int,
         default=os.cpu_count() or 1,

@@ -224,16 +224,27 @@ def measured(
     return timed / elapsed, "".join(r["profile"] for r in results), cpu_us
 
 
-def _drive_load(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, ready: Any, go: Any) -> None:
+# The load producer's linger: CDRs leave in batches of up to this many ms, as a telephony
+# platform's producer would batch them (librdkafka's default is 5 ms). Each CDR is stamped
+# when produce() is called, so the wait is inside the measured latency. With 0 (one produce
+# request per millisecond's CDRs), the embedded broker spent most of a core on produce
+# requests alone and was the bottleneck: docs/benchmark.md has the figures.
+LOAD_LINGER_MS = 20
+
+
+def _drive_load(
+    settings: Settings, values: list[tuple[bytes, bytes]], rate: int, ready: Any, go: Any, cpu: Any, linger_ms: int
+) -> None:
     """The load producer, in its own process (as the telephony platform is): warmed before
     the clock starts (its first send waits for a producer id and metadata, about 0.5 s),
-    then `values` at `rate` per second."""
-    p = producer(settings, extra={"linger.ms": 0})
+    then `values` at `rate` per second. Leaves its CPU seconds of the timed part in `cpu`."""
+    p = producer(settings, extra={"linger.ms": linger_ms})
     key, value = values[0]
     p.produce(settings.topic.cdr, key=key, value=value)
     p.flush(30)
     ready.set()
     go.wait()
+    cpu0 = time.process_time()
     load = values[1:]
     sent = 0
     t0 = time.perf_counter()
@@ -245,9 +256,16 @@ def _drive_load(settings: Settings, values: list[tuple[bytes, bytes]], rate: int
         p.poll(0)
         time.sleep(0.001)
     p.flush(30)
+    cpu.value = time.process_time() - cpu0
 
 
-def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, seconds: float) -> dict[str, float]:
+def latency(
+    settings: Settings,
+    values: list[tuple[bytes, bytes]],
+    rate: int,
+    seconds: float,
+    linger_ms: int = LOAD_LINGER_MS,
+) -> dict[str, Any]:
     """Percentiles of CDR produced -> charge committed at a fixed offered load: the worker
     alone in this process (its main thread, as `callcharge charge` runs), the load from
     another process."""
@@ -261,19 +279,29 @@ def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, se
         worker.run_once()
     total = int(rate * seconds)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs librdkafka threads
-    ready, go = ctx.Event(), ctx.Event()
-    load = ctx.Process(target=_drive_load, args=(settings, values[: total + 1], rate, ready, go))
+    ready, go, load_cpu = ctx.Event(), ctx.Event(), ctx.Value("d", float("nan"))
+    load = ctx.Process(
+        target=_drive_load,
+        args=(settings, values[: total + 1], rate, ready, go, load_cpu, linger_ms),
+    )
     load.start()
     deadline = time.monotonic() + 60
     while not (ready.is_set() and samples) and time.monotonic() < deadline:
         worker.run_once()  # the warm-up message, charged before the clock starts
     samples.clear()
     commits0 = _commit_stats(registry)
+    servers = _server_pids(settings)
+    cpu0 = {name: _cpu_s(pid) for name, pid in servers.items()}
+    own0, wall0 = time.process_time(), time.monotonic()
     go.set()
     deadline = time.monotonic() + seconds + 60
     while len(samples) < total and time.monotonic() < deadline:
         worker.run_once()
+    wall = time.monotonic() - wall0
+    cpu = {"worker": time.process_time() - own0}
+    cpu.update({name: _cpu_s(pid) - cpu0[name] for name, pid in servers.items()})
     load.join(30)
+    cpu["load producer"] = load_cpu.value
     worker.close()
     commits1 = _commit_stats(registry)
     samples.sort()
@@ -283,13 +311,32 @@ def latency(settings: Settings, values: list[tuple[bytes, bytes]], rate: int, se
 
     return {
         "offered_cdr_per_s": rate,
+        "load_linger_ms": linger_ms,
         "samples": len(samples),
         "p50_ms": pct(0.50),
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         # the broker's commit of one batch's transaction (it grows as the embedded broker fills)
         "commit_ms_mean": round((commits1[0] - commits0[0]) / max(1, commits1[1] - commits0[1]) * 1000, 1),
+        # share of one core each process used while the load ran: on 2 cores the embedded
+        # broker's share says how much of the latency is the broker's
+        "cpu_percent_of_a_core": {name: round(100 * v / wall, 1) for name, v in cpu.items()},
     }
+
+
+def _server_pids(settings: Settings) -> dict[str, int]:
+    """The embedded stack's processes (none when the bench runs against external servers)."""
+    found = {svc.name: stack.running_pid(settings, svc) for svc in stack.services(settings)}
+    return {name: pid for name, pid in found.items() if pid is not None}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _commit_stats(registry: CollectorRegistry) -> tuple[float, float]:
@@ -336,7 +383,8 @@ def _latency_run(
     values: list[tuple[bytes, bytes]],
     rate: int,
     seconds: float,
-) -> dict[str, float]:
+    linger_ms: int,
+) -> dict[str, Any]:
     lat_settings = replace(
         _fresh_redis_db(s, 15),
         topic_prefix=f"bench-{tag}-{name}-",
@@ -344,7 +392,7 @@ def _latency_run(
     )
     create_topics(lat_settings)
     publish_tenants(lat_settings, tenants)
-    return latency(lat_settings, values, rate, seconds)
+    return latency(lat_settings, values, rate, seconds, linger_ms)
 
 
 def _fresh_redis_db(settings: Settings, db: int) -> Settings:
@@ -358,7 +406,15 @@ def _fresh_redis_db(settings: Settings, db: int) -> Settings:
 
 
 def run(
-    settings: Settings, n: int, tenants_n: int, rate: int, seconds: float, processes: int, rounds: int, profile: bool
+    settings: Settings,
+    n: int,
+    tenants_n: int,
+    rate: int,
+    seconds: float,
+    processes: int,
+    rounds: int,
+    profile: bool,
+    load_linger_ms: int = LOAD_LINGER_MS,
 ) -> dict[str, Any]:
     own_stack = not all(v.startswith("running") for v in stack.status(settings).values())
     if own_stack:
@@ -377,7 +433,7 @@ def run(
         codec = Codec(s.schemas_dir)
         tenants = traffic.tenants(tenants_n, seed=21, prefix=f"b{tag}-")
         publish_tenants(s, tenants)
-        rows = traffic.cdrs(tenants, n + int(rate * seconds), seed=22)
+        rows = traffic.cdrs(tenants, n + int(rate * seconds) + 1, seed=22)  # + the warm-up message
         values = []
         for row in rows:
             cdr = cdr_from_dict(row)
@@ -389,7 +445,7 @@ def run(
         runs: dict[str, list[float]] = {f"{mode}x{k}": [] for k in counts for mode in ("raw", "charge")}
         cpu: dict[str, list[float]] = {f"{mode}x{k}": [] for k in counts for mode in ("raw", "charge")}
         print(f"latency at {rate} CDR/s for {seconds:.0f}s, on the broker still fresh ...")
-        lat = _latency_run(s, tag, "lat", tenants, values[n:], rate, seconds)
+        lat = _latency_run(s, tag, "lat", tenants, values[n:], rate, seconds, load_linger_ms)
         reports = []
         db = 0
         for r in range(rounds):
@@ -433,7 +489,7 @@ def run(
             cdr = cdr_from_dict({**row, "call_id": "half-" + row["call_id"]})
             assert not isinstance(cdr, Rejected), cdr
             more.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
-        lat_half = _latency_run(s, tag, "half", tenants, more, half, seconds)
+        lat_half = _latency_run(s, tag, "half", tenants, more, half, seconds, load_linger_ms)
         best = max(counts, key=lambda k: median[f"chargex{k}"] / median[f"rawx{k}"])
         result = {
             "cdrs": n,
@@ -450,6 +506,7 @@ def run(
             "latency": lat,
             "latency_half_load": lat_half,
             "broker_fresh_for_latency": own_stack,
+            "load_linger_ms": load_linger_ms,
             # the figures issue 15 asks for, flat
             "ratio_1p": by_processes["1"]["ratio"],
             "ratio_2p": by_processes[str(max(counts))]["ratio"],
@@ -471,7 +528,17 @@ def run(
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    result = run(settings, args.cdrs, args.tenants, args.rate, args.seconds, args.processes, args.rounds, args.profile)
+    result = run(
+        settings,
+        args.cdrs,
+        args.tenants,
+        args.rate,
+        args.seconds,
+        args.processes,
+        args.rounds,
+        args.profile,
+        args.load_linger_ms,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -492,6 +559,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             f"latency @ {lat['offered_cdr_per_s']} CDR/s: p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, "
             f"p99 {lat['p99_ms']} ms ({lat['samples']} samples); broker commit {lat['commit_ms_mean']} ms a batch"
         )
+        shares = ", ".join(f"{name} {pct}%" for name, pct in lat["cpu_percent_of_a_core"].items())
+        print(f"  CPU while it ran (% of one core): {shares}")
     print(f"written to {out}")
     return 0
 
