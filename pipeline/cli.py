@@ -162,10 +162,23 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 3 if args.check and report.failed else 0
 
 
+def _out_path(out: str) -> Path:
+    """An output file's path, its directory created (reports/2026-11/usage.csv)."""
+    path = Path(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return path
+
+
 def _write(text: str, out: str | None) -> None:
     if out:
-        with open(out, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        try:
+            with open(_out_path(out), "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
         print(f"written to {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -185,9 +198,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not args.out:
             print("callcharge report chart: --out F.png is required", file=sys.stderr)
             return 2
-        print(
-            f"chart of {args.tenant} for {month} written to {reports.chart(ledger, args.tenant, month, Path(args.out))}"
-        )
+        try:
+            written = reports.chart(ledger, args.tenant, month, _out_path(args.out))
+        except OSError as exc:
+            raise InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        print(f"chart of {args.tenant} for {month} written to {written}")
         return 0
     if args.kind == "usage":
         _write(reports.usage_report(ledger, args.tenant, month, fmt), args.out)
@@ -234,7 +249,10 @@ def cmd_rerate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.rate import rate
 
-    out = open(args.out, "w") if args.out else sys.stdout
+    try:
+        out = open(_out_path(args.out), "w") if args.out else sys.stdout
+    except OSError as exc:
+        raise InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     try:
         summary = rate(
             Path(args.tenants),
@@ -478,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     except FatalError as exc:
         print(f"callcharge: {exc}", file=sys.stderr)
         return 1
+    except InputError as exc:  # what a command did not catch itself, e.g. an output it cannot write
+        print(f"callcharge {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

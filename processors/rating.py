@@ -131,6 +131,12 @@ class RateCard:
     @classmethod
     def from_csv_text(cls, text: str) -> RateCard:
         lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        card = cls.from_rows(csv.DictReader(lines))
+        reader = csv.DictReader(lines)
+        # A file that is not a rate card (no header, another CSV) is refused, not read as
+        # a card with no tariffs: every call would then be FREECALL.
+        absent = [c for c in COLUMNS[:6] if c not in (reader.fieldnames or [])]
+        if absent:
+            raise RateCardError(f"not a rate card: the header lacks {', '.join(absent)}")
+        card = cls.from_rows(reader)
         card.version = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
         return card

@@ -181,12 +181,12 @@ def pools(tenant: Tenant, charges: Iterable[Mapping[str, Any]], month: str) -> l
         for s in c["segments"]:
             if s["pool"] is not None and s["minutes"]:
                 dim = "dom" if s["pool"] == ZONE_A_POOL or c["domestic"] else "intl"
-                used[(_pool_group(s["pool"]), dim)] += s["minutes"]
+                used[(_pool_group(s["pool"], tenant), dim)] += s["minutes"]
     totals: Counter[tuple[str, str]] = Counter()
     for pool, (dom, intl) in book.pools.items():
-        totals[(_pool_group(pool), "dom")] += dom
+        totals[(_pool_group(pool, tenant), "dom")] += dom
         if intl:
-            totals[(_pool_group(pool), "intl")] += intl
+            totals[(_pool_group(pool, tenant), "intl")] += intl
     rows = []
     for (group, dim), total in sorted(totals.items()):
         if not total and not used[(group, dim)]:
@@ -209,18 +209,23 @@ def pools(tenant: Tenant, charges: Iterable[Mapping[str, Any]], month: str) -> l
     return rows
 
 
-def _pool_group(pool: str) -> str:
+def _pool_group(pool: str, tenant: Tenant) -> str:
+    """The report row a pool counts in: a per-user pool (MCOPSTN8) in its user's country."""
     if pool == ZONE_A_POOL:
         return "zone_a"
     parts = pool.split(":")  # cp:PLAN:COUNTRY or cp:MCOPSTN8:user:ID
-    return f"cp:{parts[1]}:{parts[2]}" if parts[2] != "user" else f"cp:{parts[1]}:per-user"
+    if parts[2] != "user":
+        return f"cp:{parts[1]}:{parts[2]}"
+    user = tenant.users.get(parts[3])
+    country = (user.usage_country if user else None) or tenant.country
+    return f"cp:{parts[1]}:{'US' if country in ('US', 'PR') else country}"
 
 
 def _pool_parts(group: str) -> tuple[str, str]:
     if group == "zone_a":
         return "MCOMEETADD", "Zone A"
     _, capability, country = group.split(":")
-    return capability, "" if country == "per-user" else country
+    return capability, country
 
 
 # -- the monthly statement --------------------------------------------------------------------------

@@ -114,3 +114,31 @@ def test_mca_tenant_cannot_enable_auto_recharge(tmp_path: Path) -> None:
     proc = rate("--tenants", str(tmp_path / "tenants.json"), "--cdrs", str(tmp_path / "c.jsonl"))
     assert proc.returncode == 2
     assert "auto-recharge must be off for mca" in proc.stderr
+
+
+def test_a_file_that_is_not_a_rate_card_is_refused_not_read_as_an_empty_card(tmp_path: Path) -> None:
+    (tmp_path / "tenants.json").write_text(json.dumps([TENANT]))
+    (tmp_path / "cdrs.jsonl").write_text("")
+    for text in ("", "just one line\n", "a,b,c\n1,2,3\n"):
+        (tmp_path / "card.csv").write_text(text)
+        r = rate("--tenants", str(tmp_path / "tenants.json"), "--cdrs", str(tmp_path / "cdrs.jsonl"))
+        assert r.returncode == 0  # the default card
+        r = rate(
+            "--tenants",
+            str(tmp_path / "tenants.json"),
+            "--cdrs",
+            str(tmp_path / "cdrs.jsonl"),
+            "--rates",
+            str(tmp_path / "card.csv"),
+        )
+        assert r.returncode == 2 and "not a rate card: the header lacks currency" in r.stderr, (text, r.stderr)
+
+
+def test_output_goes_where_asked_or_says_why_it_cannot(tmp_path: Path) -> None:
+    r = run(tmp_path, [call("c1", 60)], "--out", str(tmp_path / "new" / "dir" / "charges.jsonl"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "new" / "dir" / "charges.jsonl").read_text().splitlines()[0])["call_id"] == "c1"
+    (tmp_path / "file").write_text("")
+    r = run(tmp_path, [call("c1", 60)], "--out", str(tmp_path / "file" / "charges.jsonl"))
+    assert r.returncode == 2 and f"cannot write {tmp_path / 'file' / 'charges.jsonl'}" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

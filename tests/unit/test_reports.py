@@ -135,6 +135,29 @@ def test_the_pools_report_for_the_same_month() -> None:
     )
 
 
+def test_per_user_pools_are_summed_per_country_of_their_users() -> None:
+    users = [
+        {"user_id": "de1", "usage_country": "DE", "licences": ["MCOPSTN8"]},
+        {"user_id": "de2", "usage_country": "DE", "licences": ["MCOPSTN8"]},
+        {"user_id": "fr1", "usage_country": "FR", "licences": ["MCOPSTN8"]},
+    ]
+    t = tenant_from_dict(
+        {
+            "tenant_id": "mix",
+            "country": "DE",
+            "currency": "EUR",
+            "channel": "direct",
+            "time_zone": "UTC",
+            "users": users,
+        }
+    )
+    assert render(reports.pools(t, [], "2026-11"), POOL_COLUMNS, "csv") == (
+        "country,capability_description,total_minutes,used_minutes,available_minutes,capability\r\n"
+        'DE,"Domestic Calling Plan (120 minutes, per user)",240,0,240,MCOPSTN8\r\n'
+        'FR,"Domestic Calling Plan (120 minutes, per user)",120,0,120,MCOPSTN8\r\n'
+    )
+
+
 def test_the_statement_adds_up_and_closes_on_the_replayed_state() -> None:
     charges, events = ledger()
     st = reports.statement(FR, charges, events, "2026-11")
