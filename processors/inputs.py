@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from phonenumbers import SUPPORTED_REGIONS
+
 from . import tables
 from .calendar import zone
 from .errors import DomainError
@@ -248,7 +250,22 @@ def licences_of(tid: str, user_id: str, names: Any) -> frozenset[str]:
     return frozenset(out)
 
 
+CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def _country(tid: str, what: str, value: Any) -> str:
+    """An ISO 3166 alpha-2 country that phonenumbers knows (numbers are analysed for it)."""
+    code = value.upper() if isinstance(value, str) else value
+    if code not in SUPPORTED_REGIONS:
+        raise TenantError(f"tenant {tid}: {what} {value!r} is not a country code (ISO 3166 alpha-2, e.g. US)")
+    return str(code)
+
+
 def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
+    country = _country(tid, "country", d["country"])
+    currency = d["currency"].upper() if isinstance(d["currency"], str) else d["currency"]
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
+        raise TenantError(f"tenant {tid}: currency {d['currency']!r} is not an ISO 4217 code (e.g. USD)")
     channel = d["channel"]
     if channel not in CHANNELS:
         raise TenantError(f"tenant {tid}: channel must be one of {sorted(CHANNELS)}")
@@ -263,9 +280,11 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
         policy = u.get("dialout_policy")
         if policy is not None and policy not in tables.dialout_policies():
             raise TenantError(f"tenant {tid}: user {u['user_id']}: unknown dial-out policy {policy!r}")
+        if u["user_id"] in users:  # which of the two is meant cannot be told
+            raise TenantError(f"tenant {tid}: user {u['user_id']} is listed twice")
         user = User(
             user_id=u["user_id"],
-            usage_country=u["usage_country"].upper(),
+            usage_country=_country(tid, f"user {u['user_id']}: usage_country", u["usage_country"]),
             licences=licences_of(tid, u["user_id"], u.get("licences", [])),
             dialout_policy=policy,
             email=u.get("email"),
@@ -289,14 +308,18 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
     funding = tuple(
         Funding(f["lot_id"], parse_money(f["amount"]), parse_time(f["purchased_at"])) for f in d.get("funding", [])
     )
+    lot_ids = [f.lot_id for f in funding]
+    twice = sorted({x for x in lot_ids if lot_ids.count(x) > 1})
+    if twice:  # a lot id names one purchase: two would be credited under one id
+        raise TenantError(f"tenant {tid}: funding lot {twice[0]!r} is listed twice")
     if any(f.amount <= 0 for f in funding):
         raise TenantError(f"tenant {tid}: funding amounts must be positive")
     if any(f.amount > MAX_AMOUNT for f in funding) or sum(f.amount for f in funding) > MAX_BALANCE:
         raise TenantError(f"tenant {tid}: funding above the maximum of {format_money(MAX_AMOUNT)} per lot")
     return Tenant(
         tenant_id=tid,
-        country=d["country"].upper(),
-        currency=d["currency"].upper(),
+        country=country,
+        currency=currency,
         channel=channel,
         users=users,
         time_zone=tz,

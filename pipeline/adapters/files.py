@@ -30,9 +30,15 @@ def load_tenants(path: Path) -> list[Tenant]:
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of tenants")
     try:
-        return [tenant_from_dict(d) for d in data]
+        tenants = [tenant_from_dict(d) for d in data]
     except TenantError as exc:
         raise InputError(f"{path}: {exc}") from None
+    seen: set[str] = set()
+    for t in tenants:
+        if t.tenant_id in seen:  # which configuration is meant cannot be told
+            raise InputError(f"{path}: tenant {t.tenant_id} is listed twice")
+        seen.add(t.tenant_id)
+    return tenants
 
 
 def load_rates(path: Path) -> RateCard:

@@ -3,11 +3,16 @@ whatever the call ids (a tenant `w}:call:K` once took over the state key of `w`'
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from pipeline.adapters.files import load_tenants
 from pipeline.adapters.store import call_key, tenant_key
+from pipeline.errors import InputError
 from processors.inputs import TENANT_ID, TenantError, tenant_from_dict
 
 VALID = st.from_regex(TENANT_ID, fullmatch=True)
@@ -38,3 +43,33 @@ def test_no_two_tenants_share_a_key_whatever_the_call_ids(a: str, b: str, call_a
     if a != b:
         assert not keys_a & keys_b
     assert tenant_key(a) != call_key(a, call_a)
+
+
+USER = {"user_id": "u1", "usage_country": "US", "licences": ["MCOPSTN1"]}
+LOT = {"lot_id": "L1", "amount": "10", "purchased_at": "2026-10-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"users": [USER, {**USER, "usage_country": "GB"}]}, "user u1 is listed twice"),
+        ({"funding": [LOT, {**LOT, "amount": "20"}]}, "funding lot 'L1' is listed twice"),
+        ({"country": "XX"}, "country 'XX' is not a country code"),
+        ({"country": 1}, "country 1 is not a country code"),
+        ({"users": [{**USER, "usage_country": "USA"}]}, "usage_country 'USA' is not a country code"),
+        ({"currency": "dollars"}, "currency 'dollars' is not an ISO 4217 code"),
+    ],
+)
+def test_a_configuration_that_cannot_mean_one_thing_is_refused(change: dict[str, object], said: str) -> None:
+    # Before, a user or lot listed twice was taken silently (the last user won; both lots
+    # were credited under one id) and any text passed as a country.
+    with pytest.raises(TenantError, match=said):
+        tenant_from_dict({**entry("t1"), **change})
+
+
+def test_a_tenants_file_naming_a_tenant_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.json"
+    path.write_text(json.dumps([entry("t1"), {**entry("t1"), "currency": "EUR"}]))
+    with pytest.raises(InputError, match="tenant t1 is listed twice"):
+        load_tenants(path)
+    assert tenant_from_dict({**entry("t1"), "country": "us", "currency": "usd"}).country == "US"
