@@ -239,15 +239,14 @@ def _allowed(scope: str, strict_domestic: bool, dest: NumberInfo) -> bool:
     return True
 
 
-def _classify(segments: tuple[Segment, ...]) -> str:
-    buckets = {s.bucket for s in segments}
+def _classify(buckets: set[str]) -> str:
+    """The call's classification from the buckets of its segments."""
     if not buckets:
         return NOT_CHARGED
-    return buckets.pop() if len(buckets) == 1 else MIXED
+    return next(iter(buckets)) if len(buckets) == 1 else MIXED
 
 
-def _capability(segments: tuple[Segment, ...], route_: Route, cdr: Cdr) -> str:
-    buckets = {s.bucket for s in segments}
+def _capability(buckets: set[str], route_: Route, cdr: Cdr) -> str:
     if FREE_UNRATED in buckets:
         return "FREECALL"
     if BILLABLE in buckets or OVERAGE in buckets:
@@ -317,18 +316,19 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
         state.watermark = at
     events.extend(forfeit_due(tenant, state, book.lateness))
     segs = tuple(segments)
+    buckets = {seg.bucket for seg in segs}
     charge = Charge(
         call_id=cdr.call_id,
         tenant_id=cdr.tenant_id,
         user_id=cdr.user_id,
         call_type=cdr.call_type,
-        classification=_classify(segs),
+        classification=_classify(buckets),
         billed_seconds=billed,
         billed_minutes=minutes,
         segments=segs,
         amount=amount,
         connection_fee=fee,
-        capability=_capability(segs, r, cdr),
+        capability=_capability(buckets, r, cdr),
         balance_after=state.balance,
         currency=tenant.currency,
         start=cdr.start,

@@ -216,10 +216,12 @@ def fund(
 def forfeit_due(tenant: Tenant, state: TenantState, lateness: timedelta, wall: datetime | None = None) -> list[Event]:
     """Forfeit every lot whose expiry is older than `lateness` on the clock of the data:
     the latest call end charged, or the wall clock of the control timer when later."""
-    clocks = [c for c in (state.watermark, wall) if c is not None]
-    if not clocks:
+    clock = state.watermark
+    if wall is not None and (clock is None or wall > clock):
+        clock = wall
+    if clock is None:
         return []
-    return expire(tenant, state, max(clocks) - lateness)
+    return expire(tenant, state, clock - lateness)
 
 
 def expire(tenant: Tenant, state: TenantState, at: datetime) -> list[Event]:
@@ -283,9 +285,10 @@ def open_state(
     were bought at or before `upto` (every one when None), each at its purchase time."""
     state = TenantState() if state is None else state
     events: list[Event] = []
+    if not tenant.funding:
+        return state, events
     have = {lot.lot_id for lot in state.lots}
-    for lot in sorted(tenant.funding, key=lambda f: (f.purchased_at, f.lot_id)):
-        if lot.lot_id in have or (upto is not None and lot.purchased_at > upto):
-            continue
+    due = [f for f in tenant.funding if f.lot_id not in have and (upto is None or f.purchased_at <= upto)]
+    for lot in sorted(due, key=lambda f: (f.purchased_at, f.lot_id)) if due else ():
         events.extend(fund(tenant, state, lot.lot_id, lot.amount, lot.purchased_at, lot.purchased_at))
     return state, events

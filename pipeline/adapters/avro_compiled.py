@@ -44,18 +44,21 @@ _VARINT = [_RAW[n << 1] for n in range(_SMALL)]
 
 
 def _varint(n: int) -> bytes:
-    """Avro zig-zag varint of a long."""
-    if not LONG_MIN <= n <= LONG_MAX:
-        raise OverflowError(f"{n} does not fit an Avro long")
-    z = (n << 1) ^ (n >> 63)
+    """Avro zig-zag varint of a long. Unrolled by size: money in micro-units takes the
+    second branch, a timestamp in microseconds the fourth."""
+    z = (n << 1) ^ (n >> 63)  # in [0, 2**64) exactly when n fits a long
     if z < 0x4000:
         return _RAW[z]
-    out = _CONT2[z & 0x3FFF]
-    z >>= 14
-    while z >= 0x4000:
-        out += _CONT2[z & 0x3FFF]
-        z >>= 14
-    return out + _RAW[z]
+    if z < 0x10000000:
+        return _CONT2[z & 0x3FFF] + _RAW[z >> 14]
+    if z < 0x40000000000:
+        return _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _RAW[z >> 28]
+    if z < 0x100000000000000:
+        return _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _CONT2[(z >> 28) & 0x3FFF] + _RAW[z >> 42]
+    if not 0 <= z < 1 << 64:
+        raise OverflowError(f"{n} does not fit an Avro long")
+    out = _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _CONT2[(z >> 28) & 0x3FFF] + _CONT2[(z >> 42) & 0x3FFF]
+    return out + _RAW[z >> 56]
 
 
 def write_long(n: int) -> bytes:
@@ -94,7 +97,8 @@ def write_timestamp_micros(dt: datetime | int) -> bytes:
             return encoded
         if dt.tzinfo is None:
             raise TypeError("naive datetime")  # fastavro's rule for these applies
-        encoded = write_long((dt - EPOCH) // MICRO)
+        d = dt - EPOCH  # whole microseconds, as (dt - EPOCH) // MICRO, in fewer steps
+        encoded = write_long((d.days * 86400 + d.seconds) * 1000000 + d.microseconds)
         _last_timestamp = (dt, encoded)
         return encoded
     return write_long(dt)
@@ -277,7 +281,7 @@ def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
         g.emit(depth, f"if not {INT_MIN} <= {target} <= {INT_MAX}: raise ValueError('int out of range')")
     elif kind == "timestamp-micros":
         _read_long_into(g, target, depth)
-        g.emit(depth, f"{target} = EPOCH + timedelta(microseconds={target})")
+        g.emit(depth, f"{target} = EPOCH + timedelta(0, 0, {target})")  # positional: faster
     elif kind in ("string", "bytes"):
         n = g.var("n")
         _read_long_into(g, n, depth)
