@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -73,6 +74,8 @@ def read_cdr_lines(paths: Path | Sequence[Path], tenant_id: str | None = None) -
             data = path.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read CDR file {path}: {exc}") from None
+        if data.startswith(codecs.BOM_UTF8):  # as Windows tools (PowerShell's Out-File) save UTF-8
+            data = data[len(codecs.BOM_UTF8) :]
         doc = _graph_response(data)
         if doc is not None:
             rows, direct_routing = doc
@@ -103,14 +106,17 @@ def _parse_line(raw: bytes) -> Any:
 
 
 def _graph_response(data: bytes) -> tuple[list[Any], bool] | None:
-    """The rows of a Graph response document and whether they are Direct Routing rows."""
+    """The rows of a whole-file JSON document and whether they are Direct Routing rows: a
+    Graph response (`{"value": [...]}`) or a JSON array of CDRs (an export, `jq -s`)."""
     head = data.lstrip()[:1]
-    if head != b"{":
+    if head not in (b"{", b"["):
         return None
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None  # not one JSON document: JSON lines (or not JSON at all), read per line
+    if isinstance(doc, list):
+        return [_SURROGATE if _has_lone_surrogate(r) else r for r in doc], False
     if not isinstance(doc, dict) or not isinstance(doc.get("value"), list):
         return None
     context = str(doc.get("@odata.context", ""))

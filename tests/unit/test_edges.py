@@ -131,6 +131,31 @@ def test_page_files_of_one_response_are_read_as_one(tmp_path: Path) -> None:
     assert [c.call_id for _, c in got if isinstance(c, Cdr)] == ["row-0", "row-1", "row-2"]
 
 
+def test_files_as_windows_tools_and_exports_write_them_are_read(tmp_path: Path) -> None:
+    # A Graph response saved by PowerShell starts with a UTF-8 byte order mark; an export
+    # can be one JSON array of CDRs, pretty-printed over many lines. Before, the first was
+    # read as JSON lines (every line bad) and so was the second.
+    doc = json.loads((FIXTURES / "graph_getpstncalls_example.json").read_text())
+    (tmp_path / "graph.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(doc, indent=2).encode())
+    rows = [obj for _, obj in read_cdr_lines(tmp_path / "graph.json", tenant_id="contoso")]
+    assert [cdr_from_dict(r).call_id for r in rows] == [r["id"] for r in doc["value"]]
+    calls = [{**json.loads(line), "call_id": f"arr-{i}"} for i, line in enumerate(_jsonl_calls()[:3])]
+    (tmp_path / "calls.json").write_text(json.dumps(calls, indent=1))
+    got = list(read_cdr_lines(tmp_path / "calls.json"))
+    assert [w for w, _ in got] == ["row 1", "row 2", "row 3"]
+    assert [cdr_from_dict(o).call_id for _, o in got] == ["arr-0", "arr-1", "arr-2"]
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(_jsonl_calls()[:2]).encode())
+    assert all(isinstance(cdr_from_dict(o), Cdr) for _, o in read_cdr_lines(tmp_path / "bom.jsonl"))
+    (tmp_path / "junk.json").write_text('[1, {"call_id": "z"}]')
+    assert [type(cdr_from_dict(o)) for _, o in read_cdr_lines(tmp_path / "junk.json")] == [Rejected, Rejected]
+
+
+def _jsonl_calls() -> list[str]:
+    return [
+        line for line in (Path(__file__).parents[2] / "pipeline/examples/cdrs.jsonl").read_text().splitlines() if line
+    ]
+
+
 def test_direct_routing_rows_are_recognised_and_not_charged(tmp_path: Path) -> None:
     row = {
         "id": "dr-1",
