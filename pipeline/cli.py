@@ -67,8 +67,8 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.publish import publish_tenants
 
     try:
-        data = json.loads(Path(args.file).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(Path(args.file).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FatalError(f"cannot read {args.file}: {exc}") from None
     n = publish_tenants(settings, data["tenants"] if isinstance(data, dict) else data)
     print(f"published {n} tenant configurations to {settings.topic.tenant_config}")

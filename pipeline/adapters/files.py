@@ -23,8 +23,8 @@ from processors.rating import RateCard
 
 def load_tenants(path: Path) -> list[Tenant]:
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM (Windows tools) is skipped
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read tenants file {path}: {exc}") from None
     if isinstance(data, dict) and "tenants" in data:
         data = data["tenants"]
@@ -44,7 +44,7 @@ def load_tenants(path: Path) -> list[Tenant]:
 
 def load_rates(path: Path) -> RateCard:
     try:
-        return RateCard.from_csv_text(Path(path).read_text())
+        return RateCard.from_csv_text(Path(path).read_text(encoding="utf-8-sig"))  # Excel's "CSV UTF-8" has a BOM
     except OSError as exc:
         raise InputError(f"cannot read rate card {path}: {exc}") from None
     except ValueError as exc:

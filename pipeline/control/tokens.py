@@ -55,8 +55,8 @@ class Tokens:
         entries = []
         if path:
             try:
-                raw = json.loads(Path(path).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise FatalError(f"API tokens file {path}: {exc}") from None
             if not isinstance(raw, list):
                 raise FatalError(f"API tokens file {path}: expected a JSON list of tokens")

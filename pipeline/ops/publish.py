@@ -34,7 +34,12 @@ def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> int:
     codec = Codec(settings.schemas_dir)
     now = datetime.now(UTC)
     records = []
+    seen: set[str] = set()
     for entry in entries:
+        tid = entry.get("tenant_id") if isinstance(entry, dict) else None
+        if isinstance(tid, str) and tid in seen:  # which configuration is meant cannot be told
+            raise FatalError(f"tenants file: tenant {tid} is listed twice")
+        seen.add(str(tid))
         try:
             records.append((entry["tenant_id"], codec.encode("tenant_config", tenant_to_avro(entry, now))))
         except (TenantError, KeyError, TypeError) as exc:

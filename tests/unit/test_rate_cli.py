@@ -142,3 +142,22 @@ def test_output_goes_where_asked_or_says_why_it_cannot(tmp_path: Path) -> None:
     r = run(tmp_path, [call("c1", 60)], "--out", str(tmp_path / "file" / "charges.jsonl"))
     assert r.returncode == 2 and f"cannot write {tmp_path / 'file' / 'charges.jsonl'}" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_tenants_file_and_a_rate_card_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" and PowerShell write a UTF-8 byte order mark first.
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "tenants.json").write_bytes(bom + json.dumps([TENANT]).encode())
+    (tmp_path / "card.csv").write_bytes(bom + (FIXTURES / "rates.csv").read_bytes())
+    (tmp_path / "cdrs.jsonl").write_text(call("c1", 60) + "\n")
+    r = rate(
+        "--tenants",
+        str(tmp_path / "tenants.json"),
+        "--cdrs",
+        str(tmp_path / "cdrs.jsonl"),
+        "--rates",
+        str(tmp_path / "card.csv"),
+    )
+    assert r.returncode == 0, r.stderr
+    charges = [c for c in map(json.loads, r.stdout.splitlines()) if c.get("call_id") == "c1"]
+    assert charges[0]["tariff"] is not None and charges[0]["rate_card"].startswith("sha256:")  # the card was read

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from pipeline.adapters.files import load_tenants
 from pipeline.adapters.store import call_key, tenant_key
-from pipeline.errors import InputError
+from pipeline.config import Settings
+from pipeline.errors import FatalError, InputError
+from pipeline.ops.publish import publish_tenants
 from processors.inputs import TENANT_ID, TenantError, tenant_from_dict
 
 VALID = st.from_regex(TENANT_ID, fullmatch=True)
@@ -73,3 +75,9 @@ def test_a_tenants_file_naming_a_tenant_twice_is_refused(tmp_path: Path) -> None
     with pytest.raises(InputError, match="tenant t1 is listed twice"):
         load_tenants(path)
     assert tenant_from_dict({**entry("t1"), "country": "us", "currency": "usd"}).country == "US"
+
+
+def test_tenants_load_refuses_a_file_naming_a_tenant_twice() -> None:
+    # checked before anything is published: no broker is needed to see it refused
+    with pytest.raises(FatalError, match="tenant t1 is listed twice"):
+        publish_tenants(Settings(), [entry("t1"), {**entry("t1"), "currency": "EUR"}])
