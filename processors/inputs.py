@@ -64,7 +64,7 @@ def parse_time(value: Any) -> datetime:
         dt = value
     elif isinstance(value, str):
         text = value.strip()
-        if text.endswith("Z"):
+        if text[-1:] in ("Z", "z"):  # RFC 3339 allows either case
             text = text[:-1] + "+00:00"
         # Graph sends 7 fractional digits; fromisoformat takes at most 6.
         if "." in text:

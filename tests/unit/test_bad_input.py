@@ -7,10 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from pipeline.adapters.files import MAX_LINE_BYTES, read_cdr_lines
 from processors.admission import Origin, fold_batch
 from processors.charging import prepare
-from processors.inputs import DeadLetterReason, Rejected, cdr_from_dict, tenant_from_dict
+from processors.inputs import DeadLetterReason, Rejected, cdr_from_dict, parse_time, tenant_from_dict
 from tests.helpers import fixture_rates, tenant_entry
 
 GOOD = (
@@ -81,3 +83,16 @@ def test_a_call_starting_in_the_future_is_refused() -> None:
     first, second = folded.outcomes
     assert first.reject is not None and first.reject.reason == DeadLetterReason.FUTURE_START
     assert second.charge is not None and all(not k.startswith("9999") for k in folded.state.pool_used)
+
+
+def test_times_in_the_shapes_platforms_send_are_read_and_a_time_without_zone_is_not() -> None:
+    utc = datetime(2019, 11, 1, 0, 0, 25, 105123, tzinfo=UTC)
+    for text in (
+        "2019-11-01T00:00:25.1051234Z",  # Graph: 7 fractional digits (truncated to the microsecond)
+        "2019-11-01T00:00:25.105123z",  # RFC 3339 allows a lower-case z
+        "2019-11-01T01:00:25.105123+01:00",
+        "2019-11-01 00:00:25.105123Z",
+    ):
+        assert parse_time(text) == utc, text
+    with pytest.raises(ValueError, match="without a zone"):
+        parse_time("2019-11-01T00:00:25")
