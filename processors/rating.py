@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import DomainError
 from .frozen import frozen
@@ -98,9 +98,13 @@ class RateCard:
         return None
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, str]]) -> RateCard:
+    def from_rows(cls, rows: Iterable[Mapping[str, str]], line_numbers: Sequence[int] = ()) -> RateCard:
+        """A card from CSV rows; `line_numbers` are the rows' lines in the file (errors name
+        them), by default 2, 3, ... (a header, then one row a line)."""
         tariffs: dict[tuple[str, str, str, str, str], Tariff] = {}
-        for line, row in enumerate(rows, start=2):
+        lines: dict[tuple[str, str, str, str, str], int] = {}
+        for i, row in enumerate(rows):
+            line = line_numbers[i] if i < len(line_numbers) else i + 2
             try:
                 missing = [c for c in COLUMNS[:6] if not (row.get(c) or "").strip()]
                 if missing:
@@ -123,20 +127,25 @@ class RateCard:
                 fee = parse_money(row.get("connection_fee") or "0")
                 if price < 0 or fee < 0:
                     raise RateCardError("negative price")
+                if key in lines:  # two prices for one route: which one is meant cannot be told
+                    raise RateCardError(f"the same route as line {lines[key]} ({', '.join(key)})")
             except (RateCardError, MoneyError, ValueError) as exc:
                 raise RateCardError(f"rate card line {line}: {exc}") from None
+            lines[key] = line
             tariffs[key] = Tariff(":".join(key), price, fee, first, nxt)
         return cls(tariffs)
 
     @classmethod
     def from_csv_text(cls, text: str) -> RateCard:
-        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        reader = csv.DictReader(lines)
+        numbered = [
+            (n, ln) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip() and not ln.lstrip().startswith("#")
+        ]
+        reader = csv.DictReader([ln for _, ln in numbered])
         # A file that is not a rate card (no header, another CSV) is refused, not read as
         # a card with no tariffs: every call would then be FREECALL.
         absent = [c for c in COLUMNS[:6] if c not in (reader.fieldnames or [])]
         if absent:
             raise RateCardError(f"not a rate card: the header lacks {', '.join(absent)}")
-        card = cls.from_rows(reader)
+        card = cls.from_rows(reader, [n for n, _ in numbered[1:]])  # errors name the file's lines
         card.version = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
         return card

@@ -161,3 +161,22 @@ def test_a_tenants_file_and_a_rate_card_saved_with_a_byte_order_mark_are_read(tm
     assert r.returncode == 0, r.stderr
     charges = [c for c in map(json.loads, r.stdout.splitlines()) if c.get("call_id") == "c1"]
     assert charges[0]["tariff"] is not None and charges[0]["rate_card"].startswith("sha256:")  # the card was read
+
+
+def test_a_rate_card_pricing_one_route_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    # Before, the later line silently won.
+    card = (FIXTURES / "rates.csv").read_text().rstrip("\n").splitlines()
+    (tmp_path / "card.csv").write_text("\n".join([*card, "usd, calling ,*,*,fixed,0.99,0,60,60"]) + "\n")
+    (tmp_path / "tenants.json").write_text(json.dumps([TENANT]))
+    (tmp_path / "cdrs.jsonl").write_text(call("c1", 60) + "\n")
+    r = rate(
+        "--tenants",
+        str(tmp_path / "tenants.json"),
+        "--cdrs",
+        str(tmp_path / "cdrs.jsonl"),
+        "--rates",
+        str(tmp_path / "card.csv"),
+    )
+    first = next(i for i, line in enumerate(card, start=1) if line.startswith("USD,calling,*,*,fixed,"))
+    assert r.returncode == 2, r.stderr
+    assert f"rate card line {len(card) + 1}: the same route as line {first} (USD, calling, *, *, fixed)" in r.stderr
