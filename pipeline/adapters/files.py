@@ -129,10 +129,12 @@ def _graph_response(data: bytes) -> tuple[list[Any], bool] | None:
 
 
 def _with_tenant(row: Any, tenant_id: str | None, direct_routing: bool) -> Any:
-    """A Graph row gets the tenant of the response (`--tenant-id`) when it names none, and
-    a Direct Routing row its routing; anything else passes through."""
-    if not isinstance(row, dict) or not is_graph_row(row):
+    """A row that names no tenant gets `--tenant-id` (a Graph response's rows never name
+    one), and a Direct Routing row its routing; anything else passes through."""
+    if not isinstance(row, dict):
         return row
+    if not is_graph_row(row):  # our own JSON form: `--tenant-id` fills a tenant it lacks too
+        return {**row, "tenant_id": tenant_id} if tenant_id and not row.get("tenant_id") else row
     if tenant_id and not row.get("tenantId") and not row.get("tenant_id"):
         row = {**row, "tenantId": tenant_id}
     if direct_routing or is_direct_routing_row(row):

@@ -150,6 +150,16 @@ def test_files_as_windows_tools_and_exports_write_them_are_read(tmp_path: Path) 
     assert [type(cdr_from_dict(o)) for _, o in read_cdr_lines(tmp_path / "junk.json")] == [Rejected, Rejected]
 
 
+def test_tenant_id_fills_the_tenant_of_any_row_that_names_none(tmp_path: Path) -> None:
+    calls = [json.loads(line) for line in _jsonl_calls()[:2]]
+    del calls[0]["tenant_id"]
+    (tmp_path / "calls.jsonl").write_text("\n".join(json.dumps(c) for c in calls) + "\n")
+    got = [cdr_from_dict(o) for _, o in read_cdr_lines(tmp_path / "calls.jsonl", tenant_id="contoso")]
+    assert [c.tenant_id for c in got if isinstance(c, Cdr)] == ["contoso", calls[1]["tenant_id"]]
+    unnamed = [cdr_from_dict(o) for _, o in read_cdr_lines(tmp_path / "calls.jsonl")]
+    assert isinstance(unnamed[0], Rejected) and "tenant_id" in unnamed[0].detail
+
+
 def _jsonl_calls() -> list[str]:
     return [
         line for line in (Path(__file__).parents[2] / "pipeline/examples/cdrs.jsonl").read_text().splitlines() if line
