@@ -27,7 +27,6 @@ from typing import Any
 from pipeline.errors import Unsupported
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICRO = timedelta(microseconds=1)
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
 INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -97,7 +96,7 @@ def write_timestamp_micros(dt: datetime | int) -> bytes:
             return encoded
         if dt.tzinfo is None:
             raise TypeError("naive datetime")  # fastavro's rule for these applies
-        d = dt - EPOCH  # whole microseconds, as (dt - EPOCH) // MICRO, in fewer steps
+        d = dt - EPOCH  # whole microseconds (no timedelta division: fewer steps)
         encoded = write_long((d.days * 86400 + d.seconds) * 1000000 + d.microseconds)
         _last_timestamp = (dt, encoded)
         return encoded
