@@ -24,18 +24,13 @@ def rate(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def run(tmp: Path, lines: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
-    (tmp / "tenants.json").write_text(json.dumps([TENANT]))
+def run(
+    tmp: Path, lines: list[str], *extra: str, card: Path = FIXTURES / "rates.csv", tenants: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`callcharge rate` over `lines` for TENANT (or the `tenants` file's bytes) with `card`."""
+    (tmp / "tenants.json").write_bytes(json.dumps([TENANT]).encode() if tenants is None else tenants)
     (tmp / "cdrs.jsonl").write_text("\n".join(lines) + "\n")
-    return rate(
-        "--tenants",
-        str(tmp / "tenants.json"),
-        "--cdrs",
-        str(tmp / "cdrs.jsonl"),
-        "--rates",
-        str(FIXTURES / "rates.csv"),
-        *extra,
-    )
+    return rate("--tenants", str(tmp / "tenants.json"), "--cdrs", str(tmp / "cdrs.jsonl"), "--rates", str(card), *extra)
 
 
 def call(i: str, dur: int, to: str = "+12125550123", kind: str = "user_out") -> str:
@@ -117,20 +112,10 @@ def test_mca_tenant_cannot_enable_auto_recharge(tmp_path: Path) -> None:
 
 
 def test_a_file_that_is_not_a_rate_card_is_refused_not_read_as_an_empty_card(tmp_path: Path) -> None:
-    (tmp_path / "tenants.json").write_text(json.dumps([TENANT]))
-    (tmp_path / "cdrs.jsonl").write_text("")
+    assert run(tmp_path, []).returncode == 0  # a real card
     for text in ("", "just one line\n", "a,b,c\n1,2,3\n"):
         (tmp_path / "card.csv").write_text(text)
-        r = rate("--tenants", str(tmp_path / "tenants.json"), "--cdrs", str(tmp_path / "cdrs.jsonl"))
-        assert r.returncode == 0  # the default card
-        r = rate(
-            "--tenants",
-            str(tmp_path / "tenants.json"),
-            "--cdrs",
-            str(tmp_path / "cdrs.jsonl"),
-            "--rates",
-            str(tmp_path / "card.csv"),
-        )
+        r = run(tmp_path, [], card=tmp_path / "card.csv")
         assert r.returncode == 2 and "not a rate card: the header lacks currency" in r.stderr, (text, r.stderr)
 
 
@@ -147,17 +132,8 @@ def test_output_goes_where_asked_or_says_why_it_cannot(tmp_path: Path) -> None:
 def test_a_tenants_file_and_a_rate_card_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
     # Excel's "CSV UTF-8" and PowerShell write a UTF-8 byte order mark first.
     bom = b"\xef\xbb\xbf"
-    (tmp_path / "tenants.json").write_bytes(bom + json.dumps([TENANT]).encode())
     (tmp_path / "card.csv").write_bytes(bom + (FIXTURES / "rates.csv").read_bytes())
-    (tmp_path / "cdrs.jsonl").write_text(call("c1", 60) + "\n")
-    r = rate(
-        "--tenants",
-        str(tmp_path / "tenants.json"),
-        "--cdrs",
-        str(tmp_path / "cdrs.jsonl"),
-        "--rates",
-        str(tmp_path / "card.csv"),
-    )
+    r = run(tmp_path, [call("c1", 60)], card=tmp_path / "card.csv", tenants=bom + json.dumps([TENANT]).encode())
     assert r.returncode == 0, r.stderr
     charges = [c for c in map(json.loads, r.stdout.splitlines()) if c.get("call_id") == "c1"]
     assert charges[0]["tariff"] is not None and charges[0]["rate_card"].startswith("sha256:")  # the card was read
@@ -167,16 +143,7 @@ def test_a_rate_card_pricing_one_route_twice_is_refused_with_both_lines(tmp_path
     # Before, the later line silently won.
     card = (FIXTURES / "rates.csv").read_text().rstrip("\n").splitlines()
     (tmp_path / "card.csv").write_text("\n".join([*card, "usd, calling ,*,*,fixed,0.99,0,60,60"]) + "\n")
-    (tmp_path / "tenants.json").write_text(json.dumps([TENANT]))
-    (tmp_path / "cdrs.jsonl").write_text(call("c1", 60) + "\n")
-    r = rate(
-        "--tenants",
-        str(tmp_path / "tenants.json"),
-        "--cdrs",
-        str(tmp_path / "cdrs.jsonl"),
-        "--rates",
-        str(tmp_path / "card.csv"),
-    )
+    r = run(tmp_path, [call("c1", 60)], card=tmp_path / "card.csv")
     first = next(i for i, line in enumerate(card, start=1) if line.startswith("USD,calling,*,*,fixed,"))
     assert r.returncode == 2, r.stderr
     assert f"rate card line {len(card) + 1}: the same route as line {first} (USD, calling, *, *, fixed)" in r.stderr
