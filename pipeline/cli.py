@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -162,23 +164,22 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 3 if args.check and report.failed else 0
 
 
-def _out_path(out: str) -> Path:
-    """An output file's path, its directory created (reports/2026-11/usage.csv)."""
-    path = Path(out)
+@contextmanager
+def _output(out: str) -> Iterator[Path]:
+    """An output file's path, its directory created (reports/2026-11/usage.csv); what
+    cannot be written there is an InputError naming the file."""
     try:
+        path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
+        yield path
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return path
 
 
 def _write(text: str, out: str | None) -> None:
     if out:
-        try:
-            with open(_out_path(out), "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-        except OSError as exc:
-            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+        with _output(out) as path, open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
         print(f"written to {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -198,10 +199,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not args.out:
             print("callcharge report chart: --out F.png is required", file=sys.stderr)
             return 2
-        try:
-            written = reports.chart(ledger, args.tenant, month, _out_path(args.out))
-        except OSError as exc:
-            raise InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+        with _output(args.out) as path:
+            written = reports.chart(ledger, args.tenant, month, path)
         print(f"chart of {args.tenant} for {month} written to {written}")
         return 0
     if args.kind == "usage":
@@ -249,10 +248,10 @@ def cmd_rerate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.rate import rate
 
-    try:
-        out = open(_out_path(args.out), "w") if args.out else sys.stdout
-    except OSError as exc:
-        raise InputError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    out = sys.stdout
+    if args.out:
+        with _output(args.out) as path:
+            out = open(path, "w")  # closed below, once rated
     try:
         summary = rate(
             Path(args.tenants),

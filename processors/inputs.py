@@ -5,7 +5,7 @@ into domain records, or a Rejected value with a reason. Never raises on bad inpu
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -253,6 +253,17 @@ def licences_of(tid: str, user_id: str, names: Any) -> frozenset[str]:
 CURRENCY = re.compile(r"[A-Z]{3}")
 
 
+def first_repeated(ids: Iterable[str]) -> str | None:
+    """The first id met a second time (None when each is met once): a configuration that
+    names one thing twice cannot tell which of the two is meant."""
+    seen: set[str] = set()
+    for x in ids:
+        if x in seen:
+            return x
+        seen.add(x)
+    return None
+
+
 def _country(tid: str, what: str, value: Any) -> str:
     """An ISO 3166 alpha-2 country that phonenumbers knows (numbers are analysed for it)."""
     code = value.upper() if isinstance(value, str) else value
@@ -308,10 +319,9 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
     funding = tuple(
         Funding(f["lot_id"], parse_money(f["amount"]), parse_time(f["purchased_at"])) for f in d.get("funding", [])
     )
-    lot_ids = [f.lot_id for f in funding]
-    twice = sorted({x for x in lot_ids if lot_ids.count(x) > 1})
-    if twice:  # a lot id names one purchase: two would be credited under one id
-        raise TenantError(f"tenant {tid}: funding lot {twice[0]!r} is listed twice")
+    twice = first_repeated(f.lot_id for f in funding)
+    if twice is not None:  # a lot id names one purchase: two would be credited under one id
+        raise TenantError(f"tenant {tid}: funding lot {twice!r} is listed twice")
     if any(f.amount <= 0 for f in funding):
         raise TenantError(f"tenant {tid}: funding amounts must be positive")
     if any(f.amount > MAX_AMOUNT for f in funding) or sum(f.amount for f in funding) > MAX_BALANCE:

@@ -13,6 +13,7 @@ from processors.inputs import (
     DeadLetterReason,
     Rejected,
     TenantError,
+    first_repeated,
     is_direct_routing_row,
     is_graph_row,
     tenant_from_dict,
@@ -34,11 +35,9 @@ def load_tenants(path: Path) -> list[Tenant]:
         tenants = [tenant_from_dict(d) for d in data]
     except TenantError as exc:
         raise InputError(f"{path}: {exc}") from None
-    seen: set[str] = set()
-    for t in tenants:
-        if t.tenant_id in seen:  # which configuration is meant cannot be told
-            raise InputError(f"{path}: tenant {t.tenant_id} is listed twice")
-        seen.add(t.tenant_id)
+    twice = first_repeated(t.tenant_id for t in tenants)
+    if twice is not None:
+        raise InputError(f"{path}: tenant {twice} is listed twice")
     return tenants
 
 

@@ -16,7 +16,7 @@ from pipeline.adapters.kafka import producer
 from pipeline.adapters.records import cdr_to_avro, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.errors import FatalError
-from processors.inputs import DeadLetterReason, Rejected, TenantError, cdr_from_dict
+from processors.inputs import DeadLetterReason, Rejected, TenantError, cdr_from_dict, first_repeated
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -33,13 +33,13 @@ def _progress(done: int, total: int, label: str) -> None:
 def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> int:
     codec = Codec(settings.schemas_dir)
     now = datetime.now(UTC)
+    twice = first_repeated(
+        e["tenant_id"] for e in entries if isinstance(e, dict) and isinstance(e.get("tenant_id"), str)
+    )
+    if twice is not None:
+        raise FatalError(f"tenants file: tenant {twice} is listed twice")
     records = []
-    seen: set[str] = set()
     for entry in entries:
-        tid = entry.get("tenant_id") if isinstance(entry, dict) else None
-        if isinstance(tid, str) and tid in seen:  # which configuration is meant cannot be told
-            raise FatalError(f"tenants file: tenant {tid} is listed twice")
-        seen.add(str(tid))
         try:
             records.append((entry["tenant_id"], codec.encode("tenant_config", tenant_to_avro(entry, now))))
         except (TenantError, KeyError, TypeError) as exc:
