@@ -467,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--load-linger-ms",
         type=int,
-        default=20,
-        help="linger.ms of the latency runs' load producer (inside the measured latency; default 20)",
+        help="linger.ms of the latency runs' load producer (inside the measured latency; "
+        "default pipeline.dev.bench.LOAD_LINGER_MS)",
     )
     b.add_argument(
         "--processes",

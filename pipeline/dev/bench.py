@@ -264,7 +264,7 @@ def latency(
     values: list[tuple[bytes, bytes]],
     rate: int,
     seconds: float,
-    linger_ms: int = LOAD_LINGER_MS,
+    linger_ms: int,
 ) -> dict[str, Any]:
     """Percentiles of CDR produced -> charge committed at a fixed offered load: the worker
     alone in this process (its main thread, as `callcharge charge` runs), the load from
@@ -537,7 +537,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         args.processes,
         args.rounds,
         args.profile,
-        args.load_linger_ms,
+        LOAD_LINGER_MS if args.load_linger_ms is None else args.load_linger_ms,  # 0 is a linger too
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
