@@ -12,8 +12,9 @@ Every change to a `TenantState` leaves its effect in a record on Kafka:
 The effects are sums and sets, so the order of charges relative to events does not matter
 (pool alerts keep their topic order: only the charging worker writes them). Records read
 twice (an at-least-once reader, a replay) count once: charges by call id, events by id.
-`below_trigger` follows from the balance, the zero state from the balance and whether a
-`balance_zero` was ever raised, the data's clock (`watermark`) from the latest call end.
+`below_trigger` follows from the balance and whether a `balance_low` was ever raised, the
+zero state from the balance and whether a `balance_zero` was ever raised, the data's clock
+(`watermark`) from the latest call end.
 A lot used up before its expiry date carries no event when it expires, so a rebuilt state
 shows it as not expired; nothing depends on that flag for a lot with nothing left.
 """
@@ -61,7 +62,7 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
     requested: dict[str, int] = {}
     closed: set[str] = set()
     seen: set[str] = set()
-    zero_seen = False
+    zero_seen = low_seen = False
     for e in events:
         if e.tenant_id != tenant.tenant_id or e.event_id in seen:
             continue
@@ -87,6 +88,8 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
             closed.add(f["request_id"])
         elif e.type == "balance_zero":
             zero_seen = True
+        elif e.type == "balance_low":
+            low_seen = True
         elif e.type == "pool_threshold":
             state.thresholds.append(f"{f['month']}|{f['pool']}|{f['percent']}")
     calls: set[str] = set()
@@ -122,7 +125,9 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
         state.recharge_seq = requested[last]
         state.recharge_in_flight = None if last in closed else last
     ar = tenant.auto_recharge
-    state.below_trigger = ar is not None and state.balance < ar.trigger
+    # Below the trigger once a balance_low was raised (every change of the balance that
+    # lands below it raises one): a tenant whose balance never moved is not below it.
+    state.below_trigger = ar is not None and state.balance < ar.trigger and low_seen
     # Every fall to or below zero raises balance_zero and every rise above it restores: the
     # zero state is on exactly when the balance is at or below zero and it was ever raised.
     state.zero_raised = state.balance <= 0 and zero_seen
