@@ -22,21 +22,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[embedded,test]'
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv, install callcharge with test extras; redis-server and promtool (Debian's prometheus) if missing (root)
+# The hot path's Avro, generated (pipeline/adapters/avro_fast.py) and compiled with mypyc
+# where a C compiler exists; pure Python otherwise. Rebuilt when its source changes; says which.
+FAST    := pipeline/adapters/.avro_fast.built
+$(FAST): $(STAMP) pipeline/adapters/avro_fast.py pipeline/adapters/avro_prims.py
+	$(BIN)/python -m pipeline.dev.build
+	@touch $@
 
-demo: $(STAMP) ## run the whole pipeline on the embedded stack and print a summary
+setup: $(STAMP) $(FAST) ## create .venv, install callcharge with test extras, compile the Avro hot path (mypyc, or pure Python without a C compiler); redis-server and promtool if missing (root)
+
+demo: $(STAMP) $(FAST) ## run the whole pipeline on the embedded stack and print a summary
 	$(BIN)/callcharge demo
 
-test: $(STAMP) ## lint (ruff, mypy), unit and integration tests (integration starts its own embedded stack)
+test: $(STAMP) $(FAST) ## lint (ruff, mypy), unit and integration tests (integration starts its own embedded stack)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy processors pipeline
 	$(BIN)/python -m pytest -q
 
-test-unit: $(STAMP) ## unit tests only (no servers)
+test-unit: $(STAMP) $(FAST) ## unit tests only (no servers)
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: $(STAMP) ## integration tests only (real broker and Redis)
+test-integration: $(STAMP) $(FAST) ## integration tests only (real broker and Redis)
 	$(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy strict on processors/ and pipeline/
@@ -48,13 +55,13 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## passthrough vs charging worker (1 and N processes, CPU per CDR), latency at 1 000 CDR/s and half load; bench/results.json
+bench: $(STAMP) $(FAST) ## passthrough vs charging worker (1 and N processes, CPU per CDR), latency at 1 000 CDR/s and half load; bench/results.json
 	$(BIN)/callcharge bench
 
-soak: $(STAMP) ## 200 000 CDRs, 2 workers, 20 SIGKILLs, a Redis restart, control kills, 1 % hostile input; writes bench/soak.json
+soak: $(STAMP) $(FAST) ## 200 000 CDRs, 2 workers, 20 SIGKILLs, a Redis restart, control kills, 1 % hostile input; writes bench/soak.json
 	$(BIN)/callcharge soak
 
-stack-up: $(STAMP) ## start the embedded broker and Redis (ports 19092, 16379)
+stack-up: $(STAMP) $(FAST) ## start the embedded broker and Redis (ports 19092, 16379)
 	$(BIN)/callcharge stack up
 	$(BIN)/callcharge topics create
 
@@ -62,4 +69,4 @@ stack-down: $(STAMP) ## stop exactly the processes stack-up started
 	$(BIN)/callcharge stack down
 
 clean: ## remove the venv and local state
-	rm -rf $(VENV) .callcharge .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(FAST) pipeline/adapters/avro_fast*.so build .callcharge .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

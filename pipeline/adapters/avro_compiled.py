@@ -20,108 +20,66 @@ raises `ValueError` or `IndexError` on bytes that are not a datum of its schema.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from pipeline.adapters.avro_prims import (
+    _SMALL,
+    _VARINT,
+    EPOCH,
+    INT_MAX,
+    INT_MIN,
+    LONG_MAX,
+    LONG_MIN,
+    _varint,
+    read_long,
+    write_boolean,
+    write_bytes,
+    write_int,
+    write_long,
+    write_string,
+    write_timestamp_micros,
+)
 from pipeline.errors import Unsupported
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
-INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
-
-# Varints 14 bits at a time: the unsigned varint of every z < 2**14 (one or two bytes), and
-# the two continuation bytes carrying any 14 bits. A timestamp is 4 steps instead of 8.
-_RAW: list[bytes] = []
-_CONT2: list[bytes] = []
-for _z in range(1 << 14):
-    _RAW.append(bytes([_z]) if _z < 0x80 else bytes([(_z & 0x7F) | 0x80, _z >> 7]))
-    _CONT2.append(bytes([(_z & 0x7F) | 0x80, (_z >> 7) | 0x80]))
-# zig-zag varints of small non-negative longs (lengths, counts, minutes, partitions)
-_SMALL = 4096
-_VARINT = [_RAW[n << 1] for n in range(_SMALL)]
+__all__ = ["LONG_MAX", "LONG_MIN", "compile_reader", "compile_writer", "read_long", "reader_source", "writer_source"]
 
 
-def _varint(n: int) -> bytes:
-    """Avro zig-zag varint of a long. Unrolled by size: money in micro-units takes the
-    second branch, a timestamp in microseconds the fourth."""
-    z = (n << 1) ^ (n >> 63)  # in [0, 2**64) exactly when n fits a long
-    if z < 0x4000:
-        return _RAW[z]
-    if z < 0x10000000:
-        return _CONT2[z & 0x3FFF] + _RAW[z >> 14]
-    if z < 0x40000000000:
-        return _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _RAW[z >> 28]
-    if z < 0x100000000000000:
-        return _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _CONT2[(z >> 28) & 0x3FFF] + _RAW[z >> 42]
-    if not 0 <= z < 1 << 64:
-        raise OverflowError(f"{n} does not fit an Avro long")
-    out = _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _CONT2[(z >> 28) & 0x3FFF] + _CONT2[(z >> 42) & 0x3FFF]
-    return out + _RAW[z >> 56]
+def schema_digest(schema: Any) -> str:
+    """What identifies a schema's text for the generated code (`avro_fast.py`)."""
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_long(n: int) -> bytes:
-    if 0 <= n < _SMALL:
-        return _VARINT[n]
-    return _varint(n)
-
-
-def write_int(n: int) -> bytes:
-    if not INT_MIN <= n <= INT_MAX:
-        raise OverflowError(f"{n} does not fit an Avro int")
-    return write_long(n)
-
-
-def write_string(s: str) -> bytes:
-    b = s.encode()
-    n = len(b)
-    return (_VARINT[n] if n < _SMALL else _varint(n)) + b
-
-
-def write_bytes(b: bytes) -> bytes:
-    if not isinstance(b, (bytes, bytearray)):
-        raise TypeError(f"{type(b).__name__} is not bytes")
-    n = len(b)
-    return (_VARINT[n] if n < _SMALL else _varint(n)) + bytes(b)
-
-
-_last_timestamp: tuple[datetime | None, bytes] = (None, b"")
-
-
-def write_timestamp_micros(dt: datetime | int) -> bytes:
-    global _last_timestamp
-    if isinstance(dt, datetime):
-        last, encoded = _last_timestamp  # one tuple: read and replaced whole, thread-safe
-        if dt is last:  # e.g. a batch's charged_at, the same object on every charge
-            return encoded
-        if dt.tzinfo is None:
-            raise TypeError("naive datetime")  # fastavro's rule for these applies
-        d = dt - EPOCH  # whole microseconds (no timedelta division: fewer steps)
-        encoded = write_long((d.days * 86400 + d.seconds) * 1000000 + d.microseconds)
-        _last_timestamp = (dt, encoded)
-        return encoded
-    return write_long(dt)
-
-
-def write_boolean(v: bool) -> bytes:
-    if v is True:
-        return b"\x01"
-    if v is False:
-        return b"\x00"
-    raise TypeError(f"{v!r} is not a boolean")
+def source_digest(body: str) -> str:
+    """The digest `avro_fast.py` ends with: of its text before that last line."""
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 # -- writer compiler ---------------------------------------------------------------------
 
 
 class _Gen:
-    def __init__(self) -> None:
+    def __init__(self, typed: bool = False) -> None:
         self.lines: list[str] = []
         self.n = 0
+        # typed: every local is declared at the top of the function with its type, for
+        # mypyc (`avro_fast.py`); untyped code is what `exec` compiles at start-up
+        self.typed = typed
+        self.decls: dict[str, str] = {}
 
-    def var(self, stem: str) -> str:
+    def var(self, stem: str, typ: str = "Any") -> str:
         self.n += 1
-        return f"{stem}{self.n}"
+        name = f"{stem}{self.n}"
+        self.decls[name] = typ
+        return name
+
+    def function(self, signature: str) -> str:
+        """The function's source: `signature`, the declarations when typed, the body."""
+        decls = [f"    {name}: {typ}" for name, typ in self.decls.items()] if self.typed else []
+        return "\n".join([signature, *decls, *self.lines])
 
     def emit(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
@@ -166,7 +124,7 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         slow = "_varint" if kind == "long" else "write_int"
         g.emit(depth, f"out += _V[{value}] if 0 <= {value} < {_SMALL} else {slow}({value})")
     elif kind == "string":
-        b = g.var("b")
+        b = g.var("b", "bytes")
         g.emit(depth, f"{b} = {value}.encode()")
         g.emit(depth, f"out += _V[len({b})] if len({b}) < {_SMALL} else write_long(len({b}))")
         g.emit(depth, f"out += {b}")
@@ -178,7 +136,7 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         g.emit(depth, f"if {value} is not None: raise TypeError('expected null')")
     elif kind == "record":
         for f in schema["fields"]:
-            v = g.var("v")
+            v = g.var("v", _local_type(f["type"]))
             g.emit(depth, f"{v} = {access(schema['name'], f['name'], value)}")
             _write(g, f["type"], v, depth, access)
     elif kind == "array":
@@ -211,19 +169,48 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         raise Unsupported(f"type {kind}")
 
 
-def compile_writer(
-    schema: dict[str, Any], access: Access = _dict_access, extra: tuple[str, ...] = ()
-) -> Callable[..., bytes]:
-    """`write(record, *extra) -> bytes` for a record schema (as written, not
+def _local_type(schema: Any) -> str:
+    """The Python type a field's value must have to be written (typed code declares it)."""
+    kind = _type_name(schema)
+    if isinstance(schema, dict) and not isinstance(schema["type"], str):
+        return _local_type(schema["type"])
+    if kind in ("int", "long"):
+        return "int"
+    if kind == "string":
+        return "str"
+    if kind == "union" and isinstance(schema, list) and len(schema) == 2 and "null" in schema:
+        other = _local_type(schema[1 - schema.index("null")])
+        return f"{other} | None" if other in ("int", "str") else "Any"
+    return "Any"
+
+
+def writer_source(
+    schema: dict[str, Any],
+    access: Access = _dict_access,
+    extra: tuple[str, ...] = (),
+    name: str = "write",
+    typed: bool = False,
+) -> str:
+    """The source of `name(record, *extra) -> bytes` for a record schema (as written, not
     fastavro-parsed). `access` says how a field is read (default: `record[name]`); `extra`
-    names further arguments an `access` expression may use."""
+    names further arguments an `access` expression may use (typed: `Any`)."""
     if _type_name(schema) != "record":
         raise Unsupported("only record schemas are compiled")
-    g = _Gen()
-    g.emit(0, f"def write({', '.join(('r', *extra))}):")
+    g = _Gen(typed)
+    g.decls["out"] = "bytearray"
     g.emit(1, "out = bytearray()")
     _write(g, schema, "r", 1, access)
     g.emit(1, "return bytes(out)")
+    if typed:
+        return g.function(f"def {name}({', '.join(f'{a}: Any' for a in ('r', *extra))}) -> bytes:")
+    return g.function(f"def {name}({', '.join(('r', *extra))}):")
+
+
+def compile_writer(
+    schema: dict[str, Any], access: Access = _dict_access, extra: tuple[str, ...] = ()
+) -> Callable[..., bytes]:
+    """`write(record, *extra) -> bytes` for a record schema: `writer_source`, compiled here."""
+    source = writer_source(schema, access, extra)
     namespace: dict[str, Any] = {
         "write_int": write_int,
         "write_long": write_long,
@@ -234,28 +221,12 @@ def compile_writer(
         "_varint": _varint,
         "_V": _VARINT,
     }
-    exec(compile("\n".join(g.lines), f"<avro writer {schema.get('name')}>", "exec"), namespace)
+    exec(compile(source, f"<avro writer {schema.get('name')}>", "exec"), namespace)
     fn: Callable[..., bytes] = namespace["write"]
     return fn
 
 
 # -- reader compiler ---------------------------------------------------------------------
-
-
-def read_long(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of the zig-zag varint at `pos`."""
-    shift = z = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            if shift == 63 and b > 1:  # the 10th byte holds bit 63 only
-                raise ValueError("varint outside the signed 64-bit range")
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
 
 
 def _read_long_into(g: _Gen, target: str, depth: int) -> None:
@@ -279,10 +250,11 @@ def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
         _read_long_into(g, target, depth)
         g.emit(depth, f"if not {INT_MIN} <= {target} <= {INT_MAX}: raise ValueError('int out of range')")
     elif kind == "timestamp-micros":
-        _read_long_into(g, target, depth)
-        g.emit(depth, f"{target} = EPOCH + timedelta(0, 0, {target})")  # positional: faster
+        micros = g.var("t", "int")
+        _read_long_into(g, micros, depth)
+        g.emit(depth, f"{target} = EPOCH + timedelta(0, 0, {micros})")  # positional: faster
     elif kind in ("string", "bytes"):
-        n = g.var("n")
+        n = g.var("n", "int")
         _read_long_into(g, n, depth)
         g.emit(depth, f"if {n} < 0: raise ValueError('negative length')")
         g.emit(depth, f"{target} = data[pos:pos + {n}]" + (".decode()" if kind == "string" else ""))
@@ -302,7 +274,7 @@ def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
             names.append(f"{f['name']!r}: {v}")
         g.emit(depth, f"{target} = {{{', '.join(names)}}}")
     elif kind in ("array", "map"):
-        n, k, item = g.var("n"), g.var("k"), g.var("i")
+        n, k, item = g.var("n", "int"), g.var("k"), g.var("i")
         g.emit(depth, f"{target} = {'[]' if kind == 'array' else '{}'}")
         g.emit(depth, "while True:")
         _read_long_into(g, n, depth + 1)
@@ -335,16 +307,25 @@ def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
         raise Unsupported(f"type {kind}")
 
 
-def compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
-    """`read(data, pos) -> (record, end position)` for data written with `schema` itself
-    (no schema resolution: a reader for another version goes through fastavro)."""
+def reader_source(schema: dict[str, Any], name: str = "read", typed: bool = False) -> str:
+    """The source of `name(data, pos) -> (record, end position)` for data written with
+    `schema` itself (no schema resolution: another version goes through fastavro)."""
     if _type_name(schema) != "record":
         raise Unsupported("only record schemas are compiled")
-    g = _Gen()
-    g.emit(0, "def read(data, pos):")
+    g = _Gen(typed)
+    g.decls["b"] = "int"
+    g.decls["r"] = "Any"
     _read(g, schema, "r", 1)
     g.emit(1, "return r, pos")
+    if typed:
+        return g.function(f"def {name}(data: bytes, pos: int) -> tuple[dict[str, Any], int]:")
+    return g.function(f"def {name}(data, pos):")
+
+
+def compile_reader(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
+    """`read(data, pos) -> (record, end position)`: `reader_source`, compiled here."""
+    source = reader_source(schema)
     namespace: dict[str, Any] = {"read_long": read_long, "EPOCH": EPOCH, "timedelta": timedelta}
-    exec(compile("\n".join(g.lines), f"<avro reader {schema.get('name')}>", "exec"), namespace)
+    exec(compile(source, f"<avro reader {schema.get('name')}>", "exec"), namespace)
     fn: Callable[[bytes, int], tuple[dict[str, Any], int]] = namespace["read"]
     return fn

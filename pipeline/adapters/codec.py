@@ -12,8 +12,10 @@ datum that does not fit.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +24,48 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from pipeline.adapters.avro_compiled import Access, compile_reader, compile_writer
+from pipeline.adapters.avro_compiled import Access, compile_reader, compile_writer, schema_digest, source_digest
 from pipeline.errors import DecodeError, UnknownSchemaError, Unsupported
 
 MARKER = b"\xc3\x01"
 HEADER_LEN = 10
+
+log = logging.getLogger(__name__)
+
+
+def _load_fast() -> Any:
+    """`avro_fast` (the generated code, compiled by mypyc where `make setup` could), or
+    None if it cannot be imported: then every schema is compiled here with `exec`. A
+    compiled extension built from another text of avro_fast.py (the source changed since
+    `make setup`) is not used: the source itself is loaded instead."""
+    try:
+        from pipeline.adapters import avro_fast
+
+        source = Path(__file__).with_name("avro_fast.py")
+        body, _, _ = source.read_text().rpartition("SOURCE_DIGEST")
+        if avro_fast.SOURCE_DIGEST == source_digest(body):
+            return avro_fast
+        log.warning("the compiled avro_fast is stale (rebuild with `make setup`); using avro_fast.py as Python")
+        spec = importlib.util.spec_from_file_location("pipeline.adapters._avro_fast_source", source)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except Exception as exc:  # a broken build must not stop the pipeline
+        log.warning("pipeline.adapters.avro_fast cannot be used (%s); Avro runs as exec-compiled Python", exc)
+        return None
+
+
+_FAST = _load_fast()
+
+
+def avro_mode() -> str:
+    """How the hot path's Avro runs, in words (the worker logs it at start)."""
+    if _FAST is None:
+        return "exec-compiled Python (avro_fast unavailable)"
+    if str(getattr(_FAST, "__file__", "")).endswith(".py"):
+        return "generated Python (pipeline/adapters/avro_fast.py, not compiled: run `make setup` with a C compiler)"
+    return "compiled with mypyc (pipeline/adapters/avro_fast)"
 
 
 @dataclass(frozen=True)
@@ -58,10 +97,14 @@ class Codec:
         fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
         # The write hint marks the dict as parsed: without it fastavro re-parses the
         # schema on every read and write (measured: 2x slower encode, 2.4x slower decode).
-        try:
-            write, read = compile_writer(schema), compile_reader(schema)
-        except Unsupported:
-            write, read = None, None
+        fast = _FAST.CODE.get(schema_digest(schema)) if _FAST is not None else None
+        if fast is not None:  # generated from this very schema text (avro_fast.py)
+            write, read = fast
+        else:
+            try:
+                write, read = compile_writer(schema), compile_reader(schema)
+            except Unsupported:
+                write, read = None, None
         sv = SchemaVersion(kind, version, fp, parse_schema(schema, _force=True), write, read, schema)
         self.by_fingerprint[fp] = sv
         if kind not in self.current or self.current[kind].version < version:
@@ -82,15 +125,24 @@ class Codec:
         return buf.getvalue()
 
     def object_encoder(
-        self, kind: str, access: Access, extra: tuple[str, ...], to_record: Callable[..., dict[str, Any]]
+        self,
+        kind: str,
+        access: Access,
+        extra: tuple[str, ...],
+        to_record: Callable[..., dict[str, Any]],
+        fast: bool = False,
     ) -> Callable[..., bytes]:
         """`encode(obj, *extra) -> bytes` of the newest `kind`, reading the fields straight
         off a domain object (`access`): no dict in between, the same bytes as
-        `encode(kind, to_record(obj, *extra))`, which serves whatever does not fit."""
+        `encode(kind, to_record(obj, *extra))`, which serves whatever does not fit.
+        `fast`: use avro_fast's generated writer for `kind` (records.charge_encoder only)."""
         sv = self.current[kind]
         header = MARKER + sv.fingerprint
+        generated = _FAST.OBJECT_WRITERS.get((kind, schema_digest(sv.schema))) if _FAST is not None else None
         try:
-            write = compile_writer(sv.schema, access, extra)
+            # avro_fast's was generated with the access of records.charge_encoder (a test
+            # keeps them equal); any other object encoder is compiled here
+            write = generated if generated is not None and fast else compile_writer(sv.schema, access, extra)
         except Unsupported:
             return lambda obj, *args: self.encode(kind, to_record(obj, *args))
 

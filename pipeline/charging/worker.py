@@ -54,7 +54,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.codec import Codec, avro_mode
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import take_batch
 from pipeline.adapters.metrics import ChargingMetrics
@@ -158,7 +158,7 @@ class ChargingWorker:
             on_revoke=lambda _, parts: log.info("revoked %s", sorted(tp.partition for tp in parts)),
         )
         idle_since = time.monotonic()
-        log.info("charging worker %s consuming %s", self.worker_id, self.topics.cdr)
+        log.info("charging worker %s consuming %s; Avro: %s", self.worker_id, self.topics.cdr, avro_mode())
         while not self._stop:
             n = self.run_once()
             if n or not self.consumer.assignment():

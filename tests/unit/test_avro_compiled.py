@@ -219,3 +219,107 @@ def test_a_charge_encoded_straight_from_the_object_is_the_dict_paths_bytes() -> 
     too_big = replace(charges[0], amount=1 << 70)
     with pytest.raises(OverflowError, match="too large"):  # fastavro's error, not ours
         encode(too_big, 0, 0, now)
+
+
+# -- the generated module (pipeline/adapters/avro_fast.py), compiled by mypyc and as source --
+
+
+def _fast_impls() -> list[Any]:
+    """avro_fast as imported (the mypyc extension where `make setup` built one) and its
+    source file loaded as plain Python: both must be fastavro's bytes."""
+    import importlib.util
+
+    from pipeline.adapters import avro_fast
+    from pipeline.dev.build import FAST
+
+    spec = importlib.util.spec_from_file_location("avro_fast_as_source", FAST)
+    assert spec is not None and spec.loader is not None
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    compiled = not str(avro_fast.__file__).endswith(".py")
+    return [
+        pytest.param(avro_fast, id="compiled" if compiled else "imported-source"),
+        pytest.param(source, id="source"),
+    ]
+
+
+FAST_IMPLS = _fast_impls()
+
+
+def test_avro_fast_is_what_the_schemas_make() -> None:
+    """The committed generated module is the generator's output for today's schemas (run
+    `python -m pipeline.dev.build` after changing a schema or the generator)."""
+    from pipeline.dev.build import FAST, fast_source
+
+    assert FAST.read_text() == fast_source(Settings().schemas_dir)
+
+
+def test_the_codec_uses_the_generated_code_for_the_newest_schemas() -> None:
+    from pipeline.adapters import avro_fast
+    from pipeline.adapters.avro_compiled import schema_digest
+
+    for kind, sv in CODEC.current.items():
+        write, read = avro_fast.CODE[schema_digest(sv.schema)]
+        assert (sv.write, sv.read) == (write, read), kind
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("kind", sorted(CODEC.current))
+def test_generated_code_matches_fastavro(impl: Any, kind: str) -> None:
+    from pipeline.adapters.avro_compiled import schema_digest
+
+    sv = CODEC.current[kind]
+    write, read = impl.CODE[schema_digest(sv.schema)]
+
+    @settings(max_examples=100, deadline=None)
+    @given(datum(sv.schema), st.data())
+    def check(record: dict[str, Any], data: st.DataObject) -> None:
+        expected = fastavro_bytes(sv.parsed, record)
+        assert write(record) == expected
+        assert read(expected, 0) == (fastavro_read(sv.parsed, expected)[0], len(expected))
+        i = data.draw(st.integers(0, max(0, len(expected) - 1)))  # garbage: stricter, never looser
+        bad = expected[:i] + bytes([expected[i] ^ data.draw(st.integers(1, 255))]) + expected[i + 1 :]
+        for garbage in (bad, expected[:i], data.draw(st.binary(max_size=60))):
+            try:
+                got, end = read(garbage, 0)
+            except Exception:
+                continue
+            if end <= len(garbage):
+                assert (got, end) == fastavro_read(sv.parsed, garbage[:end])
+
+    check()
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+@pytest.mark.parametrize("raw", [b"\x80" * 9 + b"\x03", b"\xff" * 9 + b"\x7f", b"\x80" * 11])
+def test_generated_read_long_refuses_what_is_not_a_long(impl: Any, raw: bytes) -> None:
+    with pytest.raises(ValueError, match=r"64-bit|10 bytes"):
+        impl.read_long(raw, 0)
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_generated_charge_object_writer_is_fastavros_bytes(impl: Any) -> None:
+    """Every traffic shape of Charge, written straight from the object by the generated
+    code, is the bytes fastavro writes for its dict."""
+    from pipeline.adapters.avro_compiled import schema_digest
+    from pipeline.adapters.files import load_rates
+    from pipeline.adapters.records import charge_to_avro
+    from pipeline.dev import traffic
+    from processors.engine import Engine
+    from processors.inputs import cdr_from_dict, tenant_from_dict
+
+    sv = CODEC.current["charge"]
+    write = impl.OBJECT_WRITERS[("charge", schema_digest(sv.schema))]
+    tenants = traffic.tenants(8, seed=5, prefix="gen")
+    engine = Engine([tenant_from_dict(t) for t in tenants], load_rates(Settings().rates_file))
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    n = 0
+    for i, row in enumerate(traffic.cdrs(tenants, 1500, seed=6)):
+        done = engine.process(cdr_from_dict(row))  # type: ignore[arg-type]
+        if done is not None:
+            charge = done[0]
+            assert write(charge, i % 8, 10**12 + i, now) == fastavro_bytes(
+                sv.parsed, charge_to_avro(charge, i % 8, 10**12 + i, now)
+            )
+            n += 1
+    assert n > 1000
