@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .charging import Book, Unchargeable, charge_call
+from .charging import Book, Unchargeable, charge_call, unfunded
 from .frozen import frozen
 from .inputs import DeadLetterReason, Rejected
 from .ledger import TenantState
@@ -126,6 +126,7 @@ def fold_batch(
         state = stored_state.copy() if stored_state is not None else TenantState()
     outcomes: list[Outcome] = []
     charged_here: set[str] = set()
+    pending = unfunded(book, state)  # once per batch, not per call: usually every lot is in
     for cdr, origin in batch:
         outcome = Outcome(cdr, origin)
         outcomes.append(outcome)
@@ -137,9 +138,11 @@ def fold_batch(
             outcome.replay = True
             continue
         try:
-            outcome.charge, outcome.events = charge_call(book, state, cdr, rates)
+            outcome.charge, outcome.events = charge_call(book, state, cdr, rates, pending)
         except Unchargeable as exc:
             outcome.reject = Rejected(DeadLetterReason.UNPARSABLE_NUMBER, str(exc))
             continue
         charged_here.add(cdr.call_id)
+        if pending:
+            pending = unfunded(book, state)
     return Folded(state, outcomes)

@@ -262,17 +262,21 @@ def tariff_for(book: Book, rates: RateCard, r: Route) -> Tariff | None:
     return rates.lookup(book.tenant.currency, r.service, r.origin, r.destination.country, r.kind_for_rate)
 
 
-def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tuple[Charge, list[Event]]:
+def charge_call(
+    book: Book, state: TenantState, cdr: Cdr, rates: RateCard, funding_pending: bool = True
+) -> tuple[Charge, list[Event]]:
     """Fold one completed call into `state` (mutated; callers copy) and say what it cost.
 
-    Raises Unchargeable for input the planner cannot interpret.
+    `funding_pending=False` says every configured funding lot is in `state` already
+    (`unfunded`), so there is none to apply. Raises Unchargeable for input the planner
+    cannot interpret.
     """
     tenant = book.tenant
     at = cdr.end
     r = route(book, cdr)  # raises Unchargeable before anything changes
     # Funding from the tenant's configuration bought before the call ended, at its purchase
     # time (a lot bought later is applied by a later call, or by the control worker).
-    _, events = open_state(tenant, state, upto=at)
+    _, events = open_state(tenant, state, upto=at) if funding_pending else (state, [])
     month = month_key(cdr.start, tenant.time_zone)
     flags = list(r.flags)
     tariff = tariff_for(book, rates, r)
@@ -350,6 +354,16 @@ def charge_call(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> tu
         rate_card=rates.version if tariff is not None else None,
     )
     return charge, events
+
+
+def unfunded(book: Book, state: TenantState) -> bool:
+    """A configured funding lot is not in `state` yet (charge_call would apply it once a
+    call ends after its purchase). Lots only ever join a state, so False stays False."""
+    funding = book.tenant.funding
+    if not funding:
+        return False
+    have = {lot.lot_id for lot in state.lots}
+    return any(f.lot_id not in have for f in funding)
 
 
 def take_credits(

@@ -115,7 +115,7 @@ _V: Final = _VARINT
 
 
 def write_balance_event(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -135,59 +135,59 @@ def write_balance_event(r: Any) -> bytes:
     k17: Any
     m18: Any
     b19: bytes
-    out = bytearray()
+    out = []
     v1 = r['event_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['type']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['tenant_id']
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r['at']
-    out += write_timestamp_micros(v7)
+    out.append(write_timestamp_micros(v7))
     v8 = r['balance']
-    out += _V[v8] if 0 <= v8 < 4096 else _varint(v8)
+    out.append(_V[v8] if 0 <= v8 < 4096 else _varint(v8))
     v9 = r['currency']
     b10 = v9.encode()
-    out += _V[len(b10)] if len(b10) < 4096 else write_long(len(b10))
-    out += b10
+    out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
+    out.append(b10)
     v11 = r['amount']
     if v11 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
-        out += _V[v11] if 0 <= v11 < 4096 else _varint(v11)
+        out.append(b'\x02')
+        out.append(_V[v11] if 0 <= v11 < 4096 else _varint(v11))
     v12 = r['lot_id']
     if v12 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b13 = v12.encode()
-        out += _V[len(b13)] if len(b13) < 4096 else write_long(len(b13))
-        out += b13
+        out.append(_V[len(b13)] if len(b13) < 4096 else write_long(len(b13)))
+        out.append(b13)
     v14 = r['request_id']
     if v14 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b15 = v14.encode()
-        out += _V[len(b15)] if len(b15) < 4096 else write_long(len(b15))
-        out += b15
+        out.append(_V[len(b15)] if len(b15) < 4096 else write_long(len(b15)))
+        out.append(b15)
     v16 = r['attributes']
     if v16:
-        out += write_long(len(v16))
+        out.append(write_long(len(v16)))
         for k17, m18 in v16.items():
-            out += write_string(k17)
+            out.append(write_string(k17))
             b19 = m18.encode()
-            out += _V[len(b19)] if len(b19) < 4096 else write_long(len(b19))
-            out += b19
-    out += b'\x00'
-    return bytes(out)
+            out.append(_V[len(b19)] if len(b19) < 4096 else write_long(len(b19)))
+            out.append(b19)
+    out.append(b'\x00')
+    return b''.join(out)
 
 
 def read_balance_event(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -346,7 +346,7 @@ def read_balance_event(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_cdr(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -376,94 +376,94 @@ def write_cdr(r: Any) -> bytes:
     b27: bytes
     v28: str | None
     b29: bytes
-    out = bytearray()
+    out = []
     v1 = r['call_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['tenant_id']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['user_id']
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r['call_type']
     b8 = v7.encode()
-    out += _V[len(b8)] if len(b8) < 4096 else write_long(len(b8))
-    out += b8
+    out.append(_V[len(b8)] if len(b8) < 4096 else write_long(len(b8)))
+    out.append(b8)
     v9 = r['caller_number']
     b10 = v9.encode()
-    out += _V[len(b10)] if len(b10) < 4096 else write_long(len(b10))
-    out += b10
+    out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
+    out.append(b10)
     v11 = r['callee_number']
     b12 = v11.encode()
-    out += _V[len(b12)] if len(b12) < 4096 else write_long(len(b12))
-    out += b12
+    out.append(_V[len(b12)] if len(b12) < 4096 else write_long(len(b12)))
+    out.append(b12)
     v13 = r['start_time']
-    out += write_timestamp_micros(v13)
+    out.append(write_timestamp_micros(v13))
     v14 = r['end_time']
-    out += write_timestamp_micros(v14)
+    out.append(write_timestamp_micros(v14))
     v15 = r['duration_s']
-    out += _V[v15] if 0 <= v15 < 4096 else write_int(v15)
+    out.append(_V[v15] if 0 <= v15 < 4096 else write_int(v15))
     v16 = r['usage_country']
     if v16 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b17 = v16.encode()
-        out += _V[len(b17)] if len(b17) < 4096 else write_long(len(b17))
-        out += b17
+        out.append(_V[len(b17)] if len(b17) < 4096 else write_long(len(b17)))
+        out.append(b17)
     v18 = r['conference_id']
     if v18 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b19 = v18.encode()
-        out += _V[len(b19)] if len(b19) < 4096 else write_long(len(b19))
-        out += b19
+        out.append(_V[len(b19)] if len(b19) < 4096 else write_long(len(b19)))
+        out.append(b19)
     v20 = r['licence_capability']
     if v20 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b21 = v20.encode()
-        out += _V[len(b21)] if len(b21) < 4096 else write_long(len(b21))
-        out += b21
+        out.append(_V[len(b21)] if len(b21) < 4096 else write_long(len(b21)))
+        out.append(b21)
     v22 = r['graph_call_id']
     if v22 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b23 = v22.encode()
-        out += _V[len(b23)] if len(b23) < 4096 else write_long(len(b23))
-        out += b23
+        out.append(_V[len(b23)] if len(b23) < 4096 else write_long(len(b23)))
+        out.append(b23)
     v24 = r['user_principal_name']
     if v24 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b25 = v24.encode()
-        out += _V[len(b25)] if len(b25) < 4096 else write_long(len(b25))
-        out += b25
+        out.append(_V[len(b25)] if len(b25) < 4096 else write_long(len(b25)))
+        out.append(b25)
     v26 = r['user_display_name']
     if v26 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b27 = v26.encode()
-        out += _V[len(b27)] if len(b27) < 4096 else write_long(len(b27))
-        out += b27
+        out.append(_V[len(b27)] if len(b27) < 4096 else write_long(len(b27)))
+        out.append(b27)
     v28 = r['routing']
     if v28 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b29 = v28.encode()
-        out += _V[len(b29)] if len(b29) < 4096 else write_long(len(b29))
-        out += b29
-    return bytes(out)
+        out.append(_V[len(b29)] if len(b29) < 4096 else write_long(len(b29)))
+        out.append(b29)
+    return b''.join(out)
 
 
 def read_cdr(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -692,7 +692,7 @@ def read_cdr(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_charge(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -767,215 +767,215 @@ def write_charge(r: Any) -> bytes:
     v72: int
     v73: str | None
     b74: bytes
-    out = bytearray()
+    out = []
     v1 = r['call_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['tenant_id']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['user_id']
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r['call_type']
     b8 = v7.encode()
-    out += _V[len(b8)] if len(b8) < 4096 else write_long(len(b8))
-    out += b8
+    out.append(_V[len(b8)] if len(b8) < 4096 else write_long(len(b8)))
+    out.append(b8)
     v9 = r['classification']
     b10 = v9.encode()
-    out += _V[len(b10)] if len(b10) < 4096 else write_long(len(b10))
-    out += b10
+    out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
+    out.append(b10)
     v11 = r['billed_seconds']
-    out += _V[v11] if 0 <= v11 < 4096 else write_int(v11)
+    out.append(_V[v11] if 0 <= v11 < 4096 else write_int(v11))
     v12 = r['billed_minutes']
-    out += _V[v12] if 0 <= v12 < 4096 else write_int(v12)
+    out.append(_V[v12] if 0 <= v12 < 4096 else write_int(v12))
     v13 = r['segments']
     if v13:
-        out += write_long(len(v13))
+        out.append(write_long(len(v13)))
         for i14 in v13:
             v15 = i14['bucket']
             b16 = v15.encode()
-            out += _V[len(b16)] if len(b16) < 4096 else write_long(len(b16))
-            out += b16
+            out.append(_V[len(b16)] if len(b16) < 4096 else write_long(len(b16)))
+            out.append(b16)
             v17 = i14['minutes']
-            out += _V[v17] if 0 <= v17 < 4096 else write_int(v17)
+            out.append(_V[v17] if 0 <= v17 < 4096 else write_int(v17))
             v18 = i14['amount']
-            out += _V[v18] if 0 <= v18 < 4096 else _varint(v18)
+            out.append(_V[v18] if 0 <= v18 < 4096 else _varint(v18))
             v19 = i14['pool']
             if v19 is None:
-                out += b'\x00'
+                out.append(b'\x00')
             else:
-                out += b'\x02'
+                out.append(b'\x02')
                 b20 = v19.encode()
-                out += _V[len(b20)] if len(b20) < 4096 else write_long(len(b20))
-                out += b20
+                out.append(_V[len(b20)] if len(b20) < 4096 else write_long(len(b20)))
+                out.append(b20)
             v21 = i14['rate']
             if v21 is None:
-                out += b'\x00'
+                out.append(b'\x00')
             else:
-                out += b'\x02'
+                out.append(b'\x02')
                 b22 = v21.encode()
-                out += _V[len(b22)] if len(b22) < 4096 else write_long(len(b22))
-                out += b22
+                out.append(_V[len(b22)] if len(b22) < 4096 else write_long(len(b22)))
+                out.append(b22)
             v23 = i14['lots']
             if v23:
-                out += write_long(len(v23))
+                out.append(write_long(len(v23)))
                 for i24 in v23:
                     v25 = i24['lot_id']
                     b26 = v25.encode()
-                    out += _V[len(b26)] if len(b26) < 4096 else write_long(len(b26))
-                    out += b26
+                    out.append(_V[len(b26)] if len(b26) < 4096 else write_long(len(b26)))
+                    out.append(b26)
                     v27 = i24['amount']
-                    out += _V[v27] if 0 <= v27 < 4096 else _varint(v27)
-            out += b'\x00'
+                    out.append(_V[v27] if 0 <= v27 < 4096 else _varint(v27))
+            out.append(b'\x00')
             v28 = i14['deficit']
-            out += _V[v28] if 0 <= v28 < 4096 else _varint(v28)
-    out += b'\x00'
+            out.append(_V[v28] if 0 <= v28 < 4096 else _varint(v28))
+    out.append(b'\x00')
     v29 = r['amount']
-    out += _V[v29] if 0 <= v29 < 4096 else _varint(v29)
+    out.append(_V[v29] if 0 <= v29 < 4096 else _varint(v29))
     v30 = r['connection_fee']
-    out += _V[v30] if 0 <= v30 < 4096 else _varint(v30)
+    out.append(_V[v30] if 0 <= v30 < 4096 else _varint(v30))
     v31 = r['currency']
     b32 = v31.encode()
-    out += _V[len(b32)] if len(b32) < 4096 else write_long(len(b32))
-    out += b32
+    out.append(_V[len(b32)] if len(b32) < 4096 else write_long(len(b32)))
+    out.append(b32)
     v33 = r['capability']
     b34 = v33.encode()
-    out += _V[len(b34)] if len(b34) < 4096 else write_long(len(b34))
-    out += b34
+    out.append(_V[len(b34)] if len(b34) < 4096 else write_long(len(b34)))
+    out.append(b34)
     v35 = r['balance_after']
-    out += _V[v35] if 0 <= v35 < 4096 else _varint(v35)
+    out.append(_V[v35] if 0 <= v35 < 4096 else _varint(v35))
     v36 = r['start_time']
-    out += write_timestamp_micros(v36)
+    out.append(write_timestamp_micros(v36))
     v37 = r['end_time']
-    out += write_timestamp_micros(v37)
+    out.append(write_timestamp_micros(v37))
     v38 = r['duration_s']
-    out += _V[v38] if 0 <= v38 < 4096 else write_int(v38)
+    out.append(_V[v38] if 0 <= v38 < 4096 else write_int(v38))
     v39 = r['destination_country']
     if v39 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b40 = v39.encode()
-        out += _V[len(b40)] if len(b40) < 4096 else write_long(len(b40))
-        out += b40
+        out.append(_V[len(b40)] if len(b40) < 4096 else write_long(len(b40)))
+        out.append(b40)
     v41 = r['number_type']
     if v41 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b42 = v41.encode()
-        out += _V[len(b42)] if len(b42) < 4096 else write_long(len(b42))
-        out += b42
+        out.append(_V[len(b42)] if len(b42) < 4096 else write_long(len(b42)))
+        out.append(b42)
     v43 = r['domestic']
     if v43 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
-        out += write_boolean(v43)
+        out.append(b'\x02')
+        out.append(write_boolean(v43))
     v44 = r['flags']
     if v44:
-        out += write_long(len(v44))
+        out.append(write_long(len(v44)))
         for i45 in v44:
             b46 = i45.encode()
-            out += _V[len(b46)] if len(b46) < 4096 else write_long(len(b46))
-            out += b46
-    out += b'\x00'
+            out.append(_V[len(b46)] if len(b46) < 4096 else write_long(len(b46)))
+            out.append(b46)
+    out.append(b'\x00')
     v47 = r['month']
     b48 = v47.encode()
-    out += _V[len(b48)] if len(b48) < 4096 else write_long(len(b48))
-    out += b48
+    out.append(_V[len(b48)] if len(b48) < 4096 else write_long(len(b48)))
+    out.append(b48)
     v49 = r['source_partition']
-    out += _V[v49] if 0 <= v49 < 4096 else write_int(v49)
+    out.append(_V[v49] if 0 <= v49 < 4096 else write_int(v49))
     v50 = r['source_offset']
-    out += _V[v50] if 0 <= v50 < 4096 else _varint(v50)
+    out.append(_V[v50] if 0 <= v50 < 4096 else _varint(v50))
     v51 = r['charged_at']
-    out += write_timestamp_micros(v51)
+    out.append(write_timestamp_micros(v51))
     v52 = r['graph_call_id']
     if v52 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b53 = v52.encode()
-        out += _V[len(b53)] if len(b53) < 4096 else write_long(len(b53))
-        out += b53
+        out.append(_V[len(b53)] if len(b53) < 4096 else write_long(len(b53)))
+        out.append(b53)
     v54 = r['conference_id']
     if v54 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b55 = v54.encode()
-        out += _V[len(b55)] if len(b55) < 4096 else write_long(len(b55))
-        out += b55
+        out.append(_V[len(b55)] if len(b55) < 4096 else write_long(len(b55)))
+        out.append(b55)
     v56 = r['usage_country']
     if v56 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b57 = v56.encode()
-        out += _V[len(b57)] if len(b57) < 4096 else write_long(len(b57))
-        out += b57
+        out.append(_V[len(b57)] if len(b57) < 4096 else write_long(len(b57)))
+        out.append(b57)
     v58 = r['user_principal_name']
     if v58 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b59 = v58.encode()
-        out += _V[len(b59)] if len(b59) < 4096 else write_long(len(b59))
-        out += b59
+        out.append(_V[len(b59)] if len(b59) < 4096 else write_long(len(b59)))
+        out.append(b59)
     v60 = r['user_display_name']
     if v60 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b61 = v60.encode()
-        out += _V[len(b61)] if len(b61) < 4096 else write_long(len(b61))
-        out += b61
+        out.append(_V[len(b61)] if len(b61) < 4096 else write_long(len(b61)))
+        out.append(b61)
     v62 = r['caller_number']
     if v62 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b63 = v62.encode()
-        out += _V[len(b63)] if len(b63) < 4096 else write_long(len(b63))
-        out += b63
+        out.append(_V[len(b63)] if len(b63) < 4096 else write_long(len(b63)))
+        out.append(b63)
     v64 = r['callee_number']
     if v64 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b65 = v64.encode()
-        out += _V[len(b65)] if len(b65) < 4096 else write_long(len(b65))
-        out += b65
+        out.append(_V[len(b65)] if len(b65) < 4096 else write_long(len(b65)))
+        out.append(b65)
     v66 = r['tariff']
     if v66 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         v67 = v66['rate_id']
         b68 = v67.encode()
-        out += _V[len(b68)] if len(b68) < 4096 else write_long(len(b68))
-        out += b68
+        out.append(_V[len(b68)] if len(b68) < 4096 else write_long(len(b68)))
+        out.append(b68)
         v69 = v66['price_per_minute']
-        out += _V[v69] if 0 <= v69 < 4096 else _varint(v69)
+        out.append(_V[v69] if 0 <= v69 < 4096 else _varint(v69))
         v70 = v66['connection_fee']
-        out += _V[v70] if 0 <= v70 < 4096 else _varint(v70)
+        out.append(_V[v70] if 0 <= v70 < 4096 else _varint(v70))
         v71 = v66['first_increment']
-        out += _V[v71] if 0 <= v71 < 4096 else write_int(v71)
+        out.append(_V[v71] if 0 <= v71 < 4096 else write_int(v71))
         v72 = v66['next_increment']
-        out += _V[v72] if 0 <= v72 < 4096 else write_int(v72)
+        out.append(_V[v72] if 0 <= v72 < 4096 else write_int(v72))
     v73 = r['rate_card']
     if v73 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b74 = v73.encode()
-        out += _V[len(b74)] if len(b74) < 4096 else write_long(len(b74))
-        out += b74
-    return bytes(out)
+        out.append(_V[len(b74)] if len(b74) < 4096 else write_long(len(b74)))
+        out.append(b74)
+    return b''.join(out)
 
 
 def read_charge(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -1556,7 +1556,7 @@ def read_charge(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_charge_object(r: Any, partition: Any, offset: Any, charged_at: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -1631,219 +1631,219 @@ def write_charge_object(r: Any, partition: Any, offset: Any, charged_at: Any) ->
     v72: int
     v73: str | None
     b74: bytes
-    out = bytearray()
+    out = []
     v1 = r.call_id
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r.tenant_id
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r.user_id
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r.call_type
     b8 = v7.encode()
-    out += _V[len(b8)] if len(b8) < 4096 else write_long(len(b8))
-    out += b8
+    out.append(_V[len(b8)] if len(b8) < 4096 else write_long(len(b8)))
+    out.append(b8)
     v9 = r.classification
     b10 = v9.encode()
-    out += _V[len(b10)] if len(b10) < 4096 else write_long(len(b10))
-    out += b10
+    out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
+    out.append(b10)
     v11 = r.billed_seconds
-    out += _V[v11] if 0 <= v11 < 4096 else write_int(v11)
+    out.append(_V[v11] if 0 <= v11 < 4096 else write_int(v11))
     v12 = r.billed_minutes
-    out += _V[v12] if 0 <= v12 < 4096 else write_int(v12)
+    out.append(_V[v12] if 0 <= v12 < 4096 else write_int(v12))
     v13 = r.segments
     if v13:
-        out += write_long(len(v13))
+        out.append(write_long(len(v13)))
         for i14 in v13:
             v15 = i14.bucket
             b16 = v15.encode()
-            out += _V[len(b16)] if len(b16) < 4096 else write_long(len(b16))
-            out += b16
+            out.append(_V[len(b16)] if len(b16) < 4096 else write_long(len(b16)))
+            out.append(b16)
             v17 = i14.minutes
-            out += _V[v17] if 0 <= v17 < 4096 else write_int(v17)
+            out.append(_V[v17] if 0 <= v17 < 4096 else write_int(v17))
             v18 = i14.amount
-            out += _V[v18] if 0 <= v18 < 4096 else _varint(v18)
+            out.append(_V[v18] if 0 <= v18 < 4096 else _varint(v18))
             v19 = i14.pool
             if v19 is None:
-                out += b'\x00'
+                out.append(b'\x00')
             else:
-                out += b'\x02'
+                out.append(b'\x02')
                 b20 = v19.encode()
-                out += _V[len(b20)] if len(b20) < 4096 else write_long(len(b20))
-                out += b20
+                out.append(_V[len(b20)] if len(b20) < 4096 else write_long(len(b20)))
+                out.append(b20)
             v21 = i14.rate
             if v21 is None:
-                out += b'\x00'
+                out.append(b'\x00')
             else:
-                out += b'\x02'
+                out.append(b'\x02')
                 b22 = v21.encode()
-                out += _V[len(b22)] if len(b22) < 4096 else write_long(len(b22))
-                out += b22
+                out.append(_V[len(b22)] if len(b22) < 4096 else write_long(len(b22)))
+                out.append(b22)
             v23 = i14.lots
             if v23:
-                out += write_long(len(v23))
+                out.append(write_long(len(v23)))
                 for i24 in v23:
                     v25 = i24.lot_id
                     b26 = v25.encode()
-                    out += _V[len(b26)] if len(b26) < 4096 else write_long(len(b26))
-                    out += b26
+                    out.append(_V[len(b26)] if len(b26) < 4096 else write_long(len(b26)))
+                    out.append(b26)
                     v27 = i24.amount
-                    out += _V[v27] if 0 <= v27 < 4096 else _varint(v27)
-            out += b'\x00'
+                    out.append(_V[v27] if 0 <= v27 < 4096 else _varint(v27))
+            out.append(b'\x00')
             v28 = i14.deficit
-            out += _V[v28] if 0 <= v28 < 4096 else _varint(v28)
-    out += b'\x00'
+            out.append(_V[v28] if 0 <= v28 < 4096 else _varint(v28))
+    out.append(b'\x00')
     v29 = r.amount
-    out += _V[v29] if 0 <= v29 < 4096 else _varint(v29)
+    out.append(_V[v29] if 0 <= v29 < 4096 else _varint(v29))
     v30 = r.connection_fee
-    out += _V[v30] if 0 <= v30 < 4096 else _varint(v30)
+    out.append(_V[v30] if 0 <= v30 < 4096 else _varint(v30))
     v31 = r.currency
     b32 = v31.encode()
-    out += _V[len(b32)] if len(b32) < 4096 else write_long(len(b32))
-    out += b32
+    out.append(_V[len(b32)] if len(b32) < 4096 else write_long(len(b32)))
+    out.append(b32)
     v33 = r.capability
     b34 = v33.encode()
-    out += _V[len(b34)] if len(b34) < 4096 else write_long(len(b34))
-    out += b34
+    out.append(_V[len(b34)] if len(b34) < 4096 else write_long(len(b34)))
+    out.append(b34)
     v35 = r.balance_after
-    out += _V[v35] if 0 <= v35 < 4096 else _varint(v35)
+    out.append(_V[v35] if 0 <= v35 < 4096 else _varint(v35))
     v36 = r.start
-    out += write_timestamp_micros(v36)
+    out.append(write_timestamp_micros(v36))
     v37 = r.end
-    out += write_timestamp_micros(v37)
+    out.append(write_timestamp_micros(v37))
     v38 = r.duration_s
-    out += _V[v38] if 0 <= v38 < 4096 else write_int(v38)
+    out.append(_V[v38] if 0 <= v38 < 4096 else write_int(v38))
     v39 = r.destination_country
     if v39 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b40 = v39.encode()
-        out += _V[len(b40)] if len(b40) < 4096 else write_long(len(b40))
-        out += b40
+        out.append(_V[len(b40)] if len(b40) < 4096 else write_long(len(b40)))
+        out.append(b40)
     v41 = r.number_type
     if v41 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b42 = v41.encode()
-        out += _V[len(b42)] if len(b42) < 4096 else write_long(len(b42))
-        out += b42
+        out.append(_V[len(b42)] if len(b42) < 4096 else write_long(len(b42)))
+        out.append(b42)
     v43 = r.domestic
     if v43 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
-        out += write_boolean(v43)
+        out.append(b'\x02')
+        out.append(write_boolean(v43))
     v44 = r.flags
     if v44:
-        out += write_long(len(v44))
+        out.append(write_long(len(v44)))
         for i45 in v44:
             b46 = i45.encode()
-            out += _V[len(b46)] if len(b46) < 4096 else write_long(len(b46))
-            out += b46
-    out += b'\x00'
+            out.append(_V[len(b46)] if len(b46) < 4096 else write_long(len(b46)))
+            out.append(b46)
+    out.append(b'\x00')
     v47 = r.month
     b48 = v47.encode()
-    out += _V[len(b48)] if len(b48) < 4096 else write_long(len(b48))
-    out += b48
+    out.append(_V[len(b48)] if len(b48) < 4096 else write_long(len(b48)))
+    out.append(b48)
     v49 = partition
-    out += _V[v49] if 0 <= v49 < 4096 else write_int(v49)
+    out.append(_V[v49] if 0 <= v49 < 4096 else write_int(v49))
     v50 = offset
-    out += _V[v50] if 0 <= v50 < 4096 else _varint(v50)
+    out.append(_V[v50] if 0 <= v50 < 4096 else _varint(v50))
     v51 = charged_at
-    out += write_timestamp_micros(v51)
+    out.append(write_timestamp_micros(v51))
     v52 = r.graph_call_id
     if v52 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b53 = v52.encode()
-        out += _V[len(b53)] if len(b53) < 4096 else write_long(len(b53))
-        out += b53
+        out.append(_V[len(b53)] if len(b53) < 4096 else write_long(len(b53)))
+        out.append(b53)
     v54 = r.conference_id
     if v54 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b55 = v54.encode()
-        out += _V[len(b55)] if len(b55) < 4096 else write_long(len(b55))
-        out += b55
+        out.append(_V[len(b55)] if len(b55) < 4096 else write_long(len(b55)))
+        out.append(b55)
     v56 = r.usage_country
     if v56 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b57 = v56.encode()
-        out += _V[len(b57)] if len(b57) < 4096 else write_long(len(b57))
-        out += b57
+        out.append(_V[len(b57)] if len(b57) < 4096 else write_long(len(b57)))
+        out.append(b57)
     v58 = r.user_principal_name
     if v58 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b59 = v58.encode()
-        out += _V[len(b59)] if len(b59) < 4096 else write_long(len(b59))
-        out += b59
+        out.append(_V[len(b59)] if len(b59) < 4096 else write_long(len(b59)))
+        out.append(b59)
     v60 = r.user_display_name
     if v60 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b61 = v60.encode()
-        out += _V[len(b61)] if len(b61) < 4096 else write_long(len(b61))
-        out += b61
+        out.append(_V[len(b61)] if len(b61) < 4096 else write_long(len(b61)))
+        out.append(b61)
     v62 = r.caller_number
     if v62 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b63 = v62.encode()
-        out += _V[len(b63)] if len(b63) < 4096 else write_long(len(b63))
-        out += b63
+        out.append(_V[len(b63)] if len(b63) < 4096 else write_long(len(b63)))
+        out.append(b63)
     v64 = r.callee_number
     if v64 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b65 = v64.encode()
-        out += _V[len(b65)] if len(b65) < 4096 else write_long(len(b65))
-        out += b65
+        out.append(_V[len(b65)] if len(b65) < 4096 else write_long(len(b65)))
+        out.append(b65)
     v66 = r.tariff
     if v66 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         v67 = v66.rate_id
         b68 = v67.encode()
-        out += _V[len(b68)] if len(b68) < 4096 else write_long(len(b68))
-        out += b68
+        out.append(_V[len(b68)] if len(b68) < 4096 else write_long(len(b68)))
+        out.append(b68)
         v69 = v66.price_per_minute
-        out += _V[v69] if 0 <= v69 < 4096 else _varint(v69)
+        out.append(_V[v69] if 0 <= v69 < 4096 else _varint(v69))
         v70 = v66.connection_fee
-        out += _V[v70] if 0 <= v70 < 4096 else _varint(v70)
+        out.append(_V[v70] if 0 <= v70 < 4096 else _varint(v70))
         v71 = v66.first_increment
-        out += _V[v71] if 0 <= v71 < 4096 else write_int(v71)
+        out.append(_V[v71] if 0 <= v71 < 4096 else write_int(v71))
         v72 = v66.next_increment
-        out += _V[v72] if 0 <= v72 < 4096 else write_int(v72)
+        out.append(_V[v72] if 0 <= v72 < 4096 else write_int(v72))
     v73 = r.rate_card
     if v73 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b74 = v73.encode()
-        out += _V[len(b74)] if len(b74) < 4096 else write_long(len(b74))
-        out += b74
-    return bytes(out)
+        out.append(_V[len(b74)] if len(b74) < 4096 else write_long(len(b74)))
+        out.append(b74)
+    return b''.join(out)
 
 
 def write_dead_letter(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: int
@@ -1855,34 +1855,34 @@ def write_dead_letter(r: Any) -> bytes:
     v9: str
     b10: bytes
     v11: Any
-    out = bytearray()
+    out = []
     v1 = r['source_topic']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['source_partition']
-    out += _V[v3] if 0 <= v3 < 4096 else write_int(v3)
+    out.append(_V[v3] if 0 <= v3 < 4096 else write_int(v3))
     v4 = r['source_offset']
-    out += _V[v4] if 0 <= v4 < 4096 else _varint(v4)
+    out.append(_V[v4] if 0 <= v4 < 4096 else _varint(v4))
     v5 = r['key']
     if v5 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
-        out += write_bytes(v5)
+        out.append(b'\x02')
+        out.append(write_bytes(v5))
     v6 = r['value']
-    out += write_bytes(v6)
+    out.append(write_bytes(v6))
     v7 = r['reason']
     b8 = v7.encode()
-    out += _V[len(b8)] if len(b8) < 4096 else write_long(len(b8))
-    out += b8
+    out.append(_V[len(b8)] if len(b8) < 4096 else write_long(len(b8)))
+    out.append(b8)
     v9 = r['detail']
     b10 = v9.encode()
-    out += _V[len(b10)] if len(b10) < 4096 else write_long(len(b10))
-    out += b10
+    out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
+    out.append(b10)
     v11 = r['at']
-    out += write_timestamp_micros(v11)
-    return bytes(out)
+    out.append(write_timestamp_micros(v11))
+    return b''.join(out)
 
 
 def read_dead_letter(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -1979,7 +1979,7 @@ def read_dead_letter(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_funding_command(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -1992,36 +1992,36 @@ def write_funding_command(r: Any) -> bytes:
     v10: str | None
     b11: bytes
     v12: Any
-    out = bytearray()
+    out = []
     v1 = r['command_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['tenant_id']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['kind']
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r['amount']
-    out += _V[v7] if 0 <= v7 < 4096 else _varint(v7)
+    out.append(_V[v7] if 0 <= v7 < 4096 else _varint(v7))
     v8 = r['currency']
     b9 = v8.encode()
-    out += _V[len(b9)] if len(b9) < 4096 else write_long(len(b9))
-    out += b9
+    out.append(_V[len(b9)] if len(b9) < 4096 else write_long(len(b9)))
+    out.append(b9)
     v10 = r['requested_by']
     if v10 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b11 = v10.encode()
-        out += _V[len(b11)] if len(b11) < 4096 else write_long(len(b11))
-        out += b11
+        out.append(_V[len(b11)] if len(b11) < 4096 else write_long(len(b11)))
+        out.append(b11)
     v12 = r['at']
-    out += write_timestamp_micros(v12)
-    return bytes(out)
+    out.append(write_timestamp_micros(v12))
+    return b''.join(out)
 
 
 def read_funding_command(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -2110,7 +2110,7 @@ def read_funding_command(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_notification(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -2128,42 +2128,42 @@ def write_notification(r: Any) -> bytes:
     v15: str
     b16: bytes
     v17: Any
-    out = bytearray()
+    out = []
     v1 = r['notification_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['tenant_id']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['event_id']
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r['kind']
     b8 = v7.encode()
-    out += _V[len(b8)] if len(b8) < 4096 else write_long(len(b8))
-    out += b8
+    out.append(_V[len(b8)] if len(b8) < 4096 else write_long(len(b8)))
+    out.append(b8)
     v9 = r['recipient']
     b10 = v9.encode()
-    out += _V[len(b10)] if len(b10) < 4096 else write_long(len(b10))
-    out += b10
+    out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
+    out.append(b10)
     v11 = r['role']
     b12 = v11.encode()
-    out += _V[len(b12)] if len(b12) < 4096 else write_long(len(b12))
-    out += b12
+    out.append(_V[len(b12)] if len(b12) < 4096 else write_long(len(b12)))
+    out.append(b12)
     v13 = r['subject']
     b14 = v13.encode()
-    out += _V[len(b14)] if len(b14) < 4096 else write_long(len(b14))
-    out += b14
+    out.append(_V[len(b14)] if len(b14) < 4096 else write_long(len(b14)))
+    out.append(b14)
     v15 = r['body']
     b16 = v15.encode()
-    out += _V[len(b16)] if len(b16) < 4096 else write_long(len(b16))
-    out += b16
+    out.append(_V[len(b16)] if len(b16) < 4096 else write_long(len(b16)))
+    out.append(b16)
     v17 = r['at']
-    out += write_timestamp_micros(v17)
-    return bytes(out)
+    out.append(write_timestamp_micros(v17))
+    return b''.join(out)
 
 
 def read_notification(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -2271,7 +2271,7 @@ def read_notification(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_recharge_request(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -2281,26 +2281,26 @@ def write_recharge_request(r: Any) -> bytes:
     b7: bytes
     v8: Any
     v9: int
-    out = bytearray()
+    out = []
     v1 = r['request_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['tenant_id']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['amount']
-    out += _V[v5] if 0 <= v5 < 4096 else _varint(v5)
+    out.append(_V[v5] if 0 <= v5 < 4096 else _varint(v5))
     v6 = r['currency']
     b7 = v6.encode()
-    out += _V[len(b7)] if len(b7) < 4096 else write_long(len(b7))
-    out += b7
+    out.append(_V[len(b7)] if len(b7) < 4096 else write_long(len(b7)))
+    out.append(b7)
     v8 = r['requested_at']
-    out += write_timestamp_micros(v8)
+    out.append(write_timestamp_micros(v8))
     v9 = r['attempt']
-    out += _V[v9] if 0 <= v9 < 4096 else write_int(v9)
-    return bytes(out)
+    out.append(_V[v9] if 0 <= v9 < 4096 else write_int(v9))
+    return b''.join(out)
 
 
 def read_recharge_request(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -2368,7 +2368,7 @@ def read_recharge_request(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_recharge_result(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -2386,54 +2386,54 @@ def write_recharge_result(r: Any) -> bytes:
     b15: bytes
     v16: int
     v17: Any
-    out = bytearray()
+    out = []
     v1 = r['request_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['tenant_id']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['status']
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r['amount']
-    out += _V[v7] if 0 <= v7 < 4096 else _varint(v7)
+    out.append(_V[v7] if 0 <= v7 < 4096 else _varint(v7))
     v8 = r['currency']
     b9 = v8.encode()
-    out += _V[len(b9)] if len(b9) < 4096 else write_long(len(b9))
-    out += b9
+    out.append(_V[len(b9)] if len(b9) < 4096 else write_long(len(b9)))
+    out.append(b9)
     v10 = r['lot_id']
     if v10 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b11 = v10.encode()
-        out += _V[len(b11)] if len(b11) < 4096 else write_long(len(b11))
-        out += b11
+        out.append(_V[len(b11)] if len(b11) < 4096 else write_long(len(b11)))
+        out.append(b11)
     v12 = r['invoice_id']
     if v12 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b13 = v12.encode()
-        out += _V[len(b13)] if len(b13) < 4096 else write_long(len(b13))
-        out += b13
+        out.append(_V[len(b13)] if len(b13) < 4096 else write_long(len(b13)))
+        out.append(b13)
     v14 = r['reason']
     if v14 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b15 = v14.encode()
-        out += _V[len(b15)] if len(b15) < 4096 else write_long(len(b15))
-        out += b15
+        out.append(_V[len(b15)] if len(b15) < 4096 else write_long(len(b15)))
+        out.append(b15)
     v16 = r['attempt']
-    out += _V[v16] if 0 <= v16 < 4096 else write_int(v16)
+    out.append(_V[v16] if 0 <= v16 < 4096 else write_int(v16))
     v17 = r['at']
-    out += write_timestamp_micros(v17)
-    return bytes(out)
+    out.append(write_timestamp_micros(v17))
+    return b''.join(out)
 
 
 def read_recharge_result(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -2566,7 +2566,7 @@ def read_recharge_result(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_service_state(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: Any
@@ -2577,28 +2577,28 @@ def write_service_state(r: Any) -> bytes:
     v8: str
     b9: bytes
     v10: Any
-    out = bytearray()
+    out = []
     v1 = r['tenant_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['billable_calls']
-    out += write_boolean(v3)
+    out.append(write_boolean(v3))
     v4 = r['tollfree_numbers']
-    out += write_boolean(v4)
+    out.append(write_boolean(v4))
     v5 = r['balance']
-    out += _V[v5] if 0 <= v5 < 4096 else _varint(v5)
+    out.append(_V[v5] if 0 <= v5 < 4096 else _varint(v5))
     v6 = r['currency']
     b7 = v6.encode()
-    out += _V[len(b7)] if len(b7) < 4096 else write_long(len(b7))
-    out += b7
+    out.append(_V[len(b7)] if len(b7) < 4096 else write_long(len(b7)))
+    out.append(b7)
     v8 = r['reason']
     b9 = v8.encode()
-    out += _V[len(b9)] if len(b9) < 4096 else write_long(len(b9))
-    out += b9
+    out.append(_V[len(b9)] if len(b9) < 4096 else write_long(len(b9)))
+    out.append(b9)
     v10 = r['at']
-    out += write_timestamp_micros(v10)
-    return bytes(out)
+    out.append(write_timestamp_micros(v10))
+    return b''.join(out)
 
 
 def read_service_state(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -2668,7 +2668,7 @@ def read_service_state(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
 
 
 def write_tenant_config(r: Any) -> bytes:
-    out: bytearray
+    out: list[bytes]
     v1: str
     b2: bytes
     v3: str
@@ -2710,119 +2710,119 @@ def write_tenant_config(r: Any) -> bytes:
     v39: Any
     v40: str | None
     b41: bytes
-    out = bytearray()
+    out = []
     v1 = r['tenant_id']
     b2 = v1.encode()
-    out += _V[len(b2)] if len(b2) < 4096 else write_long(len(b2))
-    out += b2
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
     v3 = r['country']
     b4 = v3.encode()
-    out += _V[len(b4)] if len(b4) < 4096 else write_long(len(b4))
-    out += b4
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
     v5 = r['currency']
     b6 = v5.encode()
-    out += _V[len(b6)] if len(b6) < 4096 else write_long(len(b6))
-    out += b6
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
     v7 = r['channel']
     b8 = v7.encode()
-    out += _V[len(b8)] if len(b8) < 4096 else write_long(len(b8))
-    out += b8
+    out.append(_V[len(b8)] if len(b8) < 4096 else write_long(len(b8)))
+    out.append(b8)
     v9 = r['time_zone']
     if v9 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b10 = v9.encode()
-        out += _V[len(b10)] if len(b10) < 4096 else write_long(len(b10))
-        out += b10
+        out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
+        out.append(b10)
     v11 = r['users']
     if v11:
-        out += write_long(len(v11))
+        out.append(write_long(len(v11)))
         for i12 in v11:
             v13 = i12['user_id']
             b14 = v13.encode()
-            out += _V[len(b14)] if len(b14) < 4096 else write_long(len(b14))
-            out += b14
+            out.append(_V[len(b14)] if len(b14) < 4096 else write_long(len(b14)))
+            out.append(b14)
             v15 = i12['usage_country']
             b16 = v15.encode()
-            out += _V[len(b16)] if len(b16) < 4096 else write_long(len(b16))
-            out += b16
+            out.append(_V[len(b16)] if len(b16) < 4096 else write_long(len(b16)))
+            out.append(b16)
             v17 = i12['licences']
             if v17:
-                out += write_long(len(v17))
+                out.append(write_long(len(v17)))
                 for i18 in v17:
                     b19 = i18.encode()
-                    out += _V[len(b19)] if len(b19) < 4096 else write_long(len(b19))
-                    out += b19
-            out += b'\x00'
+                    out.append(_V[len(b19)] if len(b19) < 4096 else write_long(len(b19)))
+                    out.append(b19)
+            out.append(b'\x00')
             v20 = i12['dialout_policy']
             if v20 is None:
-                out += b'\x00'
+                out.append(b'\x00')
             else:
-                out += b'\x02'
+                out.append(b'\x02')
                 b21 = v20.encode()
-                out += _V[len(b21)] if len(b21) < 4096 else write_long(len(b21))
-                out += b21
+                out.append(_V[len(b21)] if len(b21) < 4096 else write_long(len(b21)))
+                out.append(b21)
             v22 = i12['email']
             if v22 is None:
-                out += b'\x00'
+                out.append(b'\x00')
             else:
-                out += b'\x02'
+                out.append(b'\x02')
                 b23 = v22.encode()
-                out += _V[len(b23)] if len(b23) < 4096 else write_long(len(b23))
-                out += b23
+                out.append(_V[len(b23)] if len(b23) < 4096 else write_long(len(b23)))
+                out.append(b23)
             v24 = i12['roles']
             if v24:
-                out += write_long(len(v24))
+                out.append(write_long(len(v24)))
                 for i25 in v24:
                     b26 = i25.encode()
-                    out += _V[len(b26)] if len(b26) < 4096 else write_long(len(b26))
-                    out += b26
-            out += b'\x00'
+                    out.append(_V[len(b26)] if len(b26) < 4096 else write_long(len(b26)))
+                    out.append(b26)
+            out.append(b'\x00')
             v27 = i12['display_name']
             if v27 is None:
-                out += b'\x00'
+                out.append(b'\x00')
             else:
-                out += b'\x02'
+                out.append(b'\x02')
                 b28 = v27.encode()
-                out += _V[len(b28)] if len(b28) < 4096 else write_long(len(b28))
-                out += b28
-    out += b'\x00'
+                out.append(_V[len(b28)] if len(b28) < 4096 else write_long(len(b28)))
+                out.append(b28)
+    out.append(b'\x00')
     v29 = r['auto_recharge']
     if v29 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         v30 = v29['enabled']
-        out += write_boolean(v30)
+        out.append(write_boolean(v30))
         v31 = v29['amount']
-        out += _V[v31] if 0 <= v31 < 4096 else _varint(v31)
+        out.append(_V[v31] if 0 <= v31 < 4096 else _varint(v31))
         v32 = v29['trigger']
-        out += _V[v32] if 0 <= v32 < 4096 else _varint(v32)
+        out.append(_V[v32] if 0 <= v32 < 4096 else _varint(v32))
     v33 = r['funding']
     if v33:
-        out += write_long(len(v33))
+        out.append(write_long(len(v33)))
         for i34 in v33:
             v35 = i34['lot_id']
             b36 = v35.encode()
-            out += _V[len(b36)] if len(b36) < 4096 else write_long(len(b36))
-            out += b36
+            out.append(_V[len(b36)] if len(b36) < 4096 else write_long(len(b36)))
+            out.append(b36)
             v37 = i34['amount']
-            out += _V[v37] if 0 <= v37 < 4096 else _varint(v37)
+            out.append(_V[v37] if 0 <= v37 < 4096 else _varint(v37))
             v38 = i34['purchased_at']
-            out += write_timestamp_micros(v38)
-    out += b'\x00'
+            out.append(write_timestamp_micros(v38))
+    out.append(b'\x00')
     v39 = r['updated_at']
-    out += write_timestamp_micros(v39)
+    out.append(write_timestamp_micros(v39))
     v40 = r['payment_method']
     if v40 is None:
-        out += b'\x00'
+        out.append(b'\x00')
     else:
-        out += b'\x02'
+        out.append(b'\x02')
         b41 = v40.encode()
-        out += _V[len(b41)] if len(b41) < 4096 else write_long(len(b41))
-        out += b41
-    return bytes(out)
+        out.append(_V[len(b41)] if len(b41) < 4096 else write_long(len(b41)))
+        out.append(b41)
+    return b''.join(out)
 
 
 def read_tenant_config(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
@@ -3163,4 +3163,4 @@ CODE: Final[dict[str, tuple[Callable[..., bytes], Callable[[bytes, int], tuple[d
 OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
     ('charge', '12576641edad2934'): write_charge_object,
 }
-SOURCE_DIGEST: Final = '020d369c5f269335'
+SOURCE_DIGEST: Final = 'a3c1a7ee4a869a81'
