@@ -78,6 +78,12 @@ class ChargingMetrics:
             "Tenant state writes retried after a version conflict",
             registry=registry,
         )
+        self.state_cache_stale = Counter(
+            "callcharge_state_cache_stale_total",
+            "Tenant states kept from this worker's last write that another writer had changed since "
+            "(the control worker's funding, a rebuild): read again and re-folded",
+            registry=registry,
+        )
         self.lag = Gauge(
             "callcharge_consumer_lag",
             "CDRs not yet consumed, per assigned partition of the CDR topic",

@@ -25,6 +25,12 @@ Commit protocol for one batch (the crash tests kill the worker right after each 
   7. offsets   send the batch's next offsets to the same transaction.
   8. commit    commit the transaction.
 
+Step 3 skips a tenant whose state this worker wrote last (kept with its version since, in
+memory, while it owns the partitions): step 5's compare-and-set on the version is what
+makes that safe. Any other write (the control worker's funding, a rebuild) moved the
+version, so the apply answers "conflict" and the tenant is read and folded again. The kept
+states are dropped on every assignment change and every Redis error.
+
 While step 5 waits on Redis (a durable write: the AOF is fsynced before Redis answers),
 steps 1-2 of the next batch run beside it: they touch neither Redis nor the transaction,
 and anything that rewinds a batch rewinds that one too.
@@ -44,7 +50,7 @@ import os
 import signal
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,7 +65,7 @@ from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import take_batch
 from pipeline.adapters.metrics import ChargingMetrics
 from pipeline.adapters.records import cdr_from_avro, charge_encoder, dead_letter, event_to_avro
-from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Store, StoredCall, call_ttl_s
+from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Snapshot, Store, StoredCall, call_ttl_s
 from pipeline.charging.backlog import Probe
 from pipeline.charging.leases import TransactionLeases
 from pipeline.config import Settings
@@ -76,6 +82,7 @@ log = logging.getLogger(__name__)
 
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
+STATE_CACHE_TENANTS = 50_000  # states kept from this worker's own writes (least recently used go)
 
 
 @frozen
@@ -145,6 +152,8 @@ class ChargingWorker:
         self._ahead: tuple[list[Source], list[Item]] | None = None  # the next batch, read early
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="redis-apply")
         self._probe: Probe | None = None  # the group's backlog over the whole topic (drained())
+        # tenant -> (version, state) as this worker last wrote them (step 3 skips the read)
+        self._states: OrderedDict[str, tuple[int, TenantState]] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -154,8 +163,8 @@ class ChargingWorker:
         self.directory.catch_up()
         self.consumer.subscribe(
             [self.topics.cdr],
-            on_assign=lambda _, parts: log.info("assigned %s", sorted(tp.partition for tp in parts)),
-            on_revoke=lambda _, parts: log.info("revoked %s", sorted(tp.partition for tp in parts)),
+            on_assign=lambda _, parts: self._assignment_changed("assigned", parts),
+            on_revoke=lambda _, parts: self._assignment_changed("revoked", parts),
         )
         idle_since = time.monotonic()
         log.info("charging worker %s consuming %s; Avro: %s", self.worker_id, self.topics.cdr, avro_mode())
@@ -171,6 +180,11 @@ class ChargingWorker:
                     break
                 idle_since = time.monotonic()
         self.close()
+
+    def _assignment_changed(self, what: str, parts: list[TopicPartition]) -> None:
+        # another worker may have charged these tenants meanwhile: read their states again
+        self._states.clear()
+        log.info("%s %s", what, sorted(tp.partition for tp in parts))
 
     def drained(self, timeout_s: float = 10.0) -> bool:
         """The group has charged every CDR in the `cdr` topic so far (every partition,
@@ -238,6 +252,7 @@ class ChargingWorker:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # Retriable: nothing of this batch is in Kafka yet; what reached Redis is
             # recorded per call and answered from there on the retry.
+            self._states.clear()  # whether the apply landed is unknown
             self._redis_backoff = min(5.0, max(0.1, self._redis_backoff * 2))
             log.warning("Redis unavailable (%s); retrying the batch in %.1fs", exc, self._redis_backoff)
             self._rewind(msgs)
@@ -324,12 +339,20 @@ class ChargingWorker:
         pending = dict(by_tenant)
         with_calls: set[str] = set()  # tenants whose batch holds a call id seen before
         now = datetime.now(UTC)  # charged_at of this batch's charges
+        kept = self._states
         for _attempt in range(MAX_CAS_RETRIES):
             if not pending:
                 return
-            snaps = self.store.snapshots(
-                {t: [i.cdr.call_id for i in its if i.cdr] if t in with_calls else [] for t, its in pending.items()}
-            )
+            snaps = {}
+            wanted = {}
+            for t, its in pending.items():
+                if t in kept and t not in with_calls:
+                    version, state = kept[t]
+                    snaps[t] = Snapshot(t, version, state, {})
+                else:
+                    wanted[t] = [i.cdr.call_id for i in its if i.cdr] if t in with_calls else []
+            if wanted:
+                snaps.update(self.store.snapshots(wanted))
             self._crash(3)
             writes = []
             for tid, its in list(pending.items()):
@@ -359,13 +382,20 @@ class ChargingWorker:
                 finally:
                     results = pending_apply.result()
             retry = {}
-            for (tid, *_), (status, _value) in zip(writes, results, strict=True):
-                if status == 0:
+            for (tid, _, state, _), (status, value) in zip(writes, results, strict=True):
+                if status == 1:  # written: `value` is the new version
+                    kept[tid] = (value, state)
+                    kept.move_to_end(tid)
+                    if len(kept) > STATE_CACHE_TENANTS:
+                        kept.popitem(last=False)
+                    continue
+                if kept.pop(tid, None) is not None and tid not in wanted:
+                    self.metrics.state_cache_stale.inc()  # another writer moved it: read it again
+                elif status == 0:
                     self.metrics.cas_conflicts.inc()
-                    retry[tid] = pending[tid]
-                elif status == -1:
+                retry[tid] = pending[tid]
+                if status == -1:
                     with_calls.add(tid)
-                    retry[tid] = pending[tid]
             self._crash(5)
             pending = retry
         # A tenant whose state keeps changing under us (another writer, a hand edit) is set

@@ -235,3 +235,56 @@ def test_a_dead_workers_open_transaction_is_aborted_once_its_lease_runs_out(env:
     # the embedded broker does not hide aborted records (Apache Kafka does): skip them here
     charges = [codec.decode(v)[1] for _, v in raw if v != b"never committed"]
     assert_exact(env, tenants, cdrs, charges)
+
+
+def test_a_state_another_writer_changed_is_read_again_not_overwritten(env: Env) -> None:
+    """The worker keeps each tenant's state as it last wrote it and skips reading it for the
+    next batch. When another writer moved the state in between (here funding written
+    straight into Redis with the next version, as a rebuild writes), the next batch's
+    compare-and-set fails, the state is read again and folded again: the lot stays, every
+    call is debited once."""
+    from prometheus_client import CollectorRegistry
+
+    from pipeline import wiring
+    from processors.inputs import tenant_from_dict
+    from processors.ledger import fund
+
+    tenants, cdrs = scenario(env, 1, 40, seed=91)
+    tid = tenants[0]["tenant_id"]
+    publish_tenants(env.settings, tenants)
+    registry = CollectorRegistry()
+    worker = wiring.charging_worker(env.settings, registry)
+    worker.directory.catch_up()
+    worker.consumer.subscribe([env.settings.topic.cdr])
+
+    def counted(name: str) -> float:
+        return sum(s.value for m in registry.collect() for s in m.samples if s.name == name)
+
+    def charge_until(n: int) -> None:
+        deadline = time.monotonic() + 90
+        while counted("callcharge_charges_total") < n and time.monotonic() < deadline:
+            worker.run_once()
+        assert counted("callcharge_charges_total") == n
+
+    store = Store(redis.Redis.from_url(env.settings.redis))
+    try:
+        env.ingest(cdrs[:20])
+        charge_until(20)
+        version, state = store.state(tid)
+        assert state is not None
+        bought = datetime.now(UTC) - timedelta(days=30)  # valid for every call of the traffic
+        fund(tenant_from_dict(tenants[0]), state, "outside-lot", 7_000_000, bought, bought)
+        store.put_state(tid, state, version + 1)
+        env.ingest(cdrs[20:])
+        charge_until(40)
+        assert counted("callcharge_state_cache_stale_total") == 1
+    finally:
+        worker.close()
+    _, final = store.state(tid)
+    assert final is not None
+    assert "outside-lot" in {lot.lot_id for lot in final.lots}
+    assert final.funded == state.funded  # the outside lot and the configured ones, nothing else
+    charges = env.charges(40)
+    assert len({c["call_id"] for c in charges}) == 40
+    assert sum(c["amount"] for c in charges) == final.charged + final.overage
+    assert final.balance == final.funded - final.charged - final.expired
