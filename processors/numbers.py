@@ -256,6 +256,13 @@ def _code(cc: int) -> _Code | None:
     return _Code(tuple(regions), re.compile(prefix) if prefix else None, None if names[0] == "ZZ" else names[0])
 
 
+def warm() -> None:
+    """Prepare every country calling code's metadata now (about 0.3 s) rather than on the
+    first number of each country, which would stall that call's batch."""
+    for cc in COUNTRY_CODE_TO_REGION_CODE:
+        _code(cc)
+
+
 def _fast(text: str) -> NumberInfo | None:
     """The analysis of a strict E.164 number, or None where only the full parser can say."""
     m = _STRICT.fullmatch(text)

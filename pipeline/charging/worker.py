@@ -70,6 +70,7 @@ from pipeline.charging.backlog import Probe
 from pipeline.charging.leases import TransactionLeases
 from pipeline.config import Settings
 from pipeline.errors import FatalError, PoisonError
+from processors import numbers
 from processors.admission import Origin, fold_batch, unknown_tenant
 from processors.charging import Book
 from processors.frozen import frozen
@@ -588,7 +589,11 @@ def tune_runtime() -> None:
     * A 1 ms thread switch interval instead of 5 ms: when Redis answers step 5, the
       thread waiting on it gets the interpreter back soon instead of queueing behind the
       decoding of the next batch (about 20 % more CDR/s in one process).
+    * Every country's number metadata prepared up front (`processors.numbers.warm`, about
+      0.3 s): the first call to a country no longer stalls its batch by up to 100 ms, and
+      the metadata is frozen out of collection with the rest.
     """
+    numbers.warm()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
     sys.setswitchinterval(0.001)

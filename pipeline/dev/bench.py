@@ -272,6 +272,7 @@ def latency(
     registry = CollectorRegistry()
     worker = wiring.charging_worker(settings, registry)
     worker.directory.catch_up()
+    tune_runtime()  # as `callcharge charge` does
     worker.consumer.subscribe([settings.topic.cdr])
     samples: list[float] = []
     worker.latency_samples = samples
