@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
 
@@ -16,9 +16,14 @@ def month_key(at: datetime, time_zone: str | None) -> str:
     """The pool month ("2026-11") a moment belongs to, in the tenant's time zone."""
     if 3 <= at.day <= 26:
         # UTC offsets span less than two days, so mid-month the zone cannot change the month.
-        return f"{at.year:04d}-{at.month:02d}"
+        return _month_text(at.year, at.month)
     local = at.astimezone(zone(time_zone))
-    return f"{local.year:04d}-{local.month:02d}"
+    return _month_text(local.year, local.month)
+
+
+@cache
+def _month_text(year: int, month: int) -> str:
+    return f"{year:04d}-{month:02d}"  # formatted once per month: every call asks
 
 
 def add_months(at: datetime, months: int) -> datetime:

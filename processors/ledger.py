@@ -66,7 +66,10 @@ class TenantState:
 
     @property
     def balance(self) -> int:
-        return sum(lot.remaining for lot in self.lots) - self.deficit
+        lots = self.lots
+        if len(lots) == 1:  # the usual case, asked several times per call: no generator
+            return lots[0].remaining - self.deficit
+        return sum(lot.remaining for lot in lots) - self.deficit
 
     def copy(self) -> TenantState:
         return TenantState(
@@ -275,7 +278,10 @@ def debit(state: TenantState, amount: int, allow_deficit: bool, at: datetime) ->
 
 def late_after_expiry(state: TenantState, at: datetime) -> bool:
     """A lot valid when the call started has been forfeited already: the CDR came after it."""
-    return any(lot.expired and lot.purchased_at <= at < lot.expires_at for lot in state.lots)
+    for lot in state.lots:
+        if lot.expired and lot.purchased_at <= at < lot.expires_at:
+            return True
+    return False
 
 
 def open_state(

@@ -56,6 +56,15 @@ def _state_json(state: TenantState) -> str:
     return json.dumps(state.to_dict(), separators=(",", ":"))
 
 
+def pack_call(partition: int, offset: int, records: tuple[tuple[int, bytes], ...]) -> bytes:
+    """`StoredCall(partition, offset, records).pack()` without building the object (hot path)."""
+    parts = [_HEAD.pack(partition, offset, len(records))]
+    for code, value in records:
+        parts.append(_REC.pack(code, len(value)))
+        parts.append(value)
+    return b"".join(parts)
+
+
 @frozen
 class StoredCall:
     """What a call produced the first time: re-emitted byte for byte on redelivery."""
@@ -65,11 +74,7 @@ class StoredCall:
     records: tuple[tuple[int, bytes], ...]  # (topic code, value)
 
     def pack(self) -> bytes:
-        parts = [_HEAD.pack(self.partition, self.offset, len(self.records))]
-        for code, value in self.records:
-            parts.append(_REC.pack(code, len(value)))
-            parts.append(value)
-        return b"".join(parts)
+        return pack_call(self.partition, self.offset, self.records)
 
     @classmethod
     def unpack(cls, data: bytes) -> StoredCall:

@@ -65,7 +65,7 @@ from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import take_batch
 from pipeline.adapters.metrics import ChargingMetrics
 from pipeline.adapters.records import cdr_from_avro, charge_encoder, dead_letter, event_to_avro
-from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Snapshot, Store, StoredCall, call_ttl_s
+from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Snapshot, Store, StoredCall, call_ttl_s, pack_call
 from pipeline.charging.backlog import Probe
 from pipeline.charging.leases import TransactionLeases
 from pipeline.config import Settings
@@ -446,7 +446,7 @@ class ChargingWorker:
             records += [(EVENTS, encode("balance_event", event_to_avro(e, currency))) for e in outcome.events]
             item.records = tuple(records)
             item.charge = charge
-            new_calls[charge.call_id] = StoredCall(m.partition, m.offset, item.records).pack()
+            new_calls[charge.call_id] = pack_call(m.partition, m.offset, item.records)
         return folded.state, new_calls
 
     def _commit(self, items: list[Item], msgs: list[Source]) -> None:
