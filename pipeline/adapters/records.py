@@ -21,24 +21,27 @@ from processors.money import format_money
 
 
 def cdr_from_avro(r: dict[str, Any], duration_tolerance_s: int = DURATION_TOLERANCE_S) -> Cdr | Rejected:
+    get = r.get
     try:
+        # positional, in Cdr's field order (about half the cost of keywords on the hot path;
+        # tests/unit/test_avro_compiled.py round-trips every traffic shape)
         cdr = Cdr(
-            call_id=r["call_id"],
-            tenant_id=r["tenant_id"],
-            user_id=r["user_id"],
-            call_type=r["call_type"],
-            caller_number=r["caller_number"],
-            callee_number=r["callee_number"],
-            start=r["start_time"],
-            end=r["end_time"],
-            duration_s=r["duration_s"],
-            usage_country=r.get("usage_country"),
-            conference_id=r.get("conference_id"),
-            licence_capability=r.get("licence_capability"),
-            routing=r.get("routing") or "calling_plan",
-            graph_call_id=r.get("graph_call_id"),
-            user_principal_name=r.get("user_principal_name"),
-            user_display_name=r.get("user_display_name"),
+            r["call_id"],
+            r["tenant_id"],
+            r["user_id"],
+            r["call_type"],
+            r["caller_number"],
+            r["callee_number"],
+            r["start_time"],
+            r["end_time"],
+            r["duration_s"],
+            get("usage_country"),
+            get("conference_id"),
+            get("licence_capability"),
+            get("routing") or "calling_plan",
+            get("graph_call_id"),
+            get("user_principal_name"),
+            get("user_display_name"),
         )
     except KeyError as exc:
         return Rejected(DeadLetterReason.MISSING_FIELD, f"missing field {exc.args[0]}")
