@@ -108,13 +108,14 @@ def remove_compiled() -> None:
 
 def compile_fast() -> str:
     """mypyc-compile avro_fast.py in place; returns what was done, in words."""
-    remove_compiled()
-    if shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc") is None:
-        return "pure Python (no C compiler found)"
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        return f"pure Python (no C compiler: {cc} not found)"
     try:
         import mypyc  # noqa: F401
     except ImportError:
         return "pure Python (mypyc is not installed)"
+    remove_compiled()
     proc = subprocess.run(
         [sys.executable, "-m", "mypyc", str(FAST.relative_to(ROOT))],
         cwd=ROOT,

@@ -350,3 +350,26 @@ def test_every_traffic_cdr_comes_back_from_avro_equal() -> None:
         assert cdr_from_avro(record) == cdr
         shapes.add((*(v is None for v in record.values()), cdr.routing))
     assert len(shapes) == 128
+
+
+def test_a_compiled_avro_fast_built_from_another_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extension left from an older avro_fast.py (the source changed, `make setup` not
+    run again) would shadow the new source: the codec loads the source file instead."""
+    from pipeline.adapters import avro_fast, codec
+
+    monkeypatch.setattr(avro_fast, "SOURCE_DIGEST", "built-from-another-text")
+    loaded = codec._load_fast()
+    assert loaded is not avro_fast and str(loaded.__file__).endswith("avro_fast.py")
+    assert loaded.SOURCE_DIGEST != "built-from-another-text"
+    assert set(loaded.CODE) == set(avro_fast.CODE)
+
+
+def test_without_a_c_compiler_the_build_says_pure_python_and_leaves_the_tree_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.dev import build
+
+    before = sorted(build.FAST.parent.glob("avro_fast*"))
+    monkeypatch.setattr(build.shutil, "which", lambda _: None)
+    assert build.compile_fast().startswith("pure Python (no C compiler")
+    assert sorted(build.FAST.parent.glob("avro_fast*")) == before
