@@ -6,7 +6,8 @@ Keys carry the tenant as a hash tag so every script touches one slot (Redis Clus
     cc:{T}:call:ID      string  the exact output records of call ID with its source offset
                         (expires after the dedup window)
 
-Writes go through `lua/apply.lua` (loaded once, EVALSHA): a compare-and-set on `ver`, so
+Writes go through `lua/apply.lua` (loaded once, EVALSHA; `lua/apply_batch.lua` takes a
+whole batch in one call on a standalone Redis): a compare-and-set on `ver`, so
 a stale or zombie writer can never overwrite a newer state, and a call id is recorded in
 the same atomic step as the debit it caused.
 """
@@ -128,8 +129,13 @@ class Store:
         self.r = client
         self.replicas_ack = replicas_ack
         self.cluster = isinstance(client, redis.RedisCluster)
-        self._apply_source = resources.files(__package__).joinpath("lua", "apply.lua").read_text()
+        lua = resources.files(__package__).joinpath("lua")
+        self._apply_source = lua.joinpath("apply.lua").read_text()
         self._apply_sha = self.r.script_load(self._apply_source)
+        # a standalone Redis takes a whole batch in one call (apply_batch.lua); a Cluster
+        # one call per tenant, its keys in the tenant's slot
+        self._batch_source = lua.joinpath("apply_batch.lua").read_text()
+        self._batch_sha = self.r.script_load(self._batch_source) if not self.cluster else ""
 
     @contextmanager
     def _available(self) -> Iterator[None]:
@@ -182,9 +188,13 @@ class Store:
                 return self._apply(writes, ttl_s)
             except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
                 self._apply_sha = self.r.script_load(self._apply_source)
+                if not self.cluster:
+                    self._batch_sha = self.r.script_load(self._batch_source)
                 return self._apply(writes, ttl_s)
 
     def _apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
+        if not self.cluster:
+            return self._apply_batch(writes, ttl_s)
         groups: dict[str, tuple[redis.Redis, list[int]]] = {}
         for i, (tid, *_) in enumerate(writes):
             if self.cluster:
@@ -211,6 +221,30 @@ class Store:
             for i, (a, b) in zip(indexes, out, strict=True):
                 replies[i] = (int(a), int(b))
         return replies
+
+    def _apply_batch(
+        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int
+    ) -> list[tuple[int, int]]:
+        """Every write in one EVALSHA of apply_batch.lua (standalone Redis)."""
+        if not writes:
+            return []
+        keys: list[str] = []
+        args: list[Any] = [ttl_s, len(writes)]
+        for tid, ver, state, calls in writes:
+            keys.append(tenant_key(tid))
+            keys.extend(call_key(tid, c) for c in calls)
+            args += [len(calls), ver, _state_json(state), *calls.values()]
+        pipe = self.r.pipeline(transaction=False)
+        pipe.evalsha(self._batch_sha, len(keys), *keys, *args)
+        if self.replicas_ack:
+            cast(Any, pipe).execute_command("WAIT", self.replicas_ack, WAIT_TIMEOUT_MS)
+        out = pipe.execute()
+        if self.replicas_ack and int(out[1]) < self.replicas_ack:
+            raise ReplicationLagging(
+                f"state written but not on {self.replicas_ack} replica(s) within {WAIT_TIMEOUT_MS} ms"
+            )
+        flat = out[0]
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
         """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""

@@ -14,7 +14,8 @@ Commit protocol for one batch (the crash tests kill the worker right after each 
                call found in Redis with the same source offset is a redelivery: its stored
                bytes are re-emitted and nothing is debited. Found with another offset, it is
                a duplicate publication: dead letter `duplicate`, nothing debited.
-  5. apply     one EVALSHA per tenant (`lua/apply.lua`): compare-and-set on the version and
+  5. apply     one EVALSHA per tenant (`lua/apply.lua`; on a standalone Redis one for the
+               whole batch, `lua/apply_batch.lua`): compare-and-set on the version and
                on every call id being new, then write the new state and record every call
                id with its exact output bytes, atomically. A version conflict re-reads and
                re-folds that tenant (back to 3); a call id already recorded (a redelivery
