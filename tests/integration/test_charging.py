@@ -288,3 +288,17 @@ def test_a_state_another_writer_changed_is_read_again_not_overwritten(env: Env) 
     assert len({c["call_id"] for c in charges}) == 40
     assert sum(c["amount"] for c in charges) == final.charged + final.overage
     assert final.balance == final.funded - final.charged - final.expired
+
+
+def test_a_batch_write_not_on_the_replicas_asked_for_is_not_taken_as_done(env: Env) -> None:
+    """REDIS_REPLICAS_ACK on a standalone Redis (the batch in one call): a write that no
+    replica confirms within the wait raises, so the batch is retried, never committed on
+    a write a failover could lose; the primary has it (the retry replays it)."""
+    from pipeline.adapters.store import ReplicationLagging
+    from processors.ledger import TenantState
+
+    store = Store(redis.Redis.from_url(env.settings.redis), replicas_ack=1)  # this Redis has no replica
+    with pytest.raises(ReplicationLagging, match="not on 1 replica"):
+        store.apply([("t-wait", 0, TenantState(), {"c-1": b"stored"})], 60)
+    assert store.state("t-wait")[0] == 1
+    assert Store(redis.Redis.from_url(env.settings.redis)).apply([("t-wait", 0, TenantState(), {})], 60) == [(0, 1)]
