@@ -197,26 +197,21 @@ def writer_source(
     if _type_name(schema) != "record":
         raise Unsupported("only record schemas are compiled")
     g = _Gen(typed)
-    g.decls["out"] = "bytearray"
-    g.emit(1, "out = bytearray()")
+    # mypyc: appending to a list and joining once is about 10 % faster than bytearray +=
+    g.decls["out"] = "list[bytes]" if typed else "bytearray"
+    g.emit(1, "out = []" if typed else "out = bytearray()")
     _write(g, schema, "r", 1, access)
-    g.emit(1, "return bytes(out)" if not typed else "return b''.join(out)")
-    if typed:  # mypyc: appending to a list and joining once is about 10 % faster than bytearray +=
-        g.decls["out"] = "list[bytes]"
+    g.emit(1, "return b''.join(out)" if typed else "return bytes(out)")
+    if typed:
         g.lines = [_as_append(line) for line in g.lines]
         return g.function(f"def {name}({', '.join(f'{a}: Any' for a in ('r', *extra))}) -> bytes:")
     return g.function(f"def {name}({', '.join(('r', *extra))}):")
 
 
 def _as_append(line: str) -> str:
-    indent, _, rest = line.partition("out")
-    if indent.strip() or not rest:
-        return line
-    if rest == " = bytearray()":
-        return f"{indent}out = []"
-    if rest.startswith(" += "):
-        return f"{indent}out.append({rest[4:]})"
-    return line
+    """`out += x` as `out.append(x)` (the typed writer's `out` is a list)."""
+    indent, _, rest = line.partition("out += ")
+    return f"{indent}out.append({rest})" if rest and not indent.strip() else line
 
 
 def compile_writer(

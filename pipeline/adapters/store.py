@@ -211,13 +211,7 @@ class Store:
                 keys = [tenant_key(tid)] + [call_key(tid, c) for c in calls]
                 args: list[Any] = [ver, _state_json(state), ttl_s, *calls.values()]
                 pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
-            if self.replicas_ack:
-                cast(Any, pipe).execute_command("WAIT", self.replicas_ack, WAIT_TIMEOUT_MS)
-            out = pipe.execute()
-            if self.replicas_ack and int(out.pop()) < self.replicas_ack:
-                raise ReplicationLagging(
-                    f"state written but not on {self.replicas_ack} replica(s) within {WAIT_TIMEOUT_MS} ms"
-                )
+            out = self._execute_acked(pipe)
             for i, (a, b) in zip(indexes, out, strict=True):
                 replies[i] = (int(a), int(b))
         return replies
@@ -236,15 +230,20 @@ class Store:
             args += [len(calls), ver, _state_json(state), *calls.values()]
         pipe = self.r.pipeline(transaction=False)
         pipe.evalsha(self._batch_sha, len(keys), *keys, *args)
+        (flat,) = self._execute_acked(pipe)
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def _execute_acked(self, pipe: Any) -> list[Any]:
+        """The pipeline's replies, followed on the same connection by WAIT when
+        `replicas_ack` is set: a write no replica confirmed in time raises."""
         if self.replicas_ack:
-            cast(Any, pipe).execute_command("WAIT", self.replicas_ack, WAIT_TIMEOUT_MS)
-        out = pipe.execute()
-        if self.replicas_ack and int(out[1]) < self.replicas_ack:
+            pipe.execute_command("WAIT", self.replicas_ack, WAIT_TIMEOUT_MS)
+        out: list[Any] = pipe.execute()
+        if self.replicas_ack and int(out.pop()) < self.replicas_ack:
             raise ReplicationLagging(
                 f"state written but not on {self.replicas_ack} replica(s) within {WAIT_TIMEOUT_MS} ms"
             )
-        flat = out[0]
-        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return out
 
     def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
         """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""
