@@ -29,10 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .charging import Book, Unchargeable, charge_call, unfunded
+from .charging import Book, Unchargeable, charge_call
 from .frozen import frozen
 from .inputs import DeadLetterReason, Rejected
-from .ledger import TenantState
+from .ledger import TenantState, missing_funding
 from .model import Cdr, Charge, Event
 from .rating import RateCard
 
@@ -126,7 +126,7 @@ def fold_batch(
         state = stored_state.copy() if stored_state is not None else TenantState()
     outcomes: list[Outcome] = []
     charged_here: set[str] = set()
-    pending = unfunded(book, state)  # once per batch, not per call: usually every lot is in
+    pending = bool(missing_funding(book.tenant, state))  # once per batch, not per call: usually none
     for cdr, origin in batch:
         outcome = Outcome(cdr, origin)
         outcomes.append(outcome)
@@ -144,5 +144,5 @@ def fold_batch(
             continue
         charged_here.add(cdr.call_id)
         if pending:
-            pending = unfunded(book, state)
+            pending = bool(missing_funding(book.tenant, state))
     return Folded(state, outcomes)

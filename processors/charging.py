@@ -268,7 +268,7 @@ def charge_call(
     """Fold one completed call into `state` (mutated; callers copy) and say what it cost.
 
     `funding_pending=False` says every configured funding lot is in `state` already
-    (`unfunded`), so there is none to apply. Raises Unchargeable for input the planner
+    (`ledger.missing_funding` is empty), so there is none to apply. Raises Unchargeable for input the planner
     cannot interpret.
     """
     tenant = book.tenant
@@ -354,16 +354,6 @@ def charge_call(
         rate_card=rates.version if tariff is not None else None,
     )
     return charge, events
-
-
-def unfunded(book: Book, state: TenantState) -> bool:
-    """A configured funding lot is not in `state` yet (charge_call would apply it once a
-    call ends after its purchase). Lots only ever join a state, so False stays False."""
-    funding = book.tenant.funding
-    if not funding:
-        return False
-    have = {lot.lot_id for lot in state.lots}
-    return any(f.lot_id not in have for f in funding)
 
 
 def take_credits(

@@ -25,7 +25,7 @@ from typing import Any
 
 from .calendar import add_months
 from .frozen import frozen
-from .model import POSTPAID_CHANNELS, Event, LotDraw, Tenant
+from .model import POSTPAID_CHANNELS, Event, Funding, LotDraw, Tenant
 
 LOT_LIFETIME_MONTHS = 12
 ALLOWED_LATENESS = timedelta(hours=72)  # default of the setting CALLCHARGE_ALLOWED_LATENESS_H
@@ -284,6 +284,14 @@ def late_after_expiry(state: TenantState, at: datetime) -> bool:
     return False
 
 
+def missing_funding(tenant: Tenant, state: TenantState) -> list[Funding]:
+    """The configured funding lots not in `state` yet (lots only ever join a state)."""
+    if not tenant.funding:
+        return []
+    have = {lot.lot_id for lot in state.lots}
+    return [f for f in tenant.funding if f.lot_id not in have]
+
+
 def open_state(
     tenant: Tenant, state: TenantState | None = None, upto: datetime | None = None
 ) -> tuple[TenantState, list[Event]]:
@@ -291,10 +299,7 @@ def open_state(
     were bought at or before `upto` (every one when None), each at its purchase time."""
     state = TenantState() if state is None else state
     events: list[Event] = []
-    if not tenant.funding:
-        return state, events
-    have = {lot.lot_id for lot in state.lots}
-    due = [f for f in tenant.funding if f.lot_id not in have and (upto is None or f.purchased_at <= upto)]
+    due = [f for f in missing_funding(tenant, state) if upto is None or f.purchased_at <= upto]
     for lot in sorted(due, key=lambda f: (f.purchased_at, f.lot_id)) if due else ():
         events.extend(fund(tenant, state, lot.lot_id, lot.amount, lot.purchased_at, lot.purchased_at))
     return state, events

@@ -24,6 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pipeline.adapters.avro_prims import (
@@ -45,7 +46,27 @@ from pipeline.adapters.avro_prims import (
 )
 from pipeline.errors import Unsupported
 
-__all__ = ["LONG_MAX", "LONG_MIN", "compile_reader", "compile_writer", "read_long", "reader_source", "writer_source"]
+__all__ = [
+    "LONG_MAX",
+    "LONG_MIN",
+    "compile_reader",
+    "compile_writer",
+    "read_long",
+    "reader_source",
+    "schema_digest",
+    "schema_files",
+    "source_digest",
+    "writer_source",
+]
+
+
+def schema_files(schemas_dir: Path) -> list[tuple[str, int, Any]]:
+    """(kind, version, schema) of every `KIND.vN.avsc` in `schemas_dir`, in file-name order."""
+    out = []
+    for path in sorted(Path(schemas_dir).glob("*.avsc")):
+        kind, _, ver = path.name[: -len(".avsc")].rpartition(".v")
+        out.append((kind, int(ver), json.loads(path.read_text())))
+    return out
 
 
 def schema_digest(schema: Any) -> str:

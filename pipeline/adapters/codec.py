@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,14 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from pipeline.adapters.avro_compiled import Access, compile_reader, compile_writer, schema_digest, source_digest
+from pipeline.adapters.avro_compiled import (
+    Access,
+    compile_reader,
+    compile_writer,
+    schema_digest,
+    schema_files,
+    source_digest,
+)
 from pipeline.errors import DecodeError, UnknownSchemaError, Unsupported
 
 MARKER = b"\xc3\x01"
@@ -85,12 +91,11 @@ class Codec:
     def __init__(self, schemas_dir: Path):
         self.by_fingerprint: dict[bytes, SchemaVersion] = {}
         self.current: dict[str, SchemaVersion] = {}
-        files = sorted(Path(schemas_dir).glob("*.avsc"))
+        files = schema_files(schemas_dir)
         if not files:
             raise FileNotFoundError(f"no Avro schemas in {schemas_dir}")
-        for path in files:
-            kind, _, ver = path.name[: -len(".avsc")].rpartition(".v")
-            self.add(kind, int(ver), json.loads(path.read_text()))
+        for kind, version, schema in files:
+            self.add(kind, version, schema)
 
     def add(self, kind: str, version: int, schema: Any) -> SchemaVersion:
         canonical = to_parsing_canonical_form(parse_schema(schema, _write_hint=False, _force=True))

@@ -196,13 +196,10 @@ class Store:
         if not self.cluster:
             return self._apply_batch(writes, ttl_s)
         groups: dict[str, tuple[redis.Redis, list[int]]] = {}
-        for i, (tid, *_) in enumerate(writes):
-            if self.cluster:
-                node = cast(Any, self.r).get_node_from_key(tenant_key(tid))
-                client = node.redis_connection or cast(Any, self.r).get_redis_connection(node)
-                groups.setdefault(node.name, (client, []))[1].append(i)
-            else:
-                groups.setdefault("", (self.r, []))[1].append(i)
+        for i, (tid, *_) in enumerate(writes):  # a Cluster: one pipeline per primary
+            node = cast(Any, self.r).get_node_from_key(tenant_key(tid))
+            client = node.redis_connection or cast(Any, self.r).get_redis_connection(node)
+            groups.setdefault(node.name, (client, []))[1].append(i)
         replies: list[tuple[int, int]] = [(0, 0)] * len(writes)
         for client, indexes in groups.values():
             pipe = client.pipeline(transaction=False)

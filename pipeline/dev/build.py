@@ -15,15 +15,15 @@ every schema whose text it was generated from, and the `exec` path for anything 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 from pipeline.adapters import avro_compiled
-from pipeline.adapters.avro_compiled import schema_digest, source_digest
+from pipeline.adapters.avro_compiled import schema_digest, schema_files, source_digest
 from pipeline.adapters.records import CHARGE_EXTRA, _charge_access
 from pipeline.config import Settings
 from pipeline.errors import Unsupported
@@ -33,12 +33,12 @@ FAST = ROOT / "pipeline" / "adapters" / "avro_fast.py"
 PRIMS = ROOT / "pipeline" / "adapters" / "avro_prims.py"
 
 
-def newest_schemas(schemas_dir: Path) -> dict[str, dict[str, object]]:
-    newest: dict[str, tuple[int, dict[str, object]]] = {}
-    for path in sorted(schemas_dir.glob("*.avsc")):
-        kind, _, ver = path.name[: -len(".avsc")].rpartition(".v")
-        if kind not in newest or newest[kind][0] < int(ver):
-            newest[kind] = (int(ver), json.loads(path.read_text()))
+def newest_schemas(schemas_dir: Path) -> dict[str, Any]:
+    """The newest version of each kind's schema (what the codec reads records into)."""
+    newest: dict[str, tuple[int, Any]] = {}
+    for kind, version, schema in schema_files(schemas_dir):
+        if kind not in newest or newest[kind][0] < version:
+            newest[kind] = (version, schema)
     return {kind: schema for kind, (_, schema) in sorted(newest.items())}
 
 
