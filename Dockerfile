@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Two stages: the wheel is built (and its Avro hot path compiled) in the first; the runtime image gets the wheel and its
+# Two stages: the wheel is built (and its hot path compiled) in the first; the runtime image gets the wheel and its
 # locked dependencies only (no editable install, no compiler, no development broker), and
 # runs as a non-root user on a read-only root filesystem.
 FROM python:3.11.10-slim-bookworm AS build
@@ -8,14 +8,18 @@ COPY pyproject.toml README.md ./
 COPY pipeline pipeline
 COPY processors processors
 COPY schemas schemas
-# The hot path's Avro (pipeline/adapters/avro_fast.py, generated) compiled with mypyc, as
-# `make setup` does on a development machine; the compiler stays in this stage. The
-# extension ships in the wheel beside the module (package data); the runtime stage is the
-# same Python, so it loads it.
+# The hot path compiled with mypyc, as `make setup` does on a development machine: the
+# generated Avro module (pipeline/adapters/avro_fast.py) and the pure charging core
+# (processors/, processors/native.py). The compiler stays in this stage; the extensions
+# ship in the wheel beside their modules (package data), and the runtime stage is the same
+# Python, so it loads them. The build fails here rather than ship an image that runs slow.
+COPY deploy/requirements.lock /tmp/requirements.lock
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/* \
- && pip install --no-cache-dir "mypy==2.4.1" \
- && python -m mypyc pipeline/adapters/avro_fast.py \
+ && pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock \
+ && pip install --no-cache-dir "mypy==2.4.1" setuptools \
+ && python -m pipeline.dev.build \
+ && python -c "import sys, processors.native as n; sys.exit(n.mode() != 'compiled with mypyc')" \
  && rm -rf build
 RUN pip wheel --no-cache-dir --no-deps -w /wheels .
 

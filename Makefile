@@ -22,14 +22,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[embedded,test]'
 	@touch $(STAMP)
 
-# The hot path's Avro, generated (pipeline/adapters/avro_fast.py) and compiled with mypyc
-# where a C compiler exists; pure Python otherwise. Rebuilt when its source changes; says which.
+# The hot path compiled with mypyc where a C compiler exists (pure Python otherwise; it says
+# which): the generated Avro module (pipeline/adapters/avro_fast.py) and the charging core
+# (processors/). Rebuilt when a source changes.
 FAST    := pipeline/adapters/.avro_fast.built
-$(FAST): $(STAMP) pipeline/adapters/avro_fast.py pipeline/adapters/avro_prims.py
+$(FAST): $(STAMP) pipeline/adapters/avro_fast.py pipeline/adapters/avro_prims.py $(wildcard processors/*.py)
 	$(BIN)/python -m pipeline.dev.build
 	@touch $@
 
-setup: $(STAMP) $(FAST) ## create .venv, install callcharge with test extras, compile the Avro hot path (mypyc, or pure Python without a C compiler); redis-server and promtool if missing (root)
+setup: $(STAMP) $(FAST) ## create .venv, install callcharge with test extras, compile the hot path (Avro and the charging core: mypyc, or pure Python without a C compiler); redis-server and promtool if missing (root)
 
 demo: $(STAMP) $(FAST) ## run the whole pipeline on the embedded stack and print a summary
 	$(BIN)/callcharge demo
@@ -69,4 +70,4 @@ stack-down: $(STAMP) ## stop exactly the processes stack-up started
 	$(BIN)/callcharge stack down
 
 clean: ## remove the venv and local state
-	rm -rf $(VENV) $(FAST) pipeline/adapters/avro_fast*.so build .callcharge .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(FAST) pipeline/adapters/avro_fast*.so processors/*.so processors/.native.sha256 build .callcharge .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -2,3 +2,7 @@
 
 Time always comes in as an argument; state is folded, never read from the outside.
 """
+
+from . import native
+
+native.check()  # before any module of the core loads: the compiled build only if it is of these sources

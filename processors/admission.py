@@ -30,19 +30,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .charging import Book, Unchargeable, charge_call
-from .frozen import frozen
+from .frozen import written_inits
 from .inputs import DeadLetterReason, Rejected
 from .ledger import TenantState, missing_funding
 from .model import Cdr, Charge, Event
 from .rating import RateCard
 
 
-@frozen
+@dataclass(frozen=True)
 class Origin:
     """Where a CDR was read from: its source partition and offset."""
 
     partition: int
     offset: int
+
+    def __init__(
+        self,
+        partition: int,
+        offset: int,
+    ) -> None:
+        self.partition = partition  # type: ignore[misc]
+        self.offset = offset  # type: ignore[misc]
 
 
 @dataclass
@@ -146,3 +154,6 @@ def fold_batch(
         if pending:
             pending = bool(missing_funding(book.tenant, state))
     return Folded(state, outcomes)
+
+
+written_inits(Origin)

@@ -8,12 +8,13 @@ A call that overruns a pool is split.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import tables
 from .calendar import month_key
 from .errors import DomainError
-from .frozen import frozen
+from .frozen import written_inits
 from .ledger import (
     ALLOWED_LATENESS,
     TenantState,
@@ -83,7 +84,7 @@ def plan_pool(user: User, plan: str) -> str:
     return f"cp:{plan}:{country}"
 
 
-@frozen
+@dataclass(frozen=True)
 class Book:
     """A tenant's configuration with its derived pool totals, prepared once per version."""
 
@@ -125,7 +126,7 @@ def pool_available(book: Book, state: TenantState, pool: str, dim: str, month: s
     return max(0, total_intl - used_intl)
 
 
-@frozen
+@dataclass(frozen=True)
 class Route:
     """Where a call may draw from, before looking at any balance."""
 
@@ -140,6 +141,32 @@ class Route:
     kind_for_rate: str = FIXED
     domestic: bool | None = None
     flags: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        service: str | None,
+        reason: str,
+        pool: str | None = None,
+        pool_dim: str = "dom",
+        pool_bucket: str = INCLUDED,
+        pool_capability: str = "",
+        origin: str | None = None,
+        destination: NumberInfo | None = None,
+        kind_for_rate: str = FIXED,
+        domestic: bool | None = None,
+        flags: tuple[str, ...] = (),
+    ) -> None:
+        self.service = service  # type: ignore[misc]
+        self.reason = reason  # type: ignore[misc]
+        self.pool = pool  # type: ignore[misc]
+        self.pool_dim = pool_dim  # type: ignore[misc]
+        self.pool_bucket = pool_bucket  # type: ignore[misc]
+        self.pool_capability = pool_capability  # type: ignore[misc]
+        self.origin = origin  # type: ignore[misc]
+        self.destination = destination  # type: ignore[misc]
+        self.kind_for_rate = kind_for_rate  # type: ignore[misc]
+        self.domestic = domestic  # type: ignore[misc]
+        self.flags = flags  # type: ignore[misc]
 
 
 def route(book: Book, cdr: Cdr) -> Route:
@@ -397,3 +424,6 @@ def _pool_alerts(book: Book, state: TenantState, cdr: Cdr, month: str, used_befo
     if len(state.thresholds) > 8:
         del state.thresholds[:-8]
     return events
+
+
+written_inits(Route)

@@ -3,12 +3,12 @@ whether credit-funded services may run, and the pre-call authorization dry run."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import tables
 from .calendar import month_key
 from .charging import Book, Unchargeable, pool_available, route, tariff_for
-from .frozen import frozen
 from .ledger import TenantState
 from .model import CREDITS_LICENCE, POSTPAID_CHANNELS, Cdr, Event, Tenant
 from .money import MAX_AMOUNT, MAX_BALANCE, format_money
@@ -28,7 +28,7 @@ ZERO_MESSAGES = {
 }
 
 
-@frozen
+@dataclass(frozen=True)
 class Notification:
     notification_id: str  # event id + recipient: sent once
     tenant_id: str
@@ -107,7 +107,7 @@ def retry_at(failed_at: datetime, attempt: int, base_s: float, cap_s: float) -> 
     return failed_at + timedelta(seconds=min(cap_s, base_s * 2 ** (attempt - 1)))
 
 
-@frozen
+@dataclass(frozen=True)
 class ServiceState:
     billable_calls: bool
     tollfree_numbers: bool
@@ -122,7 +122,7 @@ def service_state(tenant: Tenant, state: TenantState) -> ServiceState:
     return ServiceState(False, False, "credit balance is zero")
 
 
-@frozen
+@dataclass(frozen=True)
 class Authorization:
     allowed: bool
     bucket: str  # included | pooled_zone_a | billable | overage | not_charged | free_unrated

@@ -1,18 +1,27 @@
-"""`@frozen`: a frozen, slotted dataclass whose `__init__` costs about half as much.
+"""Fast construction of frozen records, compiled or not.
 
-A frozen dataclass's generated `__init__` stores each field through `object.__setattr__`
-(a global lookup and a bound call per field), so a 21-field `Charge` took 4.4 us to build
-against 1 us for a mutable one, and the hot path builds several records per call. With
-`__slots__` every field is a member descriptor; calling its `__set__` directly is the same
-store without the detour. Everything else is the dataclass's own: `fields()`, `__eq__`,
-`__hash__`, `__repr__`, `replace()`, and FrozenInstanceError on assignment.
-tests/unit/test_frozen.py checks every record class against the plain dataclass.
+`@frozen` (the runtime's records, pipeline/): a frozen, slotted dataclass whose `__init__`
+costs about half as much. A frozen dataclass's generated `__init__` stores each field
+through `object.__setattr__` (a global lookup and a bound call per field), so a 21-field
+`Charge` took 4.4 us to build against 1 us for a mutable one. With `__slots__` every field
+is a member descriptor; calling its `__set__` directly is the same store without the
+detour. Everything else is the dataclass's own: `fields()`, `__eq__`, `__hash__`,
+`__repr__`, `replace()`, and FrozenInstanceError on assignment.
+
+`written_inits` (the pure core's hot records, processors/): mypyc compiles processors/
+where a C compiler exists, and it makes native classes only of classes decorated with
+`dataclasses.dataclass` itself, without `slots` (docs/benchmark.md). Those records are
+`@dataclass(frozen=True)` with an `__init__` written out, which mypyc compiles to native
+stores; run as plain Python, `written_inits` swaps in an equivalent one.
+tests/unit/test_frozen.py and tests/unit/test_records.py hold both to the plain dataclass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
+from types import FunctionType
 from typing import Any, TypeVar, dataclass_transform
 
 T = TypeVar("T")
@@ -44,6 +53,44 @@ def _fast_init(cls: type) -> Callable[..., None]:
         raise TypeError(f"@frozen does not handle {cls.__name__}.__post_init__")
     source = f"def __init__({', '.join(params)}):\n" + ("\n".join(body) or "    pass")
     exec(compile(source, f"<frozen {cls.__name__}.__init__>", "exec"), namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+def written_inits(*classes: type) -> None:
+    """The hot records of the pure core write their own `__init__` (`self.x = x` per field):
+    mypyc compiles it to native stores, where a dataclass's generated `__init__` would stay
+    interpreted Python (about 8 times slower). Run as plain Python, that `__init__` would
+    trip the frozen dataclass's `__setattr__`, so each frozen class named here gets an
+    equivalent one that stores into the instance's `__dict__` instead. Compiled, nothing
+    changes. tests/unit/test_records.py keeps each written `__init__` equal to the fields.
+    """
+    for cls in classes:
+        init = cls.__dict__["__init__"]
+        if not isinstance(init, FunctionType):
+            continue  # compiled: the native __init__ stores past __setattr__ already
+        if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            continue  # a mutable record: its own __init__ works as written
+        cls.__init__ = _dict_init(cls, init)  # type: ignore[misc]
+
+
+def _dict_init(cls: type, written: Callable[..., None]) -> Callable[..., None]:
+    sig = inspect.signature(written)
+    params, body = [], ["    d = self.__dict__"]
+    namespace: dict[str, Any] = {}
+    for name, p in sig.parameters.items():
+        if name == "self":
+            params.append(name)
+            continue
+        if p.default is inspect.Parameter.empty:
+            params.append(name)
+        else:
+            namespace[f"_default_{name}"] = p.default
+            params.append(f"{name}=_default_{name}")
+        body.append(f"    d[{name!r}] = {name}")
+    source = f"def __init__({', '.join(params)}):\n" + "\n".join(body)
+    exec(compile(source, f"<pure {cls.__name__}.__init__>", "exec"), namespace)
     init: Callable[..., None] = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     return init

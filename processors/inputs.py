@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -15,7 +16,6 @@ from phonenumbers import SUPPORTED_REGIONS
 from . import tables
 from .calendar import zone
 from .errors import DomainError
-from .frozen import frozen
 from .model import CALL_TYPES, CHANNELS, POSTPAID_CHANNELS, AutoRecharge, Cdr, Funding, Tenant, User
 from .money import MAX_AMOUNT, MAX_BALANCE, MoneyError, format_money, parse_money
 
@@ -50,7 +50,7 @@ class DeadLetterReason(StrEnum):
     UNPROCESSABLE = "unprocessable"  # a control record (command, event) that kept failing
 
 
-@frozen
+@dataclass(frozen=True)
 class Rejected:
     reason: DeadLetterReason  # the dead-letter metric label
     detail: str

@@ -24,14 +24,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .calendar import add_months
-from .frozen import frozen
+from .frozen import written_inits
 from .model import POSTPAID_CHANNELS, Event, Funding, LotDraw, Tenant
 
 LOT_LIFETIME_MONTHS = 12
 ALLOWED_LATENESS = timedelta(hours=72)  # default of the setting CALLCHARGE_ALLOWED_LATENESS_H
 
 
-@frozen
+@dataclass(frozen=True)
 class Lot:
     lot_id: str
     amount: int
@@ -39,6 +39,22 @@ class Lot:
     purchased_at: datetime
     expires_at: datetime
     expired: bool = False
+
+    def __init__(
+        self,
+        lot_id: str,
+        amount: int,
+        remaining: int,
+        purchased_at: datetime,
+        expires_at: datetime,
+        expired: bool = False,
+    ) -> None:
+        self.lot_id = lot_id  # type: ignore[misc]
+        self.amount = amount  # type: ignore[misc]
+        self.remaining = remaining  # type: ignore[misc]
+        self.purchased_at = purchased_at  # type: ignore[misc]
+        self.expires_at = expires_at  # type: ignore[misc]
+        self.expired = expired  # type: ignore[misc]
 
     # Built directly: dataclasses.replace() inspects the fields on every call (debit path).
     def debited(self, amount: int) -> Lot:
@@ -48,7 +64,7 @@ class Lot:
         return Lot(self.lot_id, self.amount, 0, self.purchased_at, self.expires_at, True)
 
 
-@dataclass(slots=True)
+@dataclass
 class TenantState:
     lots: list[Lot] = field(default_factory=list)
     deficit: int = 0
@@ -303,3 +319,6 @@ def open_state(
     for lot in sorted(due, key=lambda f: (f.purchased_at, f.lot_id)) if due else ():
         events.extend(fund(tenant, state, lot.lot_id, lot.amount, lot.purchased_at, lot.purchased_at))
     return state, events
+
+
+written_inits(Lot)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .frozen import frozen
+from .frozen import written_inits
 
 if TYPE_CHECKING:
     from .rating import Tariff
@@ -34,7 +34,7 @@ AUDIO_CONF = "MCOMEETADD"
 AUDIO_CONF_PPM = "MCOMEETACPEA"
 
 
-@frozen
+@dataclass(frozen=True)
 class Cdr:
     call_id: str  # the usage row id (GUID): the idempotency key
     tenant_id: str
@@ -53,8 +53,44 @@ class Cdr:
     user_principal_name: str | None = None
     user_display_name: str | None = None
 
+    def __init__(
+        self,
+        call_id: str,
+        tenant_id: str,
+        user_id: str,
+        call_type: str,
+        caller_number: str,
+        callee_number: str,
+        start: datetime,
+        end: datetime,
+        duration_s: int,
+        usage_country: str | None = None,
+        conference_id: str | None = None,
+        licence_capability: str | None = None,
+        routing: str = "calling_plan",
+        graph_call_id: str | None = None,
+        user_principal_name: str | None = None,
+        user_display_name: str | None = None,
+    ) -> None:
+        self.call_id = call_id  # type: ignore[misc]
+        self.tenant_id = tenant_id  # type: ignore[misc]
+        self.user_id = user_id  # type: ignore[misc]
+        self.call_type = call_type  # type: ignore[misc]
+        self.caller_number = caller_number  # type: ignore[misc]
+        self.callee_number = callee_number  # type: ignore[misc]
+        self.start = start  # type: ignore[misc]
+        self.end = end  # type: ignore[misc]
+        self.duration_s = duration_s  # type: ignore[misc]
+        self.usage_country = usage_country  # type: ignore[misc]
+        self.conference_id = conference_id  # type: ignore[misc]
+        self.licence_capability = licence_capability  # type: ignore[misc]
+        self.routing = routing  # type: ignore[misc]
+        self.graph_call_id = graph_call_id  # type: ignore[misc]
+        self.user_principal_name = user_principal_name  # type: ignore[misc]
+        self.user_display_name = user_display_name  # type: ignore[misc]
 
-@frozen
+
+@dataclass(frozen=True)
 class User:
     user_id: str
     usage_country: str
@@ -65,21 +101,21 @@ class User:
     display_name: str | None = None
 
 
-@frozen
+@dataclass(frozen=True)
 class AutoRecharge:
     enabled: bool
     amount: int
     trigger: int
 
 
-@frozen
+@dataclass(frozen=True)
 class Funding:
     lot_id: str
     amount: int
     purchased_at: datetime
 
 
-@frozen
+@dataclass(frozen=True)
 class Tenant:
     tenant_id: str
     country: str
@@ -92,13 +128,21 @@ class Tenant:
     payment_method: str | None = None  # the gateway's token for auto-recharge
 
 
-@frozen
+@dataclass(frozen=True)
 class LotDraw:
     lot_id: str
     amount: int
 
+    def __init__(
+        self,
+        lot_id: str,
+        amount: int,
+    ) -> None:
+        self.lot_id = lot_id  # type: ignore[misc]
+        self.amount = amount  # type: ignore[misc]
 
-@frozen
+
+@dataclass(frozen=True)
 class Segment:
     bucket: str
     minutes: int
@@ -107,6 +151,24 @@ class Segment:
     rate: str | None = None  # the tariff id the amount was priced with
     lots: tuple[LotDraw, ...] = ()
     deficit: int = 0  # part of the amount taken below zero (no lot behind it)
+
+    def __init__(
+        self,
+        bucket: str,
+        minutes: int,
+        amount: int = 0,
+        pool: str | None = None,
+        rate: str | None = None,
+        lots: tuple[LotDraw, ...] = (),
+        deficit: int = 0,
+    ) -> None:
+        self.bucket = bucket  # type: ignore[misc]
+        self.minutes = minutes  # type: ignore[misc]
+        self.amount = amount  # type: ignore[misc]
+        self.pool = pool  # type: ignore[misc]
+        self.rate = rate  # type: ignore[misc]
+        self.lots = lots  # type: ignore[misc]
+        self.deficit = deficit  # type: ignore[misc]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,7 +194,7 @@ class Segment:
         )
 
 
-@frozen
+@dataclass(frozen=True)
 class Charge:
     """What one call cost and where each minute and micro-unit came from."""
 
@@ -169,8 +231,72 @@ class Charge:
     tariff: Tariff | None = None
     rate_card: str | None = None
 
+    def __init__(
+        self,
+        call_id: str,
+        tenant_id: str,
+        user_id: str,
+        call_type: str,
+        classification: str,
+        billed_seconds: int,
+        billed_minutes: int,
+        segments: tuple[Segment, ...],
+        amount: int,
+        connection_fee: int,
+        capability: str,
+        balance_after: int,
+        currency: str,
+        start: datetime,
+        end: datetime,
+        duration_s: int,
+        destination_country: str | None,
+        number_type: str | None,
+        domestic: bool | None,
+        flags: tuple[str, ...] = (),
+        month: str = "",
+        graph_call_id: str | None = None,
+        conference_id: str | None = None,
+        usage_country: str | None = None,
+        user_principal_name: str | None = None,
+        user_display_name: str | None = None,
+        caller_number: str | None = None,
+        callee_number: str | None = None,
+        tariff: Tariff | None = None,
+        rate_card: str | None = None,
+    ) -> None:
+        self.call_id = call_id  # type: ignore[misc]
+        self.tenant_id = tenant_id  # type: ignore[misc]
+        self.user_id = user_id  # type: ignore[misc]
+        self.call_type = call_type  # type: ignore[misc]
+        self.classification = classification  # type: ignore[misc]
+        self.billed_seconds = billed_seconds  # type: ignore[misc]
+        self.billed_minutes = billed_minutes  # type: ignore[misc]
+        self.segments = segments  # type: ignore[misc]
+        self.amount = amount  # type: ignore[misc]
+        self.connection_fee = connection_fee  # type: ignore[misc]
+        self.capability = capability  # type: ignore[misc]
+        self.balance_after = balance_after  # type: ignore[misc]
+        self.currency = currency  # type: ignore[misc]
+        self.start = start  # type: ignore[misc]
+        self.end = end  # type: ignore[misc]
+        self.duration_s = duration_s  # type: ignore[misc]
+        self.destination_country = destination_country  # type: ignore[misc]
+        self.number_type = number_type  # type: ignore[misc]
+        self.domestic = domestic  # type: ignore[misc]
+        self.flags = flags  # type: ignore[misc]
+        self.month = month  # type: ignore[misc]
+        self.graph_call_id = graph_call_id  # type: ignore[misc]
+        self.conference_id = conference_id  # type: ignore[misc]
+        self.usage_country = usage_country  # type: ignore[misc]
+        self.user_principal_name = user_principal_name  # type: ignore[misc]
+        self.user_display_name = user_display_name  # type: ignore[misc]
+        self.caller_number = caller_number  # type: ignore[misc]
+        self.callee_number = callee_number  # type: ignore[misc]
+        self.tariff = tariff  # type: ignore[misc]
+        self.rate_card = rate_card  # type: ignore[misc]
 
-@frozen
+
+@dataclass(frozen=True)
 class Event:
     """A balance or pool event (recharge_requested, balance_zero, credits_expired, ...).
 
@@ -185,5 +311,24 @@ class Event:
     balance: int
     fields: tuple[tuple[str, Any], ...] = field(default=())
 
+    def __init__(
+        self,
+        event_id: str,
+        type: str,
+        tenant_id: str,
+        at: datetime,
+        balance: int,
+        fields: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
+        self.event_id = event_id  # type: ignore[misc]
+        self.type = type  # type: ignore[misc]
+        self.tenant_id = tenant_id  # type: ignore[misc]
+        self.at = at  # type: ignore[misc]
+        self.balance = balance  # type: ignore[misc]
+        self.fields = fields  # type: ignore[misc]
+
     def field_dict(self) -> dict[str, Any]:
         return dict(self.fields)
+
+
+written_inits(Cdr, LotDraw, Segment, Charge, Event)

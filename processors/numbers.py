@@ -12,6 +12,7 @@ checked against each other and against the public API in tests/unit/test_numbers
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
@@ -26,7 +27,7 @@ from phonenumbers import (
 from phonenumbers.phonenumberutil import _number_type_helper
 
 from .errors import DomainError
-from .frozen import frozen
+from .frozen import written_inits
 
 FIXED = "fixed"
 MOBILE = "mobile"
@@ -54,11 +55,21 @@ class NumberError(DomainError):
     """A number that cannot be interpreted at all."""
 
 
-@frozen
+@dataclass(frozen=True)
 class NumberInfo:
     country: str | None
     kind: str
     valid: bool
+
+    def __init__(
+        self,
+        country: str | None,
+        kind: str,
+        valid: bool,
+    ) -> None:
+        self.country = country  # type: ignore[misc]
+        self.kind = kind  # type: ignore[misc]
+        self.valid = valid  # type: ignore[misc]
 
 
 @lru_cache(maxsize=65536)
@@ -143,7 +154,7 @@ _DESC_ORDER = (
 Row = tuple[frozenset[int] | None, re.Pattern[str], str, frozenset[str]]
 
 
-@frozen
+@dataclass(frozen=True)
 class _Region:
     code: str
     general: Row | None
@@ -163,7 +174,7 @@ class _Region:
         return UNKNOWN
 
 
-@frozen
+@dataclass(frozen=True)
 class _Code:
     regions: tuple[_Region, ...]
     national_prefix: re.Pattern[str] | None
@@ -334,3 +345,6 @@ def try_analyze(number: str | None, region: str | None = None) -> NumberInfo | N
         return analyze(number, region)
     except NumberError:
         return None
+
+
+written_inits(NumberInfo)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from .errors import DomainError
-from .frozen import frozen
 from .money import MoneyError, ceil_div, parse_money
 
 SERVICES = frozenset({"calling", "dialout", "tollfree"})
@@ -33,7 +33,7 @@ class RateCardError(DomainError):
     """A rate card row that cannot be used, with its line number."""
 
 
-@frozen
+@dataclass(frozen=True)
 class Tariff:
     rate_id: str
     price_per_minute: int

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-
-from .frozen import frozen
 
 
 def _rows(name: str) -> list[dict[str, str]]:
@@ -19,7 +18,7 @@ def zone_a() -> frozenset[str]:
     return frozenset(row["iso2"] for row in _rows("zone_a.csv"))
 
 
-@frozen
+@dataclass(frozen=True)
 class Allowance:
     capability: str
     plan: str
@@ -47,7 +46,7 @@ def allowance(capability: str, usage_country: str) -> Allowance | None:
     return table.get((capability, usage_country)) or table.get((capability, "*"))
 
 
-@frozen
+@dataclass(frozen=True)
 class DialoutPolicy:
     name: str
     conference_dialout: str  # international | domestic | zone_a | none

@@ -71,7 +71,7 @@ from pipeline.charging.backlog import Probe
 from pipeline.charging.leases import TransactionLeases
 from pipeline.config import Settings
 from pipeline.errors import FatalError, PoisonError
-from processors import numbers
+from processors import native, numbers
 from processors.admission import Origin, fold_batch, unknown_tenant
 from processors.charging import Book
 from processors.frozen import frozen
@@ -169,7 +169,13 @@ class ChargingWorker:
             on_revoke=lambda _, parts: self._assignment_changed("revoked", parts),
         )
         idle_since = time.monotonic()
-        log.info("charging worker %s consuming %s; Avro: %s", self.worker_id, self.topics.cdr, avro_mode())
+        log.info(
+            "charging worker %s consuming %s; Avro: %s; charging core: %s",
+            self.worker_id,
+            self.topics.cdr,
+            avro_mode(),
+            native.mode(),
+        )
         while not self._stop:
             n = self.run_once()
             if n or not self.consumer.assignment():

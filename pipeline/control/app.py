@@ -383,11 +383,9 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             for field in ("user_id", "number"):
                 api_input.text(body, field, required=True)
             call_type = api_input.text(body, "call_type") or "user_out"
-            api_input.text(body, "caller")
+            caller = api_input.text(body, "caller") or ""  # null and absent alike: no caller number
             now = control.now()
-            cdr = Cdr(
-                "authorize", tenant_id, body["user_id"], call_type, body.get("caller", ""), body["number"], now, now, 0
-            )
+            cdr = Cdr("authorize", tenant_id, body["user_id"], call_type, caller, body["number"], now, now, 0)
             if isinstance(check(cdr), Rejected):
                 raise Refused(400, f"call_type {call_type!r} is not a call type")
             a = authorize(book, control.current_state(book), cdr, rates)

@@ -1,4 +1,4 @@
-"""Generate `pipeline/adapters/avro_fast.py` and compile it with mypyc where it can.
+"""Generate `pipeline/adapters/avro_fast.py`; compile it and the pure core with mypyc where it can.
 
 The hot path's Avro (a CDR read, a charge and its events written, per call) is code
 generated from each schema (`pipeline/adapters/avro_compiled.py`). At start-up the codec
@@ -7,9 +7,14 @@ compiles it to Python bytecode with `exec`. The same code, typed, is written her
 compiler and mypyc exist, compiled to a C extension beside it: the codec uses that for
 every schema whose text it was generated from, and the `exec` path for anything else.
 
-    python -m pipeline.dev.build           regenerate avro_fast.py, compile it, say which
+The pure core (`processors/`, the modules `processors.native.COMPILED` names) is compiled
+the same way, as one group whose shared library lives inside the package
+(`processors/_native__mypyc*.so`), and `processors/.native.sha256` records the sources it
+was compiled from: `processors.native` runs the source instead of a stale build.
+
+    python -m pipeline.dev.build           regenerate avro_fast.py, compile both, say which
     python -m pipeline.dev.build --check   fail if avro_fast.py is not what the schemas make
-    python -m pipeline.dev.build --pure    remove the compiled extension (pure Python)
+    python -m pipeline.dev.build --pure    remove the compiled extensions (pure Python)
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pipeline.adapters.avro_compiled import schema_digest, schema_files, source_
 from pipeline.adapters.records import CHARGE_EXTRA, _charge_access
 from pipeline.config import Settings
 from pipeline.errors import Unsupported
+from processors import native
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ROOT / "pipeline" / "adapters" / "avro_fast.py"
@@ -106,8 +112,8 @@ def remove_compiled() -> None:
     shutil.rmtree(ROOT / "build" / "mypyc", ignore_errors=True)
 
 
-def compile_fast() -> str:
-    """mypyc-compile avro_fast.py in place; returns what was done, in words."""
+def _cannot_compile() -> str | None:
+    """Why nothing can be compiled here, or None."""
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(cc) is None:
         return f"pure Python (no C compiler: {cc} not found)"
@@ -115,6 +121,13 @@ def compile_fast() -> str:
         import mypyc  # noqa: F401
     except ImportError:
         return "pure Python (mypyc is not installed)"
+    return None
+
+
+def compile_fast() -> str:
+    """mypyc-compile avro_fast.py in place; returns what was done, in words."""
+    if why := _cannot_compile():
+        return why
     remove_compiled()
     proc = subprocess.run(
         [sys.executable, "-m", "mypyc", str(FAST.relative_to(ROOT))],
@@ -128,7 +141,51 @@ def compile_fast() -> str:
     return f"compiled with mypyc: {compiled()}"
 
 
+def remove_core() -> None:
+    for path in native.HERE.glob("*.so"):
+        path.unlink()
+    native.DIGEST_FILE.unlink(missing_ok=True)
+
+
+def compile_core() -> str:
+    """mypyc-compile the pure core in place (one group, its shared library inside the
+    package); returns what was done, in words."""
+    if why := _cannot_compile():
+        return why
+    remove_core()
+    digest = native.sources_digest()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.dev.build", "--mypyc-setup", "build_ext", "--inplace"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 or len(native.extensions()) != len(native.COMPILED):
+        remove_core()
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        return "pure Python (mypyc failed: " + " | ".join(tail) + ")"
+    native.DIGEST_FILE.write_text(digest + "\n")
+    return f"compiled with mypyc: {len(native.COMPILED)} modules in {native.HERE}"
+
+
+def _mypyc_setup(script_args: list[str]) -> None:
+    """The setuptools build compile_core runs (in its own process, from the project root)."""
+    from mypyc.build import mypycify
+    from setuptools import setup
+
+    modules = [f"processors/{name}.py" for name in native.COMPILED]
+    setup(
+        name="callcharge-core",
+        ext_modules=mypycify(modules, group_name=native.SHARED_LIB, opt_level="3"),
+        script_args=script_args,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--mypyc-setup"]:
+        _mypyc_setup(argv[1:])
+        return 0
     ap = argparse.ArgumentParser(prog="python -m pipeline.dev.build", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="fail if avro_fast.py is stale")
     ap.add_argument("--pure", action="store_true", help="remove the compiled extension")
@@ -144,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {FAST}")
     if args.pure:
         remove_compiled()
+        remove_core()
         print("Avro hot path: pure Python")
+        print("Charging core: pure Python")
         return 0
     print("Avro hot path: " + compile_fast())
+    print("Charging core: " + compile_core())
     return 0
 
 

@@ -1,4 +1,7 @@
-"""Every @frozen record builds exactly as the plain frozen dataclass would, and stays frozen."""
+"""Every @frozen record builds exactly as the plain frozen dataclass would, and stays frozen.
+
+The pure core's hot records write their `__init__` out for mypyc instead: see
+tests/unit/test_compiled_core.py."""
 
 from __future__ import annotations
 
@@ -30,9 +33,9 @@ def _records() -> list[type]:
 RECORDS = _records()
 
 
-def test_the_hot_records_are_frozen_records() -> None:
+def test_the_runtimes_hot_records_are_frozen_records() -> None:
     names = {cls.__name__ for cls in RECORDS}
-    assert {"Cdr", "Charge", "Segment", "Route", "NumberInfo", "Lot", "Event", "Source", "StoredCall"} <= names
+    assert {"Source", "StoredCall"} <= names
 
 
 @pytest.mark.parametrize("cls", RECORDS, ids=[c.__name__ for c in RECORDS])
