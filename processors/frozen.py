@@ -19,7 +19,6 @@ tests/unit/test_frozen.py and tests/unit/test_records.py hold both to the plain 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from types import FunctionType
 from typing import Any, TypeVar, dataclass_transform
@@ -30,14 +29,17 @@ T = TypeVar("T")
 @dataclass_transform(frozen_default=True)
 def frozen(cls: type[T]) -> type[T]:
     dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
-    fast = _fast_init(dc)
+    fast = _generated_init(dc)
     dc.__dataclass_init__ = dc.__init__  # type: ignore[attr-defined]  # kept for the equivalence test
     dc.__init__ = fast  # type: ignore[method-assign]
     return dc
 
 
-def _fast_init(cls: type) -> Callable[..., None]:
-    params, body = ["self"], []
+def _generated_init(cls: type, via_dict: bool = False) -> Callable[..., None]:
+    """An `__init__` equal to the dataclass's that stores each field past the frozen
+    `__setattr__`: through the slot's member descriptor (@frozen), or into the instance's
+    `__dict__` (a record with a written `__init__`, run as plain Python)."""
+    params, body = ["self"], ["    d = self.__dict__"] if via_dict else []
     namespace: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not f.init or f.kw_only or f.default_factory is not dataclasses.MISSING:
@@ -47,12 +49,16 @@ def _fast_init(cls: type) -> Callable[..., None]:
         else:
             namespace[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
-        namespace[f"_set_{f.name}"] = getattr(cls, f.name).__set__
-        body.append(f"    _set_{f.name}(self, {f.name})")
+        if via_dict:
+            body.append(f"    d[{f.name!r}] = {f.name}")
+        else:
+            namespace[f"_set_{f.name}"] = getattr(cls, f.name).__set__
+            body.append(f"    _set_{f.name}(self, {f.name})")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"@frozen does not handle {cls.__name__}.__post_init__")
     source = f"def __init__({', '.join(params)}):\n" + ("\n".join(body) or "    pass")
-    exec(compile(source, f"<frozen {cls.__name__}.__init__>", "exec"), namespace)
+    tag = "pure" if via_dict else "frozen"
+    exec(compile(source, f"<{tag} {cls.__name__}.__init__>", "exec"), namespace)
     init: Callable[..., None] = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     return init
@@ -63,8 +69,9 @@ def written_inits(*classes: type) -> None:
     mypyc compiles it to native stores, where a dataclass's generated `__init__` would stay
     interpreted Python (about 8 times slower). Run as plain Python, that `__init__` would
     trip the frozen dataclass's `__setattr__`, so each frozen class named here gets an
-    equivalent one that stores into the instance's `__dict__` instead. Compiled, nothing
-    changes. tests/unit/test_records.py keeps each written `__init__` equal to the fields.
+    equivalent one that stores into the instance's `__dict__` instead (its signature is the
+    fields': tests/unit/test_compiled_core.py keeps each written `__init__` equal to them).
+    Compiled, nothing changes.
     """
     for cls in classes:
         init = cls.__dict__["__init__"]
@@ -72,25 +79,4 @@ def written_inits(*classes: type) -> None:
             continue  # compiled: the native __init__ stores past __setattr__ already
         if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             continue  # a mutable record: its own __init__ works as written
-        cls.__init__ = _dict_init(cls, init)  # type: ignore[misc]
-
-
-def _dict_init(cls: type, written: Callable[..., None]) -> Callable[..., None]:
-    sig = inspect.signature(written)
-    params, body = [], ["    d = self.__dict__"]
-    namespace: dict[str, Any] = {}
-    for name, p in sig.parameters.items():
-        if name == "self":
-            params.append(name)
-            continue
-        if p.default is inspect.Parameter.empty:
-            params.append(name)
-        else:
-            namespace[f"_default_{name}"] = p.default
-            params.append(f"{name}=_default_{name}")
-        body.append(f"    d[{name!r}] = {name}")
-    source = f"def __init__({', '.join(params)}):\n" + "\n".join(body)
-    exec(compile(source, f"<pure {cls.__name__}.__init__>", "exec"), namespace)
-    init: Callable[..., None] = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    return init
+        cls.__init__ = _generated_init(cls, via_dict=True)  # type: ignore[misc]
