@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,20 +125,23 @@ def _cannot_compile() -> str | None:
     return None
 
 
+def _mypyc_failed(args: list[str], built: Callable[[], bool]) -> str | None:
+    """Run a mypyc build (`python ARGS` from the project root); None when it built what
+    `built` looks for, else why not, in words."""
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode == 0 and built():
+        return None
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+    return "pure Python (mypyc failed: " + " | ".join(tail) + ")"
+
+
 def compile_fast() -> str:
     """mypyc-compile avro_fast.py in place; returns what was done, in words."""
     if why := _cannot_compile():
         return why
     remove_compiled()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mypyc", str(FAST.relative_to(ROOT))],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 or compiled() is None:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        return "pure Python (mypyc failed: " + " | ".join(tail) + ")"
+    if failed := _mypyc_failed(["-m", "mypyc", str(FAST.relative_to(ROOT))], lambda: compiled() is not None):
+        return failed
     return f"compiled with mypyc: {compiled()}"
 
 
@@ -154,16 +158,12 @@ def compile_core() -> str:
         return why
     remove_core()
     digest = native.sources_digest()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.dev.build", "--mypyc-setup", "build_ext", "--inplace"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 or len(native.extensions()) != len(native.COMPILED):
+    if failed := _mypyc_failed(
+        ["-m", "pipeline.dev.build", "--mypyc-setup", "build_ext", "--inplace"],
+        lambda: len(native.extensions()) == len(native.COMPILED),
+    ):
         remove_core()
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        return "pure Python (mypyc failed: " + " | ".join(tail) + ")"
+        return failed
     native.DIGEST_FILE.write_text(digest + "\n")
     return f"compiled with mypyc: {len(native.COMPILED)} modules in {native.HERE}"
 
