@@ -13,7 +13,7 @@ where a C compiler exists, and it makes native classes only of classes decorated
 `dataclasses.dataclass` itself, without `slots` (docs/benchmark.md). Those records are
 `@dataclass(frozen=True)` with an `__init__` written out, which mypyc compiles to native
 stores; run as plain Python, `written_inits` swaps in an equivalent one.
-tests/unit/test_frozen.py and tests/unit/test_records.py hold both to the plain dataclass.
+tests/unit/test_frozen.py and tests/unit/test_compiled_core.py hold both to the plain dataclass.
 """
 
 from __future__ import annotations
