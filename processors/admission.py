@@ -26,7 +26,7 @@ that charges no call applies nothing (no event is ever applied without being emi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from .charging import Book, Unchargeable, charge_call
@@ -62,13 +62,37 @@ class Outcome:
     reject: Rejected | None = None
     replay: bool = False  # redelivered: re-emit what was recorded for it, debit nothing
     charge: Charge | None = None
-    events: list[Event] = field(default_factory=list)
+    events: Sequence[Event] = ()
+
+    def __init__(
+        self,
+        cdr: Cdr,
+        origin: Origin,
+        reject: Rejected | None = None,
+        replay: bool = False,
+        charge: Charge | None = None,
+        events: Sequence[Event] = (),
+    ) -> None:
+        self.cdr = cdr
+        self.origin = origin
+        self.reject = reject
+        self.replay = replay
+        self.charge = charge
+        self.events = events
 
 
 @dataclass
 class Folded:
     state: TenantState  # the state after the batch (the stored one when nothing was charged)
     outcomes: list[Outcome]
+
+    def __init__(
+        self,
+        state: TenantState,
+        outcomes: list[Outcome],
+    ) -> None:
+        self.state = state
+        self.outcomes = outcomes
 
     @property
     def charged(self) -> list[Outcome]:

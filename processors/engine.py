@@ -70,7 +70,7 @@ class Engine:
                 raise Unchargeable(result.detail)
             raise KeyError(cdr.tenant_id)
         assert result.charge is not None
-        return result.charge, result.events
+        return result.charge, list(result.events)
 
     def as_of(self, at: datetime) -> list[Event]:
         """Bring every tenant to `at` as the control timer would: configured lots bought by

@@ -159,6 +159,33 @@ class Codec:
 
         return encode
 
+    def decoder(self, kind: str) -> Callable[[bytes], dict[str, Any]]:
+        """`decode(data) -> record` of a `kind` message: `self.decode(data, expect=kind)[1]`,
+        with one comparison of the header in front for the usual message (the newest
+        version, read by its compiled reader, nothing left over). Anything else (another
+        version, another kind, bad bytes) takes `decode` itself, which also says what is
+        wrong with it."""
+        sv = self.current[kind]
+        header, read = MARKER + sv.fingerprint, sv.read
+
+        def slow(data: bytes) -> dict[str, Any]:
+            return self.decode(data, expect=kind)[1]
+
+        if read is None:
+            return slow
+
+        def decode(data: bytes) -> dict[str, Any]:
+            if type(data) is bytes and data[:HEADER_LEN] == header:
+                try:
+                    record, end = read(data, HEADER_LEN)
+                except Exception:  # decode() raises the DecodeError that says what broke
+                    return slow(data)
+                if end == len(data):
+                    return record
+            return slow(data)
+
+        return decode
+
     def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
         """(kind, record) of a single-object-encoded message, resolved to the newest version.
 

@@ -33,6 +33,7 @@ CHARGES, EVENTS, DLQ = 0, 1, 2
 
 _HEAD = struct.Struct(">iqH")
 _REC = struct.Struct(">BI")
+_ONE = struct.Struct(">iqHBI")  # _HEAD then _REC of a call with one record
 
 
 # Set by `callcharge stack up` when Redis holds state that no ledger backs (the embedded
@@ -59,6 +60,9 @@ def _state_json(state: TenantState) -> str:
 
 def pack_call(partition: int, offset: int, records: tuple[tuple[int, bytes], ...]) -> bytes:
     """`StoredCall(partition, offset, records).pack()` without building the object (hot path)."""
+    if len(records) == 1:  # a charge without balance events: most calls
+        code, value = records[0]
+        return _ONE.pack(partition, offset, 1, code, len(value)) + value
     parts = [_HEAD.pack(partition, offset, len(records))]
     for code, value in records:
         parts.append(_REC.pack(code, len(value)))

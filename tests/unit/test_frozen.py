@@ -35,7 +35,7 @@ RECORDS = _records()
 
 def test_the_runtimes_hot_records_are_frozen_records() -> None:
     names = {cls.__name__ for cls in RECORDS}
-    assert {"Source", "StoredCall"} <= names
+    assert "StoredCall" in names  # every redelivered call is unpacked into one
 
 
 @pytest.mark.parametrize("cls", RECORDS, ids=[c.__name__ for c in RECORDS])
