@@ -54,7 +54,6 @@ import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,7 +73,6 @@ from pipeline.errors import FatalError, PoisonError
 from processors import native, numbers
 from processors.admission import Origin, fold_batch, unknown_tenant
 from processors.charging import Book
-from processors.frozen import frozen
 from processors.inputs import DeadLetterReason, Rejected
 from processors.ledger import TenantState
 from processors.model import BILLABLE, OVERAGE, Cdr, Charge
@@ -93,7 +91,7 @@ class Item:
     than as dataclasses: two records per CDR built by generated `__init__`s cost the
     worker about 3 us per CDR."""
 
-    __slots__ = ("topic", "partition", "offset", "key", "value", "timestamp_ms", "cdr", "reject", "charge", "records")
+    __slots__ = ("cdr", "charge", "key", "offset", "partition", "records", "reject", "timestamp_ms", "topic", "value")
 
     def __init__(self, m: Message) -> None:
         self.topic: str = m.topic() or ""
