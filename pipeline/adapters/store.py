@@ -55,7 +55,7 @@ def call_ttl_s(dedup_window_days: int) -> int:
 
 
 def _state_json(state: TenantState) -> str:
-    return json.dumps(state.to_dict(), separators=(",", ":"))
+    return state.to_json()  # json.dumps(state.to_dict(), separators=(",", ":")), written out
 
 
 def pack_call(partition: int, offset: int, records: tuple[tuple[int, bytes], ...]) -> bytes:

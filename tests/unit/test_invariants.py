@@ -83,3 +83,42 @@ def test_segments_add_up_and_balance_never_drifts(channel: str, ops: list) -> No
 @given(st.integers(-(10**15), 10**15))
 def test_money_text_round_trips(micro: int) -> None:
     assert parse_money(format_money(micro)) == micro
+
+
+def _state_strategy() -> st.SearchStrategy:
+    from processors.ledger import Lot, TenantState
+
+    text = st.text(max_size=12)  # quotes, backslashes, control and non-ASCII characters included
+    money = st.integers(-(10**15), 10**15)
+    moment = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+    lot = st.builds(Lot, text, money, money, moment, moment, st.booleans())
+    return st.builds(
+        TenantState,
+        st.lists(lot, max_size=4),
+        money,
+        st.dictionaries(text, st.integers(0, 10**9), max_size=5),
+        st.lists(text, max_size=3),
+        st.none() | text,
+        st.integers(0, 10**6),
+        st.booleans(),
+        money,
+        money,
+        money,
+        money,
+        st.none() | moment,
+        st.booleans(),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_state_strategy())
+def test_the_stored_state_text_is_the_json_of_the_state(state) -> None:  # type: ignore[no-untyped-def]
+    """The worker writes `to_json()` to Redis; everything that reads a state parses it as
+    the JSON of `to_dict()`: the two must be the same text, byte for byte."""
+    import json
+
+    from processors.ledger import TenantState
+
+    text = state.to_json()
+    assert text == json.dumps(state.to_dict(), separators=(",", ":"))
+    assert TenantState.from_dict(json.loads(text)) == state
