@@ -54,10 +54,6 @@ def call_ttl_s(dedup_window_days: int) -> int:
     return (dedup_window_days + 1) * 86400
 
 
-def _state_json(state: TenantState) -> str:
-    return state.to_json()  # json.dumps(state.to_dict(), separators=(",", ":")), written out
-
-
 def pack_call(partition: int, offset: int, records: tuple[tuple[int, bytes], ...]) -> bytes:
     """`StoredCall(partition, offset, records).pack()` without building the object (hot path)."""
     if len(records) == 1:  # a charge without balance events: most calls
@@ -210,7 +206,7 @@ class Store:
             for i in indexes:
                 tid, ver, state, calls = writes[i]
                 keys = [tenant_key(tid)] + [call_key(tid, c) for c in calls]
-                args: list[Any] = [ver, _state_json(state), ttl_s, *calls.values()]
+                args: list[Any] = [ver, state.to_json(), ttl_s, *calls.values()]
                 pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
             out = self._execute_acked(pipe)
             for i, (a, b) in zip(indexes, out, strict=True):
@@ -228,7 +224,7 @@ class Store:
         for tid, ver, state, calls in writes:
             keys.append(tenant_key(tid))
             keys.extend(call_key(tid, c) for c in calls)
-            args += [len(calls), ver, _state_json(state), *calls.values()]
+            args += [len(calls), ver, state.to_json(), *calls.values()]
         pipe = self.r.pipeline(transaction=False)
         pipe.evalsha(self._batch_sha, len(keys), *keys, *args)
         (flat,) = self._execute_acked(pipe)
@@ -248,7 +244,7 @@ class Store:
 
     def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
         """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""
-        self.r.hset(tenant_key(tenant_id), mapping={"state": _state_json(state), "ver": version})
+        self.r.hset(tenant_key(tenant_id), mapping={"state": state.to_json(), "ver": version})
 
     def save_config(self, tenant_id: str, config_json: str, offset: int) -> None:
         self.r.hset(tenant_key(tenant_id), mapping={"config": config_json, "config_ver": offset})
