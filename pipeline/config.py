@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,10 @@ class Settings:
     def redis(self) -> str:
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
 
-    @property
+    @cached_property
     def topic(self) -> Topics:
+        """The topic names with the prefix applied: built once per Settings (loops that
+        produce per message read it per message)."""
         return self.topics.prefixed(self.topic_prefix)
 
     @classmethod

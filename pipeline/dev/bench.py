@@ -151,8 +151,9 @@ def _passthrough_batch(settings: Settings, c: Consumer, p: Producer) -> int:
         return 0
     p.begin_transaction()
     nxt: dict[int, int] = {}
+    produce, out = p.produce, settings.topic.charges
     for m in msgs:
-        p.produce(settings.topic.charges, key=m.key(), value=m.value())
+        produce(out, m.value(), m.key())
         nxt[m.partition() or 0] = (m.offset() or 0) + 1
     p.send_offsets_to_transaction(
         [TopicPartition(settings.topic.cdr, k, v) for k, v in nxt.items()], c.consumer_group_metadata(), 30
@@ -247,11 +248,12 @@ def _drive_load(
     cpu0 = time.process_time()
     load = values[1:]
     sent = 0
+    produce, topic = p.produce, settings.topic.cdr
     t0 = time.perf_counter()
     while sent < len(load):  # every message due by now, then a millisecond's sleep
         due = min(len(load), int((time.perf_counter() - t0) * rate) + 1)
         for key, value in load[sent:due]:
-            p.produce(settings.topic.cdr, key=key, value=value)
+            produce(topic, value, key)
         sent = due
         p.poll(0)
         time.sleep(0.001)
