@@ -85,3 +85,16 @@ def test_security_settings_outside_their_choices_are_refused_by_name() -> None:
     ):
         with pytest.raises(ValueError, match=name):
             Settings.from_env(env)
+
+
+def test_topic_names_are_built_once_and_follow_a_replaced_prefix() -> None:
+    # Producers read settings.topic per message; building the prefixed names on every read
+    # cost the benchmark's passthrough most of its CPU. Kept, they must still follow a
+    # Settings made with another prefix (every test and bench run makes its own).
+    s = Settings.from_env({}, topic_prefix="a-")
+    assert s.topic is s.topic
+    assert s.topic.cdr == "a-" + s.topics.cdr
+    other = replace(s, topic_prefix="b-")
+    assert other.topic.cdr == "b-" + s.topics.cdr
+    assert s.topic.cdr == "a-" + s.topics.cdr
+    assert Settings.from_env(other.to_env()).topic == other.topic
