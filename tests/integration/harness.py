@@ -77,11 +77,13 @@ class Env:
 
     def worker(
         self,
-        idle: float | None = 6.0,
+        idle: float | None = 3.0,
         crash_after: str = "",
         log_name: str = "worker",
         extra: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """`callcharge charge`, exiting once idle for `idle` s and the group has charged the
+        whole topic (idle alone is not enough: `ChargingWorker.run`); None runs until killed."""
         cmd = [sys.executable, "-m", "pipeline.cli", "charge"]
         if idle is not None:
             cmd += ["--exit-when-idle", str(idle)]
