@@ -43,6 +43,8 @@ from pipeline.adapters.avro_prims import (
     write_long,
     write_string,
     write_timestamp_micros,
+    write_vocab,
+    write_vocab_some,
 )
 from pipeline.errors import Unsupported
 
@@ -90,6 +92,7 @@ class _Gen:
         # mypyc (`avro_fast.py`); untyped code is what `exec` compiles at start-up
         self.typed = typed
         self.decls: dict[str, str] = {}
+        self.vocabulary: frozenset[str] = frozenset()  # fields written through write_vocab
 
     def var(self, stem: str, typ: str = "Any") -> str:
         self.n += 1
@@ -134,8 +137,9 @@ def _dict_access(record: str, field: str, value: str) -> str:
     return f"{value}[{field!r}]"
 
 
-def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_access) -> None:
-    """Emit code appending the encoding of expression `value` (a local name) to `out`."""
+def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_access, vocab: bool = False) -> None:
+    """Emit code appending the encoding of expression `value` (a local name) to `out`.
+    `vocab`: a string here comes from a small vocabulary (`write_vocab`, cached)."""
     kind = _type_name(schema)
     if isinstance(schema, dict) and not isinstance(schema["type"], str):
         schema, kind = schema["type"], _type_name(schema["type"])
@@ -144,6 +148,8 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         # straight to _varint (which checks its range), an int through write_int's check.
         slow = "_varint" if kind == "long" else "write_int"
         g.emit(depth, f"out += _V[{value}] if 0 <= {value} < {_SMALL} else {slow}({value})")
+    elif kind == "string" and vocab:
+        g.emit(depth, f"out += write_vocab({value})")
     elif kind == "string":
         b = g.var("b", "bytes")
         g.emit(depth, f"{b} = {value}.encode()")
@@ -159,13 +165,13 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         for f in schema["fields"]:
             v = g.var("v", _local_type(f["type"]))
             g.emit(depth, f"{v} = {access(schema['name'], f['name'], value)}")
-            _write(g, f["type"], v, depth, access)
+            _write(g, f["type"], v, depth, access, f["name"] in g.vocabulary)
     elif kind == "array":
         item = g.var("i")
         g.emit(depth, f"if {value}:")
         g.emit(depth + 1, f"out += write_long(len({value}))")
         g.emit(depth + 1, f"for {item} in {value}:")
-        _write(g, schema["items"], item, depth + 2, access)
+        _write(g, schema["items"], item, depth + 2, access, vocab)
         g.emit(depth, "out += b'\\x00'")
     elif kind == "map":
         k, v = g.var("k"), g.var("m")
@@ -184,8 +190,11 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         g.emit(depth, f"if {value} is None:")
         g.emit(depth + 1, f"out += {_VARINT[null_at]!r}")
         g.emit(depth, "else:")
+        if vocab and null_at == 0 and _type_name(other) == "string":
+            g.emit(depth + 1, f"out += write_vocab_some({value})")
+            return
         g.emit(depth + 1, f"out += {_VARINT[1 - null_at]!r}")
-        _write(g, other, value, depth + 1, access)
+        _write(g, other, value, depth + 1, access, vocab)
     else:
         raise Unsupported(f"type {kind}")
 
@@ -211,13 +220,17 @@ def writer_source(
     extra: tuple[str, ...] = (),
     name: str = "write",
     typed: bool = False,
+    vocabulary: frozenset[str] = frozenset(),
 ) -> str:
     """The source of `name(record, *extra) -> bytes` for a record schema (as written, not
     fastavro-parsed). `access` says how a field is read (default: `record[name]`); `extra`
-    names further arguments an `access` expression may use (typed: `Any`)."""
+    names further arguments an `access` expression may use (typed: `Any`). Strings of the
+    fields named in `vocabulary` (at any depth) are written through a cache (`write_vocab`):
+    the same bytes, encoded once per distinct value."""
     if _type_name(schema) != "record":
         raise Unsupported("only record schemas are compiled")
     g = _Gen(typed)
+    g.vocabulary = vocabulary
     # mypyc: appending to a list and joining once is about 10 % faster than bytearray +=
     g.decls["out"] = "list[bytes]" if typed else "bytearray"
     g.emit(1, "out = []" if typed else "out = bytearray()")
@@ -236,10 +249,13 @@ def _as_append(line: str) -> str:
 
 
 def compile_writer(
-    schema: dict[str, Any], access: Access = _dict_access, extra: tuple[str, ...] = ()
+    schema: dict[str, Any],
+    access: Access = _dict_access,
+    extra: tuple[str, ...] = (),
+    vocabulary: frozenset[str] = frozenset(),
 ) -> Callable[..., bytes]:
     """`write(record, *extra) -> bytes` for a record schema: `writer_source`, compiled here."""
-    source = writer_source(schema, access, extra)
+    source = writer_source(schema, access, extra, vocabulary=vocabulary)
     namespace: dict[str, Any] = {
         "write_int": write_int,
         "write_long": write_long,
@@ -247,6 +263,8 @@ def compile_writer(
         "write_bytes": write_bytes,
         "write_boolean": write_boolean,
         "write_timestamp_micros": write_timestamp_micros,
+        "write_vocab": write_vocab,
+        "write_vocab_some": write_vocab_some,
         "_varint": _varint,
         "_V": _VARINT,
     }

@@ -69,6 +69,36 @@ def write_bytes(b: Any) -> bytes:
     return (_VARINT[n] if n < _SMALL else _varint(n)) + bytes(b)
 
 
+# Strings from a small vocabulary (a tenant, a user, a classification, a currency, a
+# month): encoded once, then looked up. `writer_source(..., vocabulary=...)` names the
+# fields that take this path; a call id or a phone number (a long tail) never does. The
+# cache is bounded: full, it starts again (no stale entry is possible: a key is the string).
+VOCABULARY_MAX: Final = 65536
+_VOCAB: Final[dict[str, bytes]] = {}
+_VOCAB_SOME: Final[dict[str, bytes]] = {}  # the same after a union's branch 1 (null first)
+
+
+def write_vocab(s: str) -> bytes:
+    b = _VOCAB.get(s)
+    if b is None:
+        b = write_string(s)
+        if len(_VOCAB) >= VOCABULARY_MAX:
+            _VOCAB.clear()
+        _VOCAB[s] = b
+    return b
+
+
+def write_vocab_some(s: str) -> bytes:
+    """b"\\x02" + write_string(s): the string branch of a ["null", "string"] union."""
+    b = _VOCAB_SOME.get(s)
+    if b is None:
+        b = b"\x02" + write_string(s)
+        if len(_VOCAB_SOME) >= VOCABULARY_MAX:
+            _VOCAB_SOME.clear()
+        _VOCAB_SOME[s] = b
+    return b
+
+
 _last_timestamp: tuple[datetime | None, bytes] = (None, b"")
 
 
@@ -1560,285 +1590,220 @@ def write_charge_object(r: Any, partition: Any, offset: Any, charged_at: Any) ->
     v1: str
     b2: bytes
     v3: str
-    b4: bytes
+    v4: str
     v5: str
-    b6: bytes
-    v7: str
-    b8: bytes
-    v9: str
-    b10: bytes
-    v11: int
+    v6: str
+    v7: int
+    v8: int
+    v9: Any
+    i10: Any
+    v11: str
     v12: int
-    v13: Any
-    i14: Any
-    v15: str
-    b16: bytes
-    v17: int
-    v18: int
-    v19: str | None
-    b20: bytes
-    v21: str | None
-    b22: bytes
-    v23: Any
-    i24: Any
-    v25: str
-    b26: bytes
-    v27: int
+    v13: int
+    v14: str | None
+    v15: str | None
+    v16: Any
+    i17: Any
+    v18: str
+    v19: int
+    v20: int
+    v21: int
+    v22: int
+    v23: str
+    v24: str
+    v25: int
+    v26: Any
+    v27: Any
     v28: int
-    v29: int
-    v30: int
-    v31: str
-    b32: bytes
-    v33: str
-    b34: bytes
+    v29: str | None
+    v30: str | None
+    v31: Any
+    v32: Any
+    i33: Any
+    v34: str
     v35: int
-    v36: Any
+    v36: int
     v37: Any
-    v38: int
-    v39: str | None
-    b40: bytes
-    v41: str | None
-    b42: bytes
-    v43: Any
-    v44: Any
-    i45: Any
+    v38: str | None
+    b39: bytes
+    v40: str | None
+    b41: bytes
+    v42: str | None
+    v43: str | None
+    v44: str | None
+    v45: str | None
     b46: bytes
-    v47: str
+    v47: str | None
     b48: bytes
-    v49: int
-    v50: int
-    v51: Any
-    v52: str | None
-    b53: bytes
-    v54: str | None
-    b55: bytes
-    v56: str | None
-    b57: bytes
-    v58: str | None
-    b59: bytes
-    v60: str | None
-    b61: bytes
-    v62: str | None
-    b63: bytes
-    v64: str | None
-    b65: bytes
-    v66: Any
-    v67: str
-    b68: bytes
-    v69: int
-    v70: int
-    v71: int
-    v72: int
-    v73: str | None
-    b74: bytes
+    v49: Any
+    v50: str
+    v51: int
+    v52: int
+    v53: int
+    v54: int
+    v55: str | None
     out = []
     v1 = r.call_id
     b2 = v1.encode()
     out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
     out.append(b2)
     v3 = r.tenant_id
-    b4 = v3.encode()
-    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
-    out.append(b4)
-    v5 = r.user_id
-    b6 = v5.encode()
-    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
-    out.append(b6)
-    v7 = r.call_type
-    b8 = v7.encode()
-    out.append(_V[len(b8)] if len(b8) < 4096 else write_long(len(b8)))
-    out.append(b8)
-    v9 = r.classification
-    b10 = v9.encode()
-    out.append(_V[len(b10)] if len(b10) < 4096 else write_long(len(b10)))
-    out.append(b10)
-    v11 = r.billed_seconds
-    out.append(_V[v11] if 0 <= v11 < 4096 else write_int(v11))
-    v12 = r.billed_minutes
-    out.append(_V[v12] if 0 <= v12 < 4096 else write_int(v12))
-    v13 = r.segments
-    if v13:
-        out.append(write_long(len(v13)))
-        for i14 in v13:
-            v15 = i14.bucket
-            b16 = v15.encode()
-            out.append(_V[len(b16)] if len(b16) < 4096 else write_long(len(b16)))
-            out.append(b16)
-            v17 = i14.minutes
-            out.append(_V[v17] if 0 <= v17 < 4096 else write_int(v17))
-            v18 = i14.amount
-            out.append(_V[v18] if 0 <= v18 < 4096 else _varint(v18))
-            v19 = i14.pool
-            if v19 is None:
+    out.append(write_vocab(v3))
+    v4 = r.user_id
+    out.append(write_vocab(v4))
+    v5 = r.call_type
+    out.append(write_vocab(v5))
+    v6 = r.classification
+    out.append(write_vocab(v6))
+    v7 = r.billed_seconds
+    out.append(_V[v7] if 0 <= v7 < 4096 else write_int(v7))
+    v8 = r.billed_minutes
+    out.append(_V[v8] if 0 <= v8 < 4096 else write_int(v8))
+    v9 = r.segments
+    if v9:
+        out.append(write_long(len(v9)))
+        for i10 in v9:
+            v11 = i10.bucket
+            out.append(write_vocab(v11))
+            v12 = i10.minutes
+            out.append(_V[v12] if 0 <= v12 < 4096 else write_int(v12))
+            v13 = i10.amount
+            out.append(_V[v13] if 0 <= v13 < 4096 else _varint(v13))
+            v14 = i10.pool
+            if v14 is None:
                 out.append(b'\x00')
             else:
-                out.append(b'\x02')
-                b20 = v19.encode()
-                out.append(_V[len(b20)] if len(b20) < 4096 else write_long(len(b20)))
-                out.append(b20)
-            v21 = i14.rate
-            if v21 is None:
+                out.append(write_vocab_some(v14))
+            v15 = i10.rate
+            if v15 is None:
                 out.append(b'\x00')
             else:
-                out.append(b'\x02')
-                b22 = v21.encode()
-                out.append(_V[len(b22)] if len(b22) < 4096 else write_long(len(b22)))
-                out.append(b22)
-            v23 = i14.lots
-            if v23:
-                out.append(write_long(len(v23)))
-                for i24 in v23:
-                    v25 = i24.lot_id
-                    b26 = v25.encode()
-                    out.append(_V[len(b26)] if len(b26) < 4096 else write_long(len(b26)))
-                    out.append(b26)
-                    v27 = i24.amount
-                    out.append(_V[v27] if 0 <= v27 < 4096 else _varint(v27))
+                out.append(write_vocab_some(v15))
+            v16 = i10.lots
+            if v16:
+                out.append(write_long(len(v16)))
+                for i17 in v16:
+                    v18 = i17.lot_id
+                    out.append(write_vocab(v18))
+                    v19 = i17.amount
+                    out.append(_V[v19] if 0 <= v19 < 4096 else _varint(v19))
             out.append(b'\x00')
-            v28 = i14.deficit
-            out.append(_V[v28] if 0 <= v28 < 4096 else _varint(v28))
+            v20 = i10.deficit
+            out.append(_V[v20] if 0 <= v20 < 4096 else _varint(v20))
     out.append(b'\x00')
-    v29 = r.amount
-    out.append(_V[v29] if 0 <= v29 < 4096 else _varint(v29))
-    v30 = r.connection_fee
-    out.append(_V[v30] if 0 <= v30 < 4096 else _varint(v30))
-    v31 = r.currency
-    b32 = v31.encode()
-    out.append(_V[len(b32)] if len(b32) < 4096 else write_long(len(b32)))
-    out.append(b32)
-    v33 = r.capability
-    b34 = v33.encode()
-    out.append(_V[len(b34)] if len(b34) < 4096 else write_long(len(b34)))
-    out.append(b34)
-    v35 = r.balance_after
-    out.append(_V[v35] if 0 <= v35 < 4096 else _varint(v35))
-    v36 = r.start
-    out.append(write_timestamp_micros(v36))
-    v37 = r.end
+    v21 = r.amount
+    out.append(_V[v21] if 0 <= v21 < 4096 else _varint(v21))
+    v22 = r.connection_fee
+    out.append(_V[v22] if 0 <= v22 < 4096 else _varint(v22))
+    v23 = r.currency
+    out.append(write_vocab(v23))
+    v24 = r.capability
+    out.append(write_vocab(v24))
+    v25 = r.balance_after
+    out.append(_V[v25] if 0 <= v25 < 4096 else _varint(v25))
+    v26 = r.start
+    out.append(write_timestamp_micros(v26))
+    v27 = r.end
+    out.append(write_timestamp_micros(v27))
+    v28 = r.duration_s
+    out.append(_V[v28] if 0 <= v28 < 4096 else write_int(v28))
+    v29 = r.destination_country
+    if v29 is None:
+        out.append(b'\x00')
+    else:
+        out.append(write_vocab_some(v29))
+    v30 = r.number_type
+    if v30 is None:
+        out.append(b'\x00')
+    else:
+        out.append(write_vocab_some(v30))
+    v31 = r.domestic
+    if v31 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        out.append(write_boolean(v31))
+    v32 = r.flags
+    if v32:
+        out.append(write_long(len(v32)))
+        for i33 in v32:
+            out.append(write_vocab(i33))
+    out.append(b'\x00')
+    v34 = r.month
+    out.append(write_vocab(v34))
+    v35 = partition
+    out.append(_V[v35] if 0 <= v35 < 4096 else write_int(v35))
+    v36 = offset
+    out.append(_V[v36] if 0 <= v36 < 4096 else _varint(v36))
+    v37 = charged_at
     out.append(write_timestamp_micros(v37))
-    v38 = r.duration_s
-    out.append(_V[v38] if 0 <= v38 < 4096 else write_int(v38))
-    v39 = r.destination_country
-    if v39 is None:
+    v38 = r.graph_call_id
+    if v38 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        b40 = v39.encode()
-        out.append(_V[len(b40)] if len(b40) < 4096 else write_long(len(b40)))
-        out.append(b40)
-    v41 = r.number_type
-    if v41 is None:
+        b39 = v38.encode()
+        out.append(_V[len(b39)] if len(b39) < 4096 else write_long(len(b39)))
+        out.append(b39)
+    v40 = r.conference_id
+    if v40 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        b42 = v41.encode()
-        out.append(_V[len(b42)] if len(b42) < 4096 else write_long(len(b42)))
-        out.append(b42)
-    v43 = r.domestic
+        b41 = v40.encode()
+        out.append(_V[len(b41)] if len(b41) < 4096 else write_long(len(b41)))
+        out.append(b41)
+    v42 = r.usage_country
+    if v42 is None:
+        out.append(b'\x00')
+    else:
+        out.append(write_vocab_some(v42))
+    v43 = r.user_principal_name
     if v43 is None:
         out.append(b'\x00')
     else:
-        out.append(b'\x02')
-        out.append(write_boolean(v43))
-    v44 = r.flags
-    if v44:
-        out.append(write_long(len(v44)))
-        for i45 in v44:
-            b46 = i45.encode()
-            out.append(_V[len(b46)] if len(b46) < 4096 else write_long(len(b46)))
-            out.append(b46)
-    out.append(b'\x00')
-    v47 = r.month
-    b48 = v47.encode()
-    out.append(_V[len(b48)] if len(b48) < 4096 else write_long(len(b48)))
-    out.append(b48)
-    v49 = partition
-    out.append(_V[v49] if 0 <= v49 < 4096 else write_int(v49))
-    v50 = offset
-    out.append(_V[v50] if 0 <= v50 < 4096 else _varint(v50))
-    v51 = charged_at
-    out.append(write_timestamp_micros(v51))
-    v52 = r.graph_call_id
-    if v52 is None:
+        out.append(write_vocab_some(v43))
+    v44 = r.user_display_name
+    if v44 is None:
+        out.append(b'\x00')
+    else:
+        out.append(write_vocab_some(v44))
+    v45 = r.caller_number
+    if v45 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        b53 = v52.encode()
-        out.append(_V[len(b53)] if len(b53) < 4096 else write_long(len(b53)))
-        out.append(b53)
-    v54 = r.conference_id
-    if v54 is None:
+        b46 = v45.encode()
+        out.append(_V[len(b46)] if len(b46) < 4096 else write_long(len(b46)))
+        out.append(b46)
+    v47 = r.callee_number
+    if v47 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        b55 = v54.encode()
-        out.append(_V[len(b55)] if len(b55) < 4096 else write_long(len(b55)))
-        out.append(b55)
-    v56 = r.usage_country
-    if v56 is None:
+        b48 = v47.encode()
+        out.append(_V[len(b48)] if len(b48) < 4096 else write_long(len(b48)))
+        out.append(b48)
+    v49 = r.tariff
+    if v49 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        b57 = v56.encode()
-        out.append(_V[len(b57)] if len(b57) < 4096 else write_long(len(b57)))
-        out.append(b57)
-    v58 = r.user_principal_name
-    if v58 is None:
+        v50 = v49.rate_id
+        out.append(write_vocab(v50))
+        v51 = v49.price_per_minute
+        out.append(_V[v51] if 0 <= v51 < 4096 else _varint(v51))
+        v52 = v49.connection_fee
+        out.append(_V[v52] if 0 <= v52 < 4096 else _varint(v52))
+        v53 = v49.first_increment
+        out.append(_V[v53] if 0 <= v53 < 4096 else write_int(v53))
+        v54 = v49.next_increment
+        out.append(_V[v54] if 0 <= v54 < 4096 else write_int(v54))
+    v55 = r.rate_card
+    if v55 is None:
         out.append(b'\x00')
     else:
-        out.append(b'\x02')
-        b59 = v58.encode()
-        out.append(_V[len(b59)] if len(b59) < 4096 else write_long(len(b59)))
-        out.append(b59)
-    v60 = r.user_display_name
-    if v60 is None:
-        out.append(b'\x00')
-    else:
-        out.append(b'\x02')
-        b61 = v60.encode()
-        out.append(_V[len(b61)] if len(b61) < 4096 else write_long(len(b61)))
-        out.append(b61)
-    v62 = r.caller_number
-    if v62 is None:
-        out.append(b'\x00')
-    else:
-        out.append(b'\x02')
-        b63 = v62.encode()
-        out.append(_V[len(b63)] if len(b63) < 4096 else write_long(len(b63)))
-        out.append(b63)
-    v64 = r.callee_number
-    if v64 is None:
-        out.append(b'\x00')
-    else:
-        out.append(b'\x02')
-        b65 = v64.encode()
-        out.append(_V[len(b65)] if len(b65) < 4096 else write_long(len(b65)))
-        out.append(b65)
-    v66 = r.tariff
-    if v66 is None:
-        out.append(b'\x00')
-    else:
-        out.append(b'\x02')
-        v67 = v66.rate_id
-        b68 = v67.encode()
-        out.append(_V[len(b68)] if len(b68) < 4096 else write_long(len(b68)))
-        out.append(b68)
-        v69 = v66.price_per_minute
-        out.append(_V[v69] if 0 <= v69 < 4096 else _varint(v69))
-        v70 = v66.connection_fee
-        out.append(_V[v70] if 0 <= v70 < 4096 else _varint(v70))
-        v71 = v66.first_increment
-        out.append(_V[v71] if 0 <= v71 < 4096 else write_int(v71))
-        v72 = v66.next_increment
-        out.append(_V[v72] if 0 <= v72 < 4096 else write_int(v72))
-    v73 = r.rate_card
-    if v73 is None:
-        out.append(b'\x00')
-    else:
-        out.append(b'\x02')
-        b74 = v73.encode()
-        out.append(_V[len(b74)] if len(b74) < 4096 else write_long(len(b74)))
-        out.append(b74)
+        out.append(write_vocab_some(v55))
     return b''.join(out)
 
 
@@ -3163,4 +3128,4 @@ CODE: Final[dict[str, tuple[Callable[..., bytes], Callable[[bytes, int], tuple[d
 OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
     ('charge', '12576641edad2934'): write_charge_object,
 }
-SOURCE_DIGEST: Final = 'a3c1a7ee4a869a81'
+SOURCE_DIGEST: Final = '0dd100f190b17921'

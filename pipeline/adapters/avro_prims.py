@@ -68,6 +68,36 @@ def write_bytes(b: Any) -> bytes:
     return (_VARINT[n] if n < _SMALL else _varint(n)) + bytes(b)
 
 
+# Strings from a small vocabulary (a tenant, a user, a classification, a currency, a
+# month): encoded once, then looked up. `writer_source(..., vocabulary=...)` names the
+# fields that take this path; a call id or a phone number (a long tail) never does. The
+# cache is bounded: full, it starts again (no stale entry is possible: a key is the string).
+VOCABULARY_MAX: Final = 65536
+_VOCAB: Final[dict[str, bytes]] = {}
+_VOCAB_SOME: Final[dict[str, bytes]] = {}  # the same after a union's branch 1 (null first)
+
+
+def write_vocab(s: str) -> bytes:
+    b = _VOCAB.get(s)
+    if b is None:
+        b = write_string(s)
+        if len(_VOCAB) >= VOCABULARY_MAX:
+            _VOCAB.clear()
+        _VOCAB[s] = b
+    return b
+
+
+def write_vocab_some(s: str) -> bytes:
+    """b"\\x02" + write_string(s): the string branch of a ["null", "string"] union."""
+    b = _VOCAB_SOME.get(s)
+    if b is None:
+        b = b"\x02" + write_string(s)
+        if len(_VOCAB_SOME) >= VOCABULARY_MAX:
+            _VOCAB_SOME.clear()
+        _VOCAB_SOME[s] = b
+    return b
+
+
 _last_timestamp: tuple[datetime | None, bytes] = (None, b"")
 
 

@@ -136,6 +136,7 @@ class Codec:
         extra: tuple[str, ...],
         to_record: Callable[..., dict[str, Any]],
         fast: bool = False,
+        vocabulary: frozenset[str] = frozenset(),
     ) -> Callable[..., bytes]:
         """`encode(obj, *extra) -> bytes` of the newest `kind`, reading the fields straight
         off a domain object (`access`): no dict in between, the same bytes as
@@ -147,7 +148,9 @@ class Codec:
         try:
             # avro_fast's was generated with the access of records.charge_encoder (a test
             # keeps them equal); any other object encoder is compiled here
-            write = generated if generated is not None and fast else compile_writer(sv.schema, access, extra)
+            write = (
+                generated if generated is not None and fast else compile_writer(sv.schema, access, extra, vocabulary)
+            )
         except Unsupported:
             return lambda obj, *args: self.encode(kind, to_record(obj, *args))
 

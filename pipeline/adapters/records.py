@@ -111,6 +111,35 @@ _CHARGE_FIELDS = {
 }
 
 
+# The charge's strings that come from a small vocabulary (a tenant's users, lots and
+# plans, the classifications, countries, months, rate ids): the writer encodes each
+# distinct value once (`avro_prims.write_vocab`). Call ids, conference ids and numbers are
+# a long tail and are encoded every time.
+CHARGE_VOCABULARY = frozenset(
+    {
+        "tenant_id",
+        "user_id",
+        "call_type",
+        "classification",
+        "bucket",
+        "pool",
+        "rate",
+        "lot_id",
+        "currency",
+        "capability",
+        "destination_country",
+        "number_type",
+        "flags",
+        "month",
+        "usage_country",
+        "user_principal_name",
+        "user_display_name",
+        "rate_id",
+        "rate_card",
+    }
+)
+
+
 def _charge_access(record: str, field: str, value: str) -> str:
     if record == "Charge" and field in _CHARGE_FIELDS:
         return _CHARGE_FIELDS[field]
@@ -121,7 +150,7 @@ def charge_encoder(codec: Any) -> Callable[[Charge, int, int, datetime], bytes]:
     """`encode(charge, partition, offset, charged_at)`: the bytes of
     `codec.encode("charge", charge_to_avro(...))` without building the dict."""
     fn: Callable[[Charge, int, int, datetime], bytes] = codec.object_encoder(
-        "charge", _charge_access, CHARGE_EXTRA, charge_to_avro, fast=True
+        "charge", _charge_access, CHARGE_EXTRA, charge_to_avro, fast=True, vocabulary=CHARGE_VOCABULARY
     )
     return fn
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from pipeline.adapters import avro_compiled
 from pipeline.adapters.avro_compiled import schema_digest, schema_files, source_digest
-from pipeline.adapters.records import CHARGE_EXTRA, _charge_access
+from pipeline.adapters.records import CHARGE_EXTRA, CHARGE_VOCABULARY, _charge_access
 from pipeline.config import Settings
 from pipeline.errors import Unsupported
 from processors import native
@@ -80,7 +80,12 @@ def fast_source(schemas_dir: Path) -> str:
         table.append(f"    {schema_digest(schema)!r}: (write_{kind}, read_{kind}),  # {kind}")
         if kind == "charge":
             o = avro_compiled.writer_source(
-                schema, _charge_access, CHARGE_EXTRA, name="write_charge_object", typed=True
+                schema,
+                _charge_access,
+                CHARGE_EXTRA,
+                name="write_charge_object",
+                typed=True,
+                vocabulary=CHARGE_VOCABULARY,
             )
             out += ["", o, ""]
             objects.append(f"    ('charge', {schema_digest(schema)!r}): write_charge_object,")

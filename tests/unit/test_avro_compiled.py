@@ -325,6 +325,20 @@ def test_generated_charge_object_writer_is_fastavros_bytes(impl: Any) -> None:
     assert n > 1000
 
 
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_vocabulary_strings_are_the_same_bytes_before_and_after_the_cache_fills(impl: Any) -> None:
+    """write_vocab caches a string's encoding; once VOCABULARY_MAX distinct strings are in,
+    it starts again: every answer, cached or not, is write_string's."""
+    words = ["DE", "user-\u00e9\u6f22", "", "x" * 5000] + [f"tenant-{i}" for i in range(impl.VOCABULARY_MAX + 10)]
+    for _ in range(2):  # the second pass reads the cache (or refills it)
+        for w in words:
+            assert impl.write_vocab(w) == impl.write_string(w)
+            assert impl.write_vocab_some(w) == b"\x02" + impl.write_string(w)
+    assert len(impl._VOCAB) <= impl.VOCABULARY_MAX
+    with pytest.raises((TypeError, AttributeError)):  # not a string: the writer fails, the dict path serves
+        impl.write_vocab(42)
+
+
 def test_every_traffic_cdr_comes_back_from_avro_equal() -> None:
     """A CDR through the codec and `cdr_from_avro` (which builds Cdr positionally) is the
     same CDR, field for field: traffic CDRs with every subset of the optional fields
