@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The hot path compiled with mypyc where a C compiler exists (pure Python otherwise; it says
-# which): the generated Avro module (pipeline/adapters/avro_fast.py) and the charging core
-# (processors/). Rebuilt when a source changes.
+# which): the charging core (processors/) and, in the same mypyc group, the generated Avro
+# module (pipeline/adapters/avro_fast.py). Rebuilt when a source changes.
 FAST    := pipeline/adapters/.avro_fast.built
 $(FAST): $(STAMP) pipeline/adapters/avro_fast.py pipeline/adapters/avro_prims.py $(wildcard processors/*.py)
 	$(BIN)/python -m pipeline.dev.build

@@ -146,6 +146,12 @@ def cdr_from_record(r: dict[str, Any], duration_tolerance_s: int = DURATION_TOLE
         )
     except KeyError as exc:
         return Rejected(DeadLetterReason.MISSING_FIELD, f"missing field {exc.args[0]}")
+    return checked_record(cdr, duration_tolerance_s)
+
+
+def checked_record(cdr: Cdr, duration_tolerance_s: int = DURATION_TOLERANCE_S) -> Cdr | Rejected:
+    """The checks of a CDR built from a decoded record (`cdr_from_record`, or the compiled
+    Avro reader that builds the `Cdr` straight from the bytes)."""
     if not cdr.call_id or not cdr.tenant_id:
         return Rejected(DeadLetterReason.MISSING_FIELD, "empty call_id or tenant_id")
     return check(cdr, duration_tolerance_s)

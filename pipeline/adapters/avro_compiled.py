@@ -93,6 +93,9 @@ class _Gen:
         self.typed = typed
         self.decls: dict[str, str] = {}
         self.vocabulary: frozenset[str] = frozenset()  # fields written through write_vocab
+        # typed: schema record name -> the class its values are (an object writer reads a
+        # compiled class's attributes directly when it knows the class)
+        self.classes: dict[str, str] = {}
 
     def var(self, stem: str, typ: str = "Any") -> str:
         self.n += 1
@@ -163,11 +166,11 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         g.emit(depth, f"if {value} is not None: raise TypeError('expected null')")
     elif kind == "record":
         for f in schema["fields"]:
-            v = g.var("v", _local_type(f["type"]))
+            v = g.var("v", _local_type(f["type"], g.classes))
             g.emit(depth, f"{v} = {access(schema['name'], f['name'], value)}")
             _write(g, f["type"], v, depth, access, f["name"] in g.vocabulary)
     elif kind == "array":
-        item = g.var("i")
+        item = g.var("i", _local_type(schema["items"], g.classes))
         g.emit(depth, f"if {value}:")
         g.emit(depth + 1, f"out += write_long(len({value}))")
         g.emit(depth + 1, f"for {item} in {value}:")
@@ -199,18 +202,21 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
         raise Unsupported(f"type {kind}")
 
 
-def _local_type(schema: Any) -> str:
-    """The Python type a field's value must have to be written (typed code declares it)."""
+def _local_type(schema: Any, classes: dict[str, str] | None = None) -> str:
+    """The Python type a field's value must have to be written (typed code declares it);
+    a record is its class where `classes` names one."""
     kind = _type_name(schema)
     if isinstance(schema, dict) and not isinstance(schema["type"], str):
-        return _local_type(schema["type"])
+        return _local_type(schema["type"], classes)
     if kind in ("int", "long"):
         return "int"
     if kind == "string":
         return "str"
+    if kind == "record" and classes and schema.get("name") in classes:
+        return classes[schema["name"]]
     if kind == "union" and isinstance(schema, list) and len(schema) == 2 and "null" in schema:
-        other = _local_type(schema[1 - schema.index("null")])
-        return f"{other} | None" if other in ("int", "str") else "Any"
+        other = _local_type(schema[1 - schema.index("null")], classes)
+        return f"{other} | None" if other != "Any" else "Any"
     return "Any"
 
 
@@ -221,16 +227,19 @@ def writer_source(
     name: str = "write",
     typed: bool = False,
     vocabulary: frozenset[str] = frozenset(),
+    classes: dict[str, str] | None = None,
 ) -> str:
     """The source of `name(record, *extra) -> bytes` for a record schema (as written, not
     fastavro-parsed). `access` says how a field is read (default: `record[name]`); `extra`
     names further arguments an `access` expression may use (typed: `Any`). Strings of the
     fields named in `vocabulary` (at any depth) are written through a cache (`write_vocab`):
-    the same bytes, encoded once per distinct value."""
+    the same bytes, encoded once per distinct value. `classes` (typed only): the class of
+    each record schema by name, declared on the argument and the locals that hold one."""
     if _type_name(schema) != "record":
         raise Unsupported("only record schemas are compiled")
     g = _Gen(typed)
     g.vocabulary = vocabulary
+    g.classes = dict(classes or {}) if typed else {}
     # mypyc: appending to a list and joining once is about 10 % faster than bytearray +=
     g.decls["out"] = "list[bytes]" if typed else "bytearray"
     g.emit(1, "out = []" if typed else "out = bytearray()")
@@ -238,7 +247,9 @@ def writer_source(
     g.emit(1, "return b''.join(out)" if typed else "return bytes(out)")
     if typed:
         g.lines = [_as_append(line) for line in g.lines]
-        return g.function(f"def {name}({', '.join(f'{a}: Any' for a in ('r', *extra))}) -> bytes:")
+        top = g.classes.get(schema["name"], "Any")
+        params = [f"r: {top}", *(f"{a}: Any" for a in extra)]
+        return g.function(f"def {name}({', '.join(params)}) -> bytes:")
     return g.function(f"def {name}({', '.join(('r', *extra))}):")
 
 
@@ -286,7 +297,12 @@ def _read_long_into(g: _Gen, target: str, depth: int) -> None:
     g.emit(depth + 1, f"{target}, pos = read_long(data, pos)")
 
 
-def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
+# How a reader builds a record instead of a dict (`reader_source(..., build=...)`): (record
+# name, {field name: local holding its value}) -> an expression, or None for a dict.
+Build = Callable[[str, dict[str, str]], str | None]
+
+
+def _read(g: _Gen, schema: Any, target: str, depth: int, build: Build | None = None) -> None:
     """Emit code setting local `target` to the datum at `pos` (advancing `pos`)."""
     kind = _type_name(schema)
     if isinstance(schema, dict) and not isinstance(schema["type"], str):
@@ -315,11 +331,14 @@ def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
         g.emit(depth, f"{target} = None")
     elif kind == "record":
         names = []
+        values = {}
         for f in schema["fields"]:
-            v = g.var("v")
+            v = g.var("v", _local_type(f["type"]) if build is not None else "Any")
             _read(g, f["type"], v, depth)
             names.append(f"{f['name']!r}: {v}")
-        g.emit(depth, f"{target} = {{{', '.join(names)}}}")
+            values[f["name"]] = v
+        built = build(schema["name"], values) if build is not None else None
+        g.emit(depth, f"{target} = {built}" if built is not None else f"{target} = {{{', '.join(names)}}}")
     elif kind in ("array", "map"):
         n, k, item = g.var("n", "int"), g.var("k"), g.var("i")
         g.emit(depth, f"{target} = {'[]' if kind == 'array' else '{}'}")
@@ -354,18 +373,26 @@ def _read(g: _Gen, schema: Any, target: str, depth: int) -> None:
         raise Unsupported(f"type {kind}")
 
 
-def reader_source(schema: dict[str, Any], name: str = "read", typed: bool = False) -> str:
+def reader_source(
+    schema: dict[str, Any],
+    name: str = "read",
+    typed: bool = False,
+    build: Build | None = None,
+    returns: str = "dict[str, Any]",
+) -> str:
     """The source of `name(data, pos) -> (record, end position)` for data written with
-    `schema` itself (no schema resolution: another version goes through fastavro)."""
+    `schema` itself (no schema resolution: another version goes through fastavro).
+    `build`: the top record is built by the expression it gives from the fields' locals
+    (a domain object straight from the bytes, declared `returns`), not as a dict."""
     if _type_name(schema) != "record":
         raise Unsupported("only record schemas are compiled")
     g = _Gen(typed)
     g.decls["b"] = "int"
-    g.decls["r"] = "Any"
-    _read(g, schema, "r", 1)
+    g.decls["r"] = returns if build is not None else "Any"
+    _read(g, schema, "r", 1, build)
     g.emit(1, "return r, pos")
     if typed:
-        return g.function(f"def {name}(data: bytes, pos: int) -> tuple[dict[str, Any], int]:")
+        return g.function(f"def {name}(data: bytes, pos: int) -> tuple[{returns}, int]:")
     return g.function(f"def {name}(data, pos):")
 
 

@@ -8,6 +8,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from processors.model import Cdr, Charge, LotDraw, Segment
+from processors.rating import Tariff
+
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LONG_MIN: Final = -(1 << 63)
 LONG_MAX: Final = (1 << 63) - 1
@@ -721,6 +724,231 @@ def read_cdr(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
     return r, pos
 
 
+def read_cdr_object(data: bytes, pos: int) -> tuple[Cdr, int]:
+    b: int
+    r: Cdr
+    v1: str
+    n2: int
+    v3: str
+    n4: int
+    v5: str
+    n6: int
+    v7: str
+    n8: int
+    v9: str
+    n10: int
+    v11: str
+    n12: int
+    v13: Any
+    t14: int
+    v15: Any
+    t16: int
+    v17: int
+    v18: str | None
+    n19: int
+    v20: str | None
+    n21: int
+    v22: str | None
+    n23: int
+    v24: str | None
+    n25: int
+    v26: str | None
+    n27: int
+    v28: str | None
+    n29: int
+    v30: str | None
+    n31: int
+    b = data[pos]
+    if b < 0x80:
+        n2 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n2, pos = read_long(data, pos)
+    if n2 < 0: raise ValueError('negative length')
+    v1 = data[pos:pos + n2].decode()
+    pos += n2
+    b = data[pos]
+    if b < 0x80:
+        n4 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n4, pos = read_long(data, pos)
+    if n4 < 0: raise ValueError('negative length')
+    v3 = data[pos:pos + n4].decode()
+    pos += n4
+    b = data[pos]
+    if b < 0x80:
+        n6 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n6, pos = read_long(data, pos)
+    if n6 < 0: raise ValueError('negative length')
+    v5 = data[pos:pos + n6].decode()
+    pos += n6
+    b = data[pos]
+    if b < 0x80:
+        n8 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n8, pos = read_long(data, pos)
+    if n8 < 0: raise ValueError('negative length')
+    v7 = data[pos:pos + n8].decode()
+    pos += n8
+    b = data[pos]
+    if b < 0x80:
+        n10 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n10, pos = read_long(data, pos)
+    if n10 < 0: raise ValueError('negative length')
+    v9 = data[pos:pos + n10].decode()
+    pos += n10
+    b = data[pos]
+    if b < 0x80:
+        n12 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n12, pos = read_long(data, pos)
+    if n12 < 0: raise ValueError('negative length')
+    v11 = data[pos:pos + n12].decode()
+    pos += n12
+    b = data[pos]
+    if b < 0x80:
+        t14 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        t14, pos = read_long(data, pos)
+    v13 = EPOCH + timedelta(0, 0, t14)
+    b = data[pos]
+    if b < 0x80:
+        t16 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        t16, pos = read_long(data, pos)
+    v15 = EPOCH + timedelta(0, 0, t16)
+    b = data[pos]
+    if b < 0x80:
+        v17 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        v17, pos = read_long(data, pos)
+    if not -2147483648 <= v17 <= 2147483647: raise ValueError('int out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v18 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n19 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n19, pos = read_long(data, pos)
+        if n19 < 0: raise ValueError('negative length')
+        v18 = data[pos:pos + n19].decode()
+        pos += n19
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v20 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n21 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n21, pos = read_long(data, pos)
+        if n21 < 0: raise ValueError('negative length')
+        v20 = data[pos:pos + n21].decode()
+        pos += n21
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v22 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n23 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n23, pos = read_long(data, pos)
+        if n23 < 0: raise ValueError('negative length')
+        v22 = data[pos:pos + n23].decode()
+        pos += n23
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v24 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n25 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n25, pos = read_long(data, pos)
+        if n25 < 0: raise ValueError('negative length')
+        v24 = data[pos:pos + n25].decode()
+        pos += n25
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v26 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n27 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n27, pos = read_long(data, pos)
+        if n27 < 0: raise ValueError('negative length')
+        v26 = data[pos:pos + n27].decode()
+        pos += n27
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v28 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n29 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n29, pos = read_long(data, pos)
+        if n29 < 0: raise ValueError('negative length')
+        v28 = data[pos:pos + n29].decode()
+        pos += n29
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v30 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n31 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n31, pos = read_long(data, pos)
+        if n31 < 0: raise ValueError('negative length')
+        v30 = data[pos:pos + n31].decode()
+        pos += n31
+    else:
+        raise ValueError('union branch out of range')
+    r = Cdr(v1, v3, v5, v7, v9, v11, v13, v15, v17, v18, v20, v22, v30 or 'calling_plan', v24, v26, v28)
+    return r, pos
+
+
 def write_charge(r: Any) -> bytes:
     out: list[bytes]
     v1: str
@@ -767,7 +995,7 @@ def write_charge(r: Any) -> bytes:
     b42: bytes
     v43: Any
     v44: Any
-    i45: Any
+    i45: str
     b46: bytes
     v47: str
     b48: bytes
@@ -1585,7 +1813,7 @@ def read_charge(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
     return r, pos
 
 
-def write_charge_object(r: Any, partition: Any, offset: Any, charged_at: Any) -> bytes:
+def write_charge_object(r: Charge, partition: Any, offset: Any, charged_at: Any) -> bytes:
     out: list[bytes]
     v1: str
     b2: bytes
@@ -1596,14 +1824,14 @@ def write_charge_object(r: Any, partition: Any, offset: Any, charged_at: Any) ->
     v7: int
     v8: int
     v9: Any
-    i10: Any
+    i10: Segment
     v11: str
     v12: int
     v13: int
     v14: str | None
     v15: str | None
     v16: Any
-    i17: Any
+    i17: LotDraw
     v18: str
     v19: int
     v20: int
@@ -1619,7 +1847,7 @@ def write_charge_object(r: Any, partition: Any, offset: Any, charged_at: Any) ->
     v30: str | None
     v31: Any
     v32: Any
-    i33: Any
+    i33: str
     v34: str
     v35: int
     v36: int
@@ -1635,7 +1863,7 @@ def write_charge_object(r: Any, partition: Any, offset: Any, charged_at: Any) ->
     b46: bytes
     v47: str | None
     b48: bytes
-    v49: Any
+    v49: Tariff | None
     v50: str
     v51: int
     v52: int
@@ -2651,14 +2879,14 @@ def write_tenant_config(r: Any) -> bytes:
     v15: str
     b16: bytes
     v17: Any
-    i18: Any
+    i18: str
     b19: bytes
     v20: str | None
     b21: bytes
     v22: str | None
     b23: bytes
     v24: Any
-    i25: Any
+    i25: str
     b26: bytes
     v27: str | None
     b28: bytes
@@ -3128,4 +3356,8 @@ CODE: Final[dict[str, tuple[Callable[..., bytes], Callable[[bytes, int], tuple[d
 OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
     ('charge', '12576641edad2934'): write_charge_object,
 }
-SOURCE_DIGEST: Final = '0dd100f190b17921'
+# (kind, schema digest) -> reader of a domain object (Codec.object_decoder)
+OBJECT_READERS: Final[dict[tuple[str, str], Callable[[bytes, int], tuple[Any, int]]]] = {
+    ('cdr', 'baafe437b14f3ad4'): read_cdr_object,
+}
+SOURCE_DIGEST: Final = '2607d3718577916b'

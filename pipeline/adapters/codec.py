@@ -70,8 +70,10 @@ def avro_mode() -> str:
     if _FAST is None:
         return "exec-compiled Python (avro_fast unavailable)"
     if str(getattr(_FAST, "__file__", "")).endswith(".py"):
-        return "generated Python (pipeline/adapters/avro_fast.py, not compiled: run `make setup` with a C compiler)"
-    return "compiled with mypyc (pipeline/adapters/avro_fast)"
+        from processors import native  # avro_fast is compiled in the core's group: it runs as the core does
+
+        return f"generated Python (pipeline/adapters/avro_fast.py; the core's group runs {native.mode()})"
+    return "compiled with mypyc (pipeline/adapters/avro_fast, in the core's group)"
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,29 @@ class Codec:
                 return self.encode(kind, to_record(obj, *args))
 
         return encode
+
+    def object_decoder(self, kind: str, slow: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        """`decode(data)`: the domain object avro_fast's object reader builds straight from
+        a message of the newest `kind` (read fully, nothing left over), or `slow(data)` for
+        anything else (another version, bad bytes: `slow` says what is wrong). `slow`
+        itself when avro_fast has no object reader for the newest `kind`."""
+        sv = self.current[kind]
+        read = _FAST.OBJECT_READERS.get((kind, schema_digest(sv.schema))) if _FAST is not None else None
+        if read is None:
+            return slow
+        header = MARKER + sv.fingerprint
+
+        def decode(data: bytes) -> Any:
+            if type(data) is bytes and data[:HEADER_LEN] == header:
+                try:
+                    obj, end = read(data, HEADER_LEN)
+                except Exception:  # slow() raises the DecodeError that says what broke
+                    return slow(data)
+                if end == len(data):
+                    return obj
+            return slow(data)
+
+        return decode
 
     def decoder(self, kind: str) -> Callable[[bytes], dict[str, Any]]:
         """`decode(data) -> record` of a `kind` message: `self.decode(data, expect=kind)[1]`,

@@ -64,7 +64,7 @@ from pipeline.adapters.codec import Codec, avro_mode
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import take_batch
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.records import cdr_from_avro, charge_encoder, dead_letter, event_to_avro
+from pipeline.adapters.records import cdr_decoder, charge_encoder, dead_letter, event_to_avro
 from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Snapshot, Store, StoredCall, call_ttl_s, pack_call
 from pipeline.charging.backlog import Probe
 from pipeline.charging.leases import TransactionLeases
@@ -125,7 +125,7 @@ class ChargingWorker:
         self.s = settings
         self.codec = codec
         self._encode_charge = charge_encoder(codec)
-        self._decode_cdr = codec.decoder("cdr")
+        self._decode_cdr = cdr_decoder(codec, settings.duration_tolerance_s)  # bytes -> Cdr | Rejected
         self.store = store
         self.rates = rates
         self.metrics = metrics
@@ -313,12 +313,11 @@ class ChargingWorker:
 
     def _decode(self, items: list[Item]) -> None:
         decode = self._decode_cdr
-        tolerance = self.s.duration_tolerance_s
         known = self.directory.get
         need_catch_up = False
         for item in items:
             try:
-                decoded = cdr_from_avro(decode(item.value), tolerance)
+                decoded = decode(item.value)
             except PoisonError as exc:
                 decoded = Rejected(exc.reason, str(exc))
             if isinstance(decoded, Cdr):

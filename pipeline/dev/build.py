@@ -8,9 +8,11 @@ compiler and mypyc exist, compiled to a C extension beside it: the codec uses th
 every schema whose text it was generated from, and the `exec` path for anything else.
 
 The pure core (`processors/`, the modules `processors.native.COMPILED` names) is compiled
-the same way, as one group whose shared library lives inside the package
-(`processors/_native__mypyc*.so`), and `processors/.native.sha256` records the sources it
-was compiled from: `processors.native` runs the source instead of a stale build.
+with it, as one group whose shared library lives inside the core's package
+(`processors/_native__mypyc*.so`): in one group, the generated charge writer reads a
+compiled `Charge`'s attributes directly. `processors/.native.sha256` records the sources
+the group was compiled from: `processors.native` runs the source (of the core and of
+avro_fast alike) instead of a stale build.
 
     python -m pipeline.dev.build           regenerate avro_fast.py, compile both, say which
     python -m pipeline.dev.build --check   fail if avro_fast.py is not what the schemas make
@@ -30,7 +32,14 @@ from typing import Any
 
 from pipeline.adapters import avro_compiled
 from pipeline.adapters.avro_compiled import schema_digest, schema_files, source_digest
-from pipeline.adapters.records import CHARGE_EXTRA, CHARGE_VOCABULARY, _charge_access
+from pipeline.adapters.records import (
+    CDR_CLASS,
+    CHARGE_CLASSES,
+    CHARGE_EXTRA,
+    CHARGE_VOCABULARY,
+    _charge_access,
+    cdr_build,
+)
 from pipeline.config import Settings
 from pipeline.errors import Unsupported
 from processors import native
@@ -49,6 +58,15 @@ def newest_schemas(schemas_dir: Path) -> dict[str, Any]:
     return {kind: schema for kind, (_, schema) in sorted(newest.items())}
 
 
+def _class_imports(classes: dict[str, str]) -> list[str]:
+    """`from MODULE import A, B` for the classes the object writers declare."""
+    by_module: dict[str, list[str]] = {}
+    for path in classes.values():
+        module, _, name = path.rpartition(".")
+        by_module.setdefault(module, []).append(name)
+    return [f"from {m} import {', '.join(sorted(names))}" for m, names in sorted(by_module.items())]
+
+
 def fast_source(schemas_dir: Path) -> str:
     prims = PRIMS.read_text()
     _, _, prims_body = prims.partition("from typing import Any, Final\n")
@@ -62,6 +80,8 @@ def fast_source(schemas_dir: Path) -> str:
         "from collections.abc import Callable",
         "from datetime import UTC, datetime, timedelta",
         "from typing import Any, Final",
+        "",
+        *_class_imports({**CHARGE_CLASSES, "Cdr": CDR_CLASS}),
         prims_body.rstrip(),
         "",
         "",
@@ -70,6 +90,7 @@ def fast_source(schemas_dir: Path) -> str:
     ]
     table = []
     objects = []
+    readers = []
     for kind, schema in newest_schemas(schemas_dir).items():
         try:
             w = avro_compiled.writer_source(schema, name=f"write_{kind}", typed=True)
@@ -86,9 +107,14 @@ def fast_source(schemas_dir: Path) -> str:
                 name="write_charge_object",
                 typed=True,
                 vocabulary=CHARGE_VOCABULARY,
+                classes={name: path.rpartition(".")[2] for name, path in CHARGE_CLASSES.items()},
             )
             out += ["", o, ""]
             objects.append(f"    ('charge', {schema_digest(schema)!r}): write_charge_object,")
+        if kind == "cdr":
+            o = avro_compiled.reader_source(schema, name="read_cdr_object", typed=True, build=cdr_build, returns="Cdr")
+            out += ["", o, ""]
+            readers.append(f"    ('cdr', {schema_digest(schema)!r}): read_cdr_object,")
     out += [
         "",
         "# schema digest -> (writer of a record dict, reader)",
@@ -98,6 +124,10 @@ def fast_source(schemas_dir: Path) -> str:
         "# (kind, schema digest) -> writer of a domain object (Codec.object_encoder)",
         "OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {",
         *objects,
+        "}",
+        "# (kind, schema digest) -> reader of a domain object (Codec.object_decoder)",
+        "OBJECT_READERS: Final[dict[tuple[str, str], Callable[[bytes, int], tuple[Any, int]]]] = {",
+        *readers,
         "}",
         "",
     ]
@@ -140,37 +170,28 @@ def _mypyc_failed(args: list[str], built: Callable[[], bool]) -> str | None:
     return "pure Python (mypyc failed: " + " | ".join(tail) + ")"
 
 
-def compile_fast() -> str:
-    """mypyc-compile avro_fast.py in place; returns what was done, in words."""
-    if why := _cannot_compile():
-        return why
-    remove_compiled()
-    if failed := _mypyc_failed(["-m", "mypyc", str(FAST.relative_to(ROOT))], lambda: compiled() is not None):
-        return failed
-    return f"compiled with mypyc: {compiled()}"
-
-
 def remove_core() -> None:
     for path in native.HERE.glob("*.so"):
         path.unlink()
+    remove_compiled()  # avro_fast is compiled in the core's group
     native.DIGEST_FILE.unlink(missing_ok=True)
 
 
 def compile_core() -> str:
-    """mypyc-compile the pure core in place (one group, its shared library inside the
-    package); returns what was done, in words."""
+    """mypyc-compile the pure core and its companions (avro_fast) in place, one group whose
+    shared library lives inside the core's package; returns what was done, in words."""
     if why := _cannot_compile():
         return why
     remove_core()
     digest = native.sources_digest()
     if failed := _mypyc_failed(
         ["-m", "pipeline.dev.build", "--mypyc-setup", "build_ext", "--inplace"],
-        lambda: len(native.extensions()) == len(native.COMPILED),
+        lambda: len(native.extensions()) == len(native.sources()),
     ):
         remove_core()
         return failed
     native.DIGEST_FILE.write_text(digest + "\n")
-    return f"compiled with mypyc: {len(native.COMPILED)} modules in {native.HERE}"
+    return f"compiled with mypyc: {len(native.COMPILED)} modules in {native.HERE}, and {compiled()}"
 
 
 def _mypyc_setup(script_args: list[str]) -> None:
@@ -178,7 +199,7 @@ def _mypyc_setup(script_args: list[str]) -> None:
     from mypyc.build import mypycify
     from setuptools import setup
 
-    modules = [f"processors/{name}.py" for name in native.COMPILED]
+    modules = [str(path.relative_to(ROOT)) for path in native.sources().values()]
     setup(
         name="callcharge-core",
         ext_modules=mypycify(modules, group_name=native.SHARED_LIB, opt_level="3"),
@@ -210,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Avro hot path: pure Python")
         print("Charging core: pure Python")
         return 0
-    print("Avro hot path: " + compile_fast())
-    print("Charging core: " + compile_core())
+    print("Charging core and Avro hot path (one group): " + compile_core())
     return 0
 
 

@@ -198,6 +198,19 @@ def test_the_python_source_rates_exactly_as_the_compiled_core() -> None:
 
 
 @needs_compiled
+def test_the_generated_avro_follows_the_core_to_its_source() -> None:
+    """avro_fast is compiled in the core's group: when the core runs from source, so does
+    it (compiled code of the group must never meet the source's classes)."""
+    proc = _run_pure(
+        "from pipeline.adapters import avro_fast, codec\nprint(avro_fast.__file__)\nprint(codec.avro_mode())"
+    )
+    assert proc.returncode == 0, proc.stderr
+    path, mode = proc.stdout.split("\n")[:2]
+    assert path == str(ROOT / "pipeline" / "adapters" / "avro_fast.py")
+    assert mode.startswith("generated Python")
+
+
+@needs_compiled
 def test_the_unit_suite_passes_on_the_python_source() -> None:
     proc = _run_pure("import sys, pytest\nsys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/unit']))")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -206,6 +219,9 @@ def test_the_unit_suite_passes_on_the_python_source() -> None:
 @needs_compiled
 def test_a_compiled_core_older_than_its_sources_is_not_used(tmp_path: Path) -> None:
     shutil.copytree(CORE, tmp_path / "processors", ignore=shutil.ignore_patterns("__pycache__"))
+    for source in native.COMPANIONS.values():  # compiled in the same group: in its digest
+        (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / source, tmp_path / source)
     probe = "import processors.native as n, processors.charging as c; print(n.mode()); print(c.__file__)"
 
     def run() -> subprocess.CompletedProcess[str]:
