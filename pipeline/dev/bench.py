@@ -32,7 +32,7 @@ from pipeline import wiring
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.files import load_rates
 from pipeline.adapters.kafka import consumer, create_topics, producer, take_batch
-from pipeline.adapters.records import cdr_to_avro, charge_encoder
+from pipeline.adapters.records import cdr_decoder, cdr_to_avro, charge_encoder
 from pipeline.charging.worker import tune_runtime
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
@@ -369,9 +369,10 @@ def stage_ceilings(
     now = datetime.now(UTC)
     done = [r[0] for r in charges if r is not None]
     encode = charge_encoder(codec)  # as the worker encodes: straight from the Charge
+    decode = cdr_decoder(codec, settings.duration_tolerance_s)  # and decodes: straight to a Cdr
     t0 = time.perf_counter()
     for _, value in values[: len(done)]:
-        codec.decode(value)
+        decode(value)
     for i, charge in enumerate(done):
         encode(charge, 0, i, now)
     avro = len(done) / (time.perf_counter() - t0)
