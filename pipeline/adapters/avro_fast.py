@@ -3356,8 +3356,8 @@ CODE: Final[dict[str, tuple[Callable[..., bytes], Callable[[bytes, int], tuple[d
 OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
     ('charge', '12576641edad2934'): write_charge_object,
 }
-# (kind, schema digest) -> reader of a domain object (Codec.object_decoder)
+# (kind, schema digest) -> reader of a domain object (Codec.object_reader)
 OBJECT_READERS: Final[dict[tuple[str, str], Callable[[bytes, int], tuple[Any, int]]]] = {
     ('cdr', 'baafe437b14f3ad4'): read_cdr_object,
 }
-SOURCE_DIGEST: Final = '2607d3718577916b'
+SOURCE_DIGEST: Final = '5795d0b0d4857685'

@@ -162,30 +162,25 @@ class Codec:
             except Exception:  # a value that does not fit: the dict path says why
                 return self.encode(kind, to_record(obj, *args))
 
-        return encode
+        if len(extra) != 3:
+            return encode
 
-    def object_decoder(self, kind: str, slow: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-        """`decode(data)`: the domain object avro_fast's object reader builds straight from
-        a message of the newest `kind` (read fully, nothing left over), or `slow(data)` for
-        anything else (another version, bad bytes: `slow` says what is wrong). `slow`
-        itself when avro_fast has no object reader for the newest `kind`."""
+        def encode3(obj: Any, a: Any, b: Any, c: Any) -> bytes:  # the charge's: no *args per call
+            try:
+                return header + write(obj, a, b, c)
+            except Exception:
+                return self.encode(kind, to_record(obj, a, b, c))
+
+        return encode3
+
+    def object_reader(self, kind: str) -> tuple[bytes, Callable[[bytes, int], tuple[Any, int]]] | None:
+        """(header, read) for the newest `kind`: `read(data, HEADER_LEN)` is avro_fast's
+        domain object built straight from a message that starts with `header`, and the
+        position it read to (a caller checks that is the end, and otherwise decodes with
+        `decode`, which says what is wrong). None when avro_fast has no such reader."""
         sv = self.current[kind]
         read = _FAST.OBJECT_READERS.get((kind, schema_digest(sv.schema))) if _FAST is not None else None
-        if read is None:
-            return slow
-        header = MARKER + sv.fingerprint
-
-        def decode(data: bytes) -> Any:
-            if type(data) is bytes and data[:HEADER_LEN] == header:
-                try:
-                    obj, end = read(data, HEADER_LEN)
-                except Exception:  # slow() raises the DecodeError that says what broke
-                    return slow(data)
-                if end == len(data):
-                    return obj
-            return slow(data)
-
-        return decode
+        return None if read is None else (MARKER + sv.fingerprint, read)
 
     def decoder(self, kind: str) -> Callable[[bytes], dict[str, Any]]:
         """`decode(data) -> record` of a `kind` message: `self.decode(data, expect=kind)[1]`,

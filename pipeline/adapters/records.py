@@ -64,13 +64,21 @@ def cdr_decoder(codec: Any, duration_tolerance_s: int) -> Callable[[bytes], Cdr 
     def from_record(data: bytes) -> Cdr | Rejected:
         return cdr_from_record(plain(data), duration_tolerance_s)
 
-    read: Callable[[bytes], Any] = codec.object_decoder("cdr", from_record)
-    if read is from_record:
+    fast = codec.object_reader("cdr")
+    if fast is None:
         return from_record
+    header, read = fast
+    start = len(header)
 
-    def decode(data: bytes) -> Cdr | Rejected:
-        cdr = read(data)
-        return checked_record(cdr, duration_tolerance_s) if type(cdr) is Cdr else cdr
+    def decode(data: bytes) -> Cdr | Rejected:  # one call per CDR: the worker's hot path
+        if type(data) is bytes and data[:start] == header:
+            try:
+                cdr, end = read(data, start)
+            except Exception:  # the record path raises the error that says what broke
+                return from_record(data)
+            if end == len(data):
+                return checked_record(cdr, duration_tolerance_s)
+        return from_record(data)
 
     return decode
 

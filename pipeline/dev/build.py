@@ -125,7 +125,7 @@ def fast_source(schemas_dir: Path) -> str:
         "OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {",
         *objects,
         "}",
-        "# (kind, schema digest) -> reader of a domain object (Codec.object_decoder)",
+        "# (kind, schema digest) -> reader of a domain object (Codec.object_reader)",
         "OBJECT_READERS: Final[dict[tuple[str, str], Callable[[bytes, int], tuple[Any, int]]]] = {",
         *readers,
         "}",
