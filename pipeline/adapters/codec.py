@@ -162,16 +162,7 @@ class Codec:
             except Exception:  # a value that does not fit: the dict path says why
                 return self.encode(kind, to_record(obj, *args))
 
-        if len(extra) != 3:
-            return encode
-
-        def encode3(obj: Any, a: Any, b: Any, c: Any) -> bytes:  # the charge's: no *args per call
-            try:
-                return header + write(obj, a, b, c)
-            except Exception:
-                return self.encode(kind, to_record(obj, a, b, c))
-
-        return encode3
+        return encode
 
     def object_reader(self, kind: str) -> tuple[bytes, Callable[[bytes, int], tuple[Any, int]]] | None:
         """(header, read) for the newest `kind`: `read(data, HEADER_LEN)` is avro_fast's
