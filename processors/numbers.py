@@ -12,9 +12,9 @@ checked against each other and against the public API in tests/unit/test_numbers
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, Final
 
 import phonenumbers
 from phonenumbers import (
@@ -136,7 +136,7 @@ def _emergency_regions(digits: str) -> tuple[str, ...]:
 
 # -- fast path: strict E.164 ------------------------------------------------------------
 
-_STRICT = re.compile(r"\+([1-9][0-9]{3,16})")
+_CALLING_CODES: Final = {str(cc): cc for cc in COUNTRY_CODE_TO_REGION_CODE}
 # phonenumbers' number_type order; what a kind counts as for charging.
 _DESC_ORDER = (
     ("premium_rate", PREMIUM),
@@ -160,18 +160,65 @@ class _Region:
     general: Row | None
     rows: tuple[Row, ...]
     leading: re.Pattern[str] | None
+    # (length, first digit) -> one pattern for the rows a number of that shape can match
+    # (built on first use; see `_shape`)
+    shapes: dict[int, _Shape | None] = field(default_factory=dict, compare=False, repr=False)
 
     def kind(self, nsn: str) -> str:
-        if self.general is None or not _matches(self.general, nsn):
+        """phonenumbers' number type of `nsn` in this region, as a charging kind: the
+        general description must match, then the first row (in `_DESC_ORDER`) that does."""
+        key = len(nsn) * 16 + ord(nsn[0]) - 48
+        shape = self.shapes.get(key, _UNBUILT)
+        if shape is _UNBUILT:
+            shape = self.shapes[key] = _shape(self, nsn[0], len(nsn))
+        if shape is None:
             return UNKNOWN
-        first, n = nsn[0], len(nsn)
-        for lengths, pattern, kind, starts in self.rows:
-            # _matches, inlined: this loop is hot (about 7 rows per number, and the memo on
-            # analyze() rarely hits because callee numbers are mostly unique). The cheap
-            # tests first: most rows cannot start with this digit or have this length.
-            if first in starts and (lengths is None or n in lengths) and pattern.fullmatch(nsn) is not None:
-                return kind
-        return UNKNOWN
+        m = shape.pattern.fullmatch(nsn)
+        return UNKNOWN if m is None else shape.kinds[m.lastgroup or ""]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """Every row a number of one length and first digit can match, as one pattern: the
+    general description as a lookahead, then one named alternative per run of rows of the
+    same kind, in row order. A regular expression's alternation takes the first
+    alternative that matches the whole number, which is phonenumbers' first matching row,
+    so one match replaces a match per row (and per-row call overhead, most of the cost
+    for a number never seen before)."""
+
+    pattern: re.Pattern[str]
+    kinds: dict[str, str]
+
+
+_UNBUILT: Final = _Shape(re.compile(""), {})
+
+
+def _shape(region: _Region, first: str, n: int) -> _Shape | None:
+    """The `_Shape` of numbers of length `n` starting with `first` in `region` (None: no
+    row can match one, so its kind is unknown)."""
+    if region.general is None or not _fits(region.general, first, n):
+        return None
+    alternatives: list[str] = []
+    kinds: dict[str, str] = {}
+    last_kind = ""
+    for lengths, pattern, kind, starts in region.rows:
+        if not _fits((lengths, pattern, kind, starts), first, n):
+            continue
+        if kind == last_kind:  # a run of one kind: one alternative (the kind is the same)
+            alternatives[-1] += f"|(?:{pattern.pattern})"
+        else:
+            alternatives.append(f"(?:{pattern.pattern})")
+            last_kind = kind
+            kinds[f"k{len(alternatives) - 1}"] = kind
+    if not alternatives:
+        return None
+    body = "|".join(f"(?P<k{i}>{a})" for i, a in enumerate(alternatives))
+    return _Shape(re.compile(rf"(?=(?:{region.general[1].pattern})\Z)(?:{body})"), kinds)
+
+
+def _fits(row: Row, first: str, n: int) -> bool:
+    lengths, _, _, starts = row
+    return first in starts and (lengths is None or n in lengths)
 
 
 @dataclass(frozen=True)
@@ -179,11 +226,16 @@ class _Code:
     regions: tuple[_Region, ...]
     national_prefix: re.Pattern[str] | None
     fallback_country: str | None
+    # the digits a national prefix can start with (every digit where it may be empty)
+    national_prefix_starts: frozenset[str]
 
-
-def _matches(row: Row, nsn: str) -> bool:
-    lengths, pattern, _, starts = row
-    return nsn[0] in starts and (lengths is None or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None
+    def national_prefix_at(self, nsn: str) -> bool:
+        """A national prefix written after the country code (the full parser strips it)."""
+        return (
+            self.national_prefix is not None
+            and nsn[0] in self.national_prefix_starts
+            and self.national_prefix.match(nsn) is not None
+        )
 
 
 def _row(desc: object, kind: str) -> Row | None:
@@ -200,11 +252,17 @@ DIGITS = frozenset("0123456789")
 def first_digits(pattern: str) -> frozenset[str]:
     """The digits a full match of `pattern` can start with: a superset, never less (any
     construct not understood counts as every digit), read off the regex's parse tree."""
+    return _first(pattern)[0]
+
+
+def _first(pattern: str) -> tuple[frozenset[str], bool]:
+    """`first_digits(pattern)`, and whether the pattern can match the empty string (then a
+    prefix match needs no digit at all; any construct not understood counts as both)."""
     try:
         from re import _constants as c  # type: ignore[attr-defined]
         from re import _parser  # type: ignore[attr-defined]
     except ImportError:  # another Python's internals: no filtering, still exact
-        return DIGITS
+        return DIGITS, True
 
     def seq(items: object) -> tuple[set[str], bool]:
         found: set[str] = set()
@@ -239,9 +297,10 @@ def first_digits(pattern: str) -> frozenset[str]:
         return set(DIGITS), True
 
     try:
-        return frozenset(seq(_parser.parse(pattern))[0])
+        chars, nullable = seq(_parser.parse(pattern))
+        return frozenset(chars), nullable
     except Exception:  # any surprise in the internals: no filtering
-        return DIGITS
+        return DIGITS, True
 
 
 def _region(code: str, metadata: PhoneMetadata) -> _Region:
@@ -264,7 +323,13 @@ def _code(cc: int) -> _Code | None:
             regions.append(_region(name, metadata))
     main = PhoneMetadata.metadata_for_region_or_calling_code(cc, names[0])
     prefix = main.national_prefix_for_parsing if main is not None else None
-    return _Code(tuple(regions), re.compile(prefix) if prefix else None, None if names[0] == "ZZ" else names[0])
+    starts = _first(prefix) if prefix else (frozenset[str](), False)
+    return _Code(
+        tuple(regions),
+        re.compile(prefix) if prefix else None,
+        None if names[0] == "ZZ" else names[0],
+        DIGITS if starts[1] else starts[0],
+    )
 
 
 def warm() -> None:
@@ -276,19 +341,18 @@ def warm() -> None:
 
 def _fast(text: str) -> NumberInfo | None:
     """The analysis of a strict E.164 number, or None where only the full parser can say."""
-    m = _STRICT.fullmatch(text)
-    if m is None:
+    digits = text[1:]  # "+" and 4 to 17 ASCII digits, the first not 0
+    if not (4 <= len(digits) <= 17 and digits.isascii() and digits.isdigit() and digits[0] != "0"):
         return None
-    digits = m.group(1)
     for width in (1, 2, 3):
-        cc = int(digits[:width])
-        if cc in COUNTRY_CODE_TO_REGION_CODE:
+        cc = _CALLING_CODES.get(digits[:width])
+        if cc is not None:
             break
     else:
         return None
     code = _code(cc)
     nsn = digits[width:]
-    if code is None or len(nsn) < 2 or nsn[0] == "0" or (code.national_prefix and code.national_prefix.match(nsn)):
+    if code is None or len(nsn) < 2 or nsn[0] == "0" or code.national_prefix_at(nsn):
         return None
     found: _Region | None = None
     kind = UNKNOWN
