@@ -43,6 +43,7 @@ from pipeline.adapters.avro_prims import (
     write_long,
     write_string,
     write_timestamp_micros,
+    write_timestamp_micros_same,
     write_vocab,
     write_vocab_some,
 )
@@ -93,6 +94,7 @@ class _Gen:
         self.typed = typed
         self.decls: dict[str, str] = {}
         self.vocabulary: frozenset[str] = frozenset()  # fields written through write_vocab
+        self.extra: frozenset[str] = frozenset()  # the call's further arguments, by name
         # typed: schema record name -> the class its values are (an object writer reads a
         # compiled class's attributes directly when it knows the class)
         self.classes: dict[str, str] = {}
@@ -140,9 +142,13 @@ def _dict_access(record: str, field: str, value: str) -> str:
     return f"{value}[{field!r}]"
 
 
-def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_access, vocab: bool = False) -> None:
+def _write(
+    g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_access, vocab: bool = False, same: bool = False
+) -> None:
     """Emit code appending the encoding of expression `value` (a local name) to `out`.
-    `vocab`: a string here comes from a small vocabulary (`write_vocab`, cached)."""
+    `vocab`: a string here comes from a small vocabulary (`write_vocab`, cached).
+    `same`: the value is an argument of the call, not of the record (usually the very
+    object of the last call: a timestamp's encoding is kept)."""
     kind = _type_name(schema)
     if isinstance(schema, dict) and not isinstance(schema["type"], str):
         schema, kind = schema["type"], _type_name(schema["type"])
@@ -161,14 +167,15 @@ def _write(g: _Gen, schema: Any, value: str, depth: int, access: Access = _dict_
     elif kind in _PRIMITIVE_WRITERS:
         g.emit(depth, f"out += {_PRIMITIVE_WRITERS[kind]}({value})")
     elif kind == "timestamp-micros":
-        g.emit(depth, f"out += write_timestamp_micros({value})")
+        g.emit(depth, f"out += write_timestamp_micros{'_same' if same else ''}({value})")
     elif kind == "null":
         g.emit(depth, f"if {value} is not None: raise TypeError('expected null')")
     elif kind == "record":
         for f in schema["fields"]:
             v = g.var("v", _local_type(f["type"], g.classes))
-            g.emit(depth, f"{v} = {access(schema['name'], f['name'], value)}")
-            _write(g, f["type"], v, depth, access, f["name"] in g.vocabulary)
+            read = access(schema["name"], f["name"], value)
+            g.emit(depth, f"{v} = {read}")
+            _write(g, f["type"], v, depth, access, f["name"] in g.vocabulary, read in g.extra)
     elif kind == "array":
         item = g.var("i", _local_type(schema["items"], g.classes))
         g.emit(depth, f"if {value}:")
@@ -239,6 +246,7 @@ def writer_source(
         raise Unsupported("only record schemas are compiled")
     g = _Gen(typed)
     g.vocabulary = vocabulary
+    g.extra = frozenset(extra)
     g.classes = dict(classes or {}) if typed else {}
     # mypyc: appending to a list and joining once is about 10 % faster than bytearray +=
     g.decls["out"] = "list[bytes]" if typed else "bytearray"
@@ -274,6 +282,7 @@ def compile_writer(
         "write_bytes": write_bytes,
         "write_boolean": write_boolean,
         "write_timestamp_micros": write_timestamp_micros,
+        "write_timestamp_micros_same": write_timestamp_micros_same,
         "write_vocab": write_vocab,
         "write_vocab_some": write_vocab_some,
         "_varint": _varint,

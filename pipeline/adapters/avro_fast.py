@@ -27,20 +27,33 @@ for _z in range(1 << 14):
 # zig-zag varints of small non-negative longs (lengths, counts, minutes, partitions)
 _SMALL: Final = 4096
 _VARINT: Final = [_RAW[n << 1] for n in range(_SMALL)]
+# the continuation bits of a k-byte varint: the top bit of every byte but the last
+_CONTINUED: Final = [sum(0x80 << (8 * i) for i in range(k - 1)) for k in range(9)]
 
 
 def _varint(n: int) -> bytes:
-    """Avro zig-zag varint of a long. Unrolled by size: money in micro-units takes the
-    second branch, a timestamp in microseconds the fourth."""
+    """Avro zig-zag varint of a long. Unrolled by size: up to 4 bytes (money in
+    micro-units) from the tables; 5 to 8 bytes (a timestamp in microseconds takes 8) by
+    spreading the 7-bit groups over one integer and writing it little-endian (table
+    lookups that far apart miss the CPU's caches)."""
     z = (n << 1) ^ (n >> 63)  # in [0, 2**64) exactly when n fits a long
     if z < 0x4000:
         return _RAW[z]
     if z < 0x10000000:
         return _CONT2[z & 0x3FFF] + _RAW[z >> 14]
-    if z < 0x40000000000:
-        return _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _RAW[z >> 28]
     if z < 0x100000000000000:
-        return _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _CONT2[(z >> 28) & 0x3FFF] + _RAW[z >> 42]
+        k = 5 if z < 0x800000000 else 6 if z < 0x40000000000 else 7 if z < 0x2000000000000 else 8
+        w = (
+            (z & 0x7F)
+            | ((z << 1) & 0x7F00)
+            | ((z << 2) & 0x7F0000)
+            | ((z << 3) & 0x7F000000)
+            | ((z << 4) & 0x7F00000000)
+            | ((z << 5) & 0x7F0000000000)
+            | ((z << 6) & 0x7F000000000000)
+            | ((z << 7) & 0x7F00000000000000)
+        )
+        return (w | _CONTINUED[k]).to_bytes(k, "little")
     if not 0 <= z < 1 << 64:
         raise OverflowError(f"{n} does not fit an Avro long")
     out = _CONT2[z & 0x3FFF] + _CONT2[(z >> 14) & 0x3FFF] + _CONT2[(z >> 28) & 0x3FFF] + _CONT2[(z >> 42) & 0x3FFF]
@@ -102,22 +115,31 @@ def write_vocab_some(s: str) -> bytes:
     return b
 
 
-_last_timestamp: tuple[datetime | None, bytes] = (None, b"")
-
-
 def write_timestamp_micros(dt: datetime | int) -> bytes:
-    global _last_timestamp
     if isinstance(dt, datetime):
-        last, encoded = _last_timestamp  # one tuple: read and replaced whole, thread-safe
-        if dt is last:  # e.g. a batch's charged_at, the same object on every charge
-            return encoded
         if dt.tzinfo is None:
             raise TypeError("naive datetime")  # fastavro's rule for these applies
         d = dt - EPOCH  # whole microseconds (no timedelta division: fewer steps)
-        encoded = write_long((d.days * 86400 + d.seconds) * 1000000 + d.microseconds)
-        _last_timestamp = (dt, encoded)
-        return encoded
+        days: int = d.days
+        seconds: int = d.seconds
+        micros: int = d.microseconds
+        return write_long((days * 86400 + seconds) * 1000000 + micros)
     return write_long(dt)
+
+
+_last_timestamp: tuple[datetime | int | None, bytes] = (None, b"")
+
+
+def write_timestamp_micros_same(dt: datetime | int) -> bytes:
+    """`write_timestamp_micros` of a value that is usually the very object of the last
+    call: an argument of the whole call (a batch's charged_at, on every charge of it)."""
+    global _last_timestamp
+    last, encoded = _last_timestamp  # one tuple: read and replaced whole, thread-safe
+    if dt is last:
+        return encoded
+    encoded = write_timestamp_micros(dt)
+    _last_timestamp = (dt, encoded)
+    return encoded
 
 
 def write_boolean(v: Any) -> bytes:
@@ -1964,7 +1986,7 @@ def write_charge_object(r: Charge, partition: Any, offset: Any, charged_at: Any)
     v36 = offset
     out.append(_V[v36] if 0 <= v36 < 4096 else _varint(v36))
     v37 = charged_at
-    out.append(write_timestamp_micros(v37))
+    out.append(write_timestamp_micros_same(v37))
     v38 = r.graph_call_id
     if v38 is None:
         out.append(b'\x00')
@@ -3360,4 +3382,4 @@ OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
 OBJECT_READERS: Final[dict[tuple[str, str], Callable[[bytes, int], tuple[Any, int]]]] = {
     ('cdr', 'baafe437b14f3ad4'): read_cdr_object,
 }
-SOURCE_DIGEST: Final = '5795d0b0d4857685'
+SOURCE_DIGEST: Final = '595318d09000a597'

@@ -312,9 +312,11 @@ def test_generated_charge_object_writer_is_fastavros_bytes(impl: Any) -> None:
     write = impl.OBJECT_WRITERS[("charge", schema_digest(sv.schema))]
     tenants = traffic.tenants(8, seed=5, prefix="gen")
     engine = Engine([tenant_from_dict(t) for t in tenants], load_rates(Settings().rates_file))
-    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     n = 0
     for i, row in enumerate(traffic.cdrs(tenants, 1500, seed=6)):
+        # charged_at: one batch's object for a few charges, then the next batch's (its
+        # encoding is kept from one charge to the next while it is the same object)
+        now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC) + timedelta(seconds=i // 7, microseconds=i // 7)
         done = engine.process(cdr_from_dict(row))  # type: ignore[arg-type]
         if done is not None:
             charge = done[0]
@@ -323,6 +325,31 @@ def test_generated_charge_object_writer_is_fastavros_bytes(impl: Any) -> None:
             )
             n += 1
     assert n > 1000
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_every_varint_length_is_fastavros_at_its_edges(impl: Any) -> None:
+    """Each branch of the varint writer (1 to 10 bytes, tables or arithmetic) at both
+    edges of every length, positive and negative, and timestamps of either sign."""
+    parsed = parse_schema("long")
+    edges = {0, LONG_MAX, LONG_MIN}
+    for bits in range(1, 64):
+        for z in ((1 << bits) - 1, 1 << bits, (1 << bits) + 1):
+            if z < 1 << 64:
+                edges.add((z >> 1) ^ -(z & 1))  # the long whose zig-zag is z
+    for n in sorted(edges):
+        assert impl.write_long(n) == impl._varint(n) == fastavro_bytes(parsed, n), n
+    ts = parse_schema({"type": "long", "logicalType": "timestamp-micros"})
+    for dt in (
+        datetime(2026, 11, 28, 9, 58, 1, 123456, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        assert impl.write_timestamp_micros(dt) == impl.write_timestamp_micros_same(dt) == fastavro_bytes(ts, dt), dt
+        assert impl.write_timestamp_micros_same(dt) == fastavro_bytes(ts, dt)  # kept from the call before
+    with pytest.raises(OverflowError):
+        impl._varint(LONG_MAX + 1)
 
 
 @pytest.mark.parametrize("impl", FAST_IMPLS)
