@@ -8,11 +8,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from pipeline.adapters.files import MAX_LINE_BYTES, read_cdr_lines
 from processors.admission import Origin, fold_batch
 from processors.charging import prepare
-from processors.inputs import DeadLetterReason, Rejected, cdr_from_dict, parse_time, tenant_from_dict
+from processors.inputs import (
+    NUMBER_TEXT,
+    DeadLetterReason,
+    Rejected,
+    cdr_from_dict,
+    number_text,
+    parse_time,
+    tenant_from_dict,
+)
 from tests.helpers import fixture_rates, tenant_entry
 
 GOOD = (
@@ -64,6 +74,18 @@ def test_a_number_with_letters_is_refused_not_silently_converted() -> None:
     for bad in ("+1212ABC9994", "+1 212 555 0123", "+1(212)5550123"):
         r = cdr_from_dict(cdr(callee_number=bad))
         assert isinstance(r, Rejected) and r.reason == DeadLetterReason.UNPARSABLE_NUMBER, bad
+
+
+@given(st.text(alphabet=st.sampled_from("+0123456789 \n٣²A"), max_size=24) | st.text(max_size=24))
+@example("+" + "1" * 20)
+@example("+" + "1" * 21)
+@example("1" * 20 + "\n")
+@example("+")
+@example("++1")
+@example("\u0663")  # an Arabic-Indic digit: a digit to str.isdigit, not to [0-9]
+def test_number_text_is_the_patterns_answer(text: str) -> None:
+    """The check without a regular expression says what NUMBER_TEXT says, for any text."""
+    assert number_text(text) == (NUMBER_TEXT.match(text) is not None)
 
 
 def test_a_call_starting_in_the_future_is_refused() -> None:
