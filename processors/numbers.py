@@ -2,11 +2,12 @@
 
 Most callee numbers on a busy day are new to the cache, so a miss must be cheap too. A
 number written as strict E.164 ("+" and digits, no national prefix inside) takes a fast
-path over phonenumbers' own metadata: the country code by table, then one pass over
-precompiled (lengths, pattern, kind) rows per region, in the order of phonenumbers'
-`number_type`. Anything else (spaces, punctuation, extensions, a national prefix after
-the country code, a leading zero) takes phonenumbers' full parser. The two paths are
-checked against each other and against the public API in tests/unit/test_numbers.py.
+path over phonenumbers' own metadata: the country code by table, then one match of a
+pattern per region and number shape (length, first digit) that joins the rows such a
+number can match, in the order of phonenumbers' `number_type` (`_Shape`). Anything else
+(spaces, punctuation, extensions, a national prefix after the country code, a leading
+zero) takes phonenumbers' full parser. The two paths are checked against each other and
+against the public API in tests/unit/test_numbers.py.
 """
 
 from __future__ import annotations
