@@ -263,7 +263,7 @@ def down(settings: Settings, timeout: float = 10.0, only: str | None = None) -> 
         if _alive(pid, svc.marker):
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
-            _reap(pid)
+        _reap(pid)  # our child exits as a zombie (no longer "alive"): collect its status now
         _pidfile(settings, svc.name).unlink(missing_ok=True)
         report[svc.name] = f"stopped (pid {pid})"
     return report

@@ -12,6 +12,8 @@ import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from pipeline.adapters.kafka import admin, create_topics
+from pipeline.config import Settings
+from pipeline.dev import stack
 from pipeline.dev.stack import port_free
 from tests.conftest import _free_port
 from tests.integration.harness import Env
@@ -54,6 +56,20 @@ def test_up_down_leaves_no_process_and_no_port(tmp_path: Path) -> None:
         assert not stat.exists() or stat.read_text().split(") ", 1)[1][0] == "Z"
     assert port_free(broker) and port_free(redis)
     assert cli(tmp_path, broker, redis, "stack", "status").returncode == 3
+
+
+def test_a_stack_started_in_process_is_reaped_when_stopped(tmp_path: Path) -> None:
+    """The test session, the demo, the bench and the soak start the stack as their own
+    children: stopping it collects their exit status (no zombie, no "subprocess is still
+    running" warning at exit)."""
+    settings = Settings.from_env({}, state_dir=tmp_path, broker_port=_free_port(), redis_port=_free_port())
+    stack.up(settings)
+    started = pids(tmp_path)
+    assert len(started) == 2 and all(pid in stack._CHILDREN for pid in started)
+    stack.down(settings)
+    assert not any(pid in stack._CHILDREN for pid in started)
+    for pid in started:
+        assert not Path(f"/proc/{pid}").exists(), f"{pid} left unreaped"
 
 
 def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
