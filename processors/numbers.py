@@ -202,9 +202,10 @@ def _shape(region: _Region, first: str, n: int) -> _Shape | None:
     alternatives: list[str] = []
     kinds: dict[str, str] = {}
     last_kind = ""
-    for lengths, pattern, kind, starts in region.rows:
-        if not _fits((lengths, pattern, kind, starts), first, n):
+    for row in region.rows:
+        if not _fits(row, first, n):
             continue
+        _, pattern, kind, _ = row
         if kind == last_kind:  # a run of one kind: one alternative (the kind is the same)
             alternatives[-1] += f"|(?:{pattern.pattern})"
         else:
