@@ -34,9 +34,9 @@ states are dropped on every assignment change and every Redis error.
 
 While step 5 waits on Redis (a durable write: the AOF is fsynced before Redis answers),
 steps 1-2 of the next batch run beside it: they touch neither Redis nor the transaction,
-and anything that rewinds a batch rewinds that one too. The apply also starts during step
-4: every quarter batch of calls folded (`APPLY_CHUNKS`), the tenants folded so far are
-handed to a thread that writes them while the fold goes on. Each tenant's write
+and anything that rewinds a batch rewinds that one too. With a backlog (full batches) the
+apply also starts during step 4: every quarter batch of calls folded (`APPLY_CHUNKS`), the
+tenants folded so far are handed to a thread that writes them while the fold goes on. Each tenant's write
 is atomic on its own (as on a Redis Cluster, where every tenant is its own call), and the
 batch's Kafka transaction only begins once every chunk has answered.
 
@@ -88,7 +88,7 @@ log = logging.getLogger(__name__)
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
 STATE_CACHE_TENANTS = 50_000  # states kept from this worker's own writes (least recently used go)
-APPLY_CHUNKS = 4  # a full batch's writes go to Redis in about this many chunks, as folded
+APPLY_CHUNKS = 4  # with a backlog, a batch's writes go to Redis in about this many chunks, as folded
 
 
 class Item:
@@ -364,8 +364,9 @@ class ChargingWorker:
                 snaps.update(self.store.snapshots(wanted))
             self._crash(3)
             writes = []
-            # The apply runs on its own thread, in chunks handed over as the fold goes:
-            # Redis writes the first tenants while later ones are still folded.
+            # With a backlog the apply runs on its own thread, in chunks handed over as the
+            # fold goes: Redis writes the first tenants while later ones are still folded.
+            threaded = while_applying is not None
             applying: list[Future[list[tuple[int, int]]]] = []
             handed = calls = 0  # writes handed to the thread so far; calls folded since
             chunk = max(1, self.s.batch_size // APPLY_CHUNKS)
@@ -386,19 +387,21 @@ class ChargingWorker:
                 state, new_calls = self._fold(book, snap.state, snap.calls, its, now, window)
                 writes.append((tid, snap.version, state, new_calls))
                 calls += len(its)
-                if calls >= chunk:
+                if threaded and calls >= chunk:
                     applying.append(self._applier.submit(self.store.apply, writes[handed:], self._ttl))
                     handed, calls = len(writes), 0
             self._crash(4)
-            # the rest of the Redis round trip (the worker's longest wait) runs beside other work
-            if handed < len(writes):
-                applying.append(self._applier.submit(self.store.apply, writes[handed:], self._ttl))
-            try:
-                if while_applying is not None:
+            if not threaded:
+                results = self.store.apply(writes, self._ttl)
+            else:  # the rest of the Redis round trip (the worker's longest wait) runs beside other work
+                if handed < len(writes):
+                    applying.append(self._applier.submit(self.store.apply, writes[handed:], self._ttl))
+                try:
+                    assert while_applying is not None
                     while_applying()
                     while_applying = None
-            finally:
-                results = _gathered(applying)
+                finally:
+                    results = _gathered(applying)
             retry = {}
             for (tid, _, state, _), (status, value) in zip(writes, results, strict=True):
                 if status == 1:  # written: `value` is the new version
