@@ -14,8 +14,8 @@ Commit protocol for one batch (the crash tests kill the worker right after each 
                call found in Redis with the same source offset is a redelivery: its stored
                bytes are re-emitted and nothing is debited. Found with another offset, it is
                a duplicate publication: dead letter `duplicate`, nothing debited.
-  5. apply     one EVALSHA per tenant (`lua/apply.lua`; on a standalone Redis one per
-               chunk of the batch, `lua/apply_batch.lua`): compare-and-set on the version and
+  5. apply     one EVALSHA per tenant (`lua/apply.lua`; on a standalone Redis one for the
+               whole batch, `lua/apply_batch.lua`): compare-and-set on the version and
                on every call id being new, then write the new state and record every call
                id with its exact output bytes, atomically. A version conflict re-reads and
                re-folds that tenant (back to 3); a call id already recorded (a redelivery
@@ -34,14 +34,9 @@ states are dropped on every assignment change and every Redis error.
 
 While step 5 waits on Redis (a durable write: the AOF is fsynced before Redis answers),
 steps 1-2 of the next batch run beside it: they touch neither Redis nor the transaction,
-and anything that rewinds a batch rewinds that one too. With a backlog (full batches) the
-apply also starts during step 4: every quarter batch of calls folded (`APPLY_CHUNKS`), the
-tenants folded so far are handed to a thread that writes them while the fold goes on. Each tenant's write
-is atomic on its own (as on a Redis Cluster, where every tenant is its own call), and the
-batch's Kafka transaction only begins once every chunk has answered.
+and anything that rewinds a batch rewinds that one too.
 
-A crash before 4 applies nothing; during 4 or 5 it may have applied some of the batch's tenants,
-which the redelivered batch finds recorded, as below. A crash after 5 and before 8 aborts the transaction
+A crash before 5 applies nothing. A crash after 5 and before 8 aborts the transaction
 (the broker does, after transaction.timeout.ms; or a living worker, once the dead one's
 transactional-id lease in Redis runs out: `txn_leases`);
 the batch is redelivered, every call is found at step 3 with its source offset and the
@@ -58,7 +53,7 @@ import sys
 import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,7 +83,6 @@ log = logging.getLogger(__name__)
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
 STATE_CACHE_TENANTS = 50_000  # states kept from this worker's own writes (least recently used go)
-APPLY_CHUNKS = 4  # with a backlog, a batch's writes go to Redis in about this many chunks, as folded
 
 
 class Item:
@@ -364,12 +358,6 @@ class ChargingWorker:
                 snaps.update(self.store.snapshots(wanted))
             self._crash(3)
             writes = []
-            # With a backlog the apply runs on its own thread, in chunks handed over as the
-            # fold goes: Redis writes the first tenants while later ones are still folded.
-            threaded = while_applying is not None
-            applying: list[Future[list[tuple[int, int]]]] = []
-            handed = calls = 0  # writes handed to the thread so far; calls folded since
-            chunk = max(1, self.s.batch_size // APPLY_CHUNKS)
             for tid, its in list(pending.items()):
                 snap = snaps[tid]
                 if snap.unreadable is not None:
@@ -386,22 +374,16 @@ class ChargingWorker:
                 assert book is not None
                 state, new_calls = self._fold(book, snap.state, snap.calls, its, now, window)
                 writes.append((tid, snap.version, state, new_calls))
-                calls += len(its)
-                if threaded and calls >= chunk:
-                    applying.append(self._applier.submit(self.store.apply, writes[handed:], self._ttl))
-                    handed, calls = len(writes), 0
             self._crash(4)
-            if not threaded:
+            if while_applying is None:
                 results = self.store.apply(writes, self._ttl)
-            else:  # the rest of the Redis round trip (the worker's longest wait) runs beside other work
-                if handed < len(writes):
-                    applying.append(self._applier.submit(self.store.apply, writes[handed:], self._ttl))
+            else:  # the Redis round trip (the worker's longest wait) runs beside other work
+                pending_apply = self._applier.submit(self.store.apply, writes, self._ttl)
                 try:
-                    assert while_applying is not None
                     while_applying()
                     while_applying = None
                 finally:
-                    results = _gathered(applying)
+                    results = pending_apply.result()
             retry = {}
             for (tid, _, state, _), (status, value) in zip(writes, results, strict=True):
                 if status == 1:  # written: `value` is the new version
@@ -636,16 +618,6 @@ def collect_between_batches() -> None:
     if young < GC_BETWEEN_BATCHES:
         return
     gc.collect(2 if old >= GC_SAFETY_NET[2] else 1 if middle >= GC_SAFETY_NET[1] else 0)
-
-
-def _gathered(applying: list[Future[list[tuple[int, int]]]]) -> list[tuple[int, int]]:
-    """The replies of every chunk, in order; the first error once all of them are over (a
-    chunk still queued must not write beside the batch's retry)."""
-    wait(applying)
-    out: list[tuple[int, int]] = []
-    for part in applying:
-        out += part.result()
-    return out
 
 
 def _next_offsets(items: list[Item]) -> list[TopicPartition]:
