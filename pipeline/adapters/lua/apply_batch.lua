@@ -1,5 +1,4 @@
--- Apply many tenants in one call: a batch's, or a chunk of them (a standalone Redis: every
--- key on one node).
+-- Apply a whole batch's tenants in one call (a standalone Redis: every key on one node).
 -- Each tenant is exactly what apply.lua does for one: compare-and-set on the state version,
 -- nothing written if a call id is already recorded. One call instead of one per tenant
 -- spares the client most of its per-command work (about 15 us each in redis-py).
