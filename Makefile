@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit test-integration lint format bench soak stack-up stack-down clean
+.PHONY: help setup demo test test-unit test-clocks test-integration lint format bench soak stack-up stack-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server is missing: install it (e.g. apt-get install redis-server)"; exit 1; fi; }
+	@command -v faketime >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; \
+	  else echo "faketime is missing: install it (e.g. apt-get install faketime)"; exit 1; fi; }
 	@command -v promtool >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool is missing: install it (e.g. apt-get install prometheus)"; exit 1; fi; }
@@ -39,10 +42,25 @@ test: $(STAMP) $(FAST) ## lint (ruff, mypy), unit and integration tests (integra
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy processors pipeline
+	$(MAKE) --no-print-directory test-clocks
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP) $(FAST) ## unit tests only (no servers)
 	$(BIN)/python -m pytest -q tests/unit
+
+# The wall clocks the unit tier also runs at (UTC), by Debian's faketime (libfaketime under
+# the interpreter: every clock read, ours and the libraries', starts there and runs on):
+# early in a month; the first hour of 1 January at UTC+14 (Pacific/Kiritimati) and at
+# UTC-12; the EU daylight-saving change. A test that reads "now" must pass at each.
+# The test that re-runs the whole tier on the Python source runs once, at today's clock.
+CLOCKS  := 2026-12-02T10:00:00 2026-12-31T10:30:00 2027-01-01T12:30:00 2027-03-28T01:30:00
+test-clocks: $(STAMP) $(FAST) ## the unit tests at pinned clocks (a month's first days, New Year at UTC+14 and UTC-12, a DST change)
+	@for t in $(CLOCKS); do \
+	  echo "unit tests at $$t UTC"; \
+	  faketime -f "@$$(echo $$t | tr T ' ')" $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit \
+	    -o addopts="--strict-markers" \
+	    --deselect tests/unit/test_compiled_core.py::test_the_unit_suite_passes_on_the_python_source || exit 1; \
+	done
 
 test-integration: $(STAMP) $(FAST) ## integration tests only (real broker and Redis)
 	$(BIN)/python -m pytest -q tests/integration
