@@ -20,9 +20,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from pipeline.adapters import strict_json
 from pipeline.config import Settings
 from pipeline.errors import FatalError, InputError
-from processors.inputs import parse_time
+from processors.inputs import canonical_id, parse_time
 
 log = logging.getLogger("callcharge")
 
@@ -69,7 +70,7 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.publish import publish_tenants
 
     try:
-        data = json.loads(Path(args.file).read_text(encoding="utf-8-sig"))
+        data = strict_json.loads(Path(args.file).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FatalError(f"cannot read {args.file}: {exc}") from None
     n = publish_tenants(settings, data["tenants"] if isinstance(data, dict) else data)
@@ -283,7 +284,7 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.control.tokens import new_token
 
-    tenants = [t for t in args.tenants.split(",") if t]
+    tenants = [canonical_id(t) for t in args.tenants.split(",") if t]
     token, entry = new_token(args.name, args.scope, tenants)
     print(f"token (shown once, give it to {args.name}): {token}")
     print("entry for the tokens file (CALLCHARGE_API_TOKENS_FILE):")
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = command("ingest", cmd_ingest, "produce CDRs (JSON lines or Graph getPstnCalls) to the cdr topic")
     i.add_argument("files", nargs="+", metavar="FILE", help="JSON lines, or Graph response pages of one response")
-    i.add_argument("--tenant-id", help=TENANT_ID_HELP)
+    i.add_argument("--tenant-id", type=canonical_id, help=TENANT_ID_HELP)
 
     c = command("charge", cmd_charge, "run the charging worker")
     c.add_argument("--metrics-port", type=int, default=None)
@@ -392,14 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--check", action="store_true", help="compare Redis with the ledger, write nothing (exit 3 if differ)"
     )
-    b.add_argument("--tenant", help="only this tenant")
+    b.add_argument("--tenant", type=canonical_id, help="only this tenant")
     b.add_argument(
         "--force", action="store_true", help="rebuild even from a ledger that lacks tenants or calls Redis holds"
     )
 
     rp = command("report", cmd_report, "finance's reports from the ledger: PSTN usage, minute pools, statement")
     rp.add_argument("kind", choices=["usage", "pools", "statement", "chart"])
-    rp.add_argument("--tenant", required=True)
+    rp.add_argument("--tenant", type=canonical_id, required=True)
     rp.add_argument("--month", help="YYYY-MM in the tenant's time zone (default: the current month)")
     rp.add_argument(
         "--format", choices=["csv", "json"], default=None, help="usage, pools: csv (default); statement: text"
@@ -410,20 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("what", choices=["charges"])
     ex.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD", help="first call start date (UTC)")
     ex.add_argument("--to", dest="end", required=True, metavar="YYYY-MM-DD", help="last call start date (UTC)")
-    ex.add_argument("--tenant")
+    ex.add_argument("--tenant", type=canonical_id)
     ex.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     ex.add_argument("--out")
 
     rr = command("rerate", cmd_rerate, "price the FREECALL calls a new rate card has a tariff for; each charged once")
     rr.add_argument("--rates", required=True, help="the new rate card CSV")
-    rr.add_argument("--tenant")
+    rr.add_argument("--tenant", type=canonical_id)
     rr.add_argument("--since", metavar="YYYY-MM-DD", help="only calls started on or after this date (UTC)")
     rr.add_argument("--dry-run", action="store_true", help="print what would be charged per tenant, change nothing")
 
     r = command("rate", cmd_rate, "offline rating through the pure core")
     r.add_argument("--tenants", required=True)
     r.add_argument("--cdrs", required=True, nargs="+", metavar="FILE")
-    r.add_argument("--tenant-id", help=TENANT_ID_HELP)
+    r.add_argument("--tenant-id", type=canonical_id, help=TENANT_ID_HELP)
     r.add_argument(
         "--as-of",
         metavar="TIME",

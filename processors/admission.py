@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .charging import Book, Unchargeable, charge_call
+from .charging import Book, OutOfRange, Unchargeable, charge_call
 from .frozen import written_inits
 from .inputs import DeadLetterReason, Rejected
 from .ledger import TenantState, missing_funding
@@ -173,6 +173,9 @@ def fold_batch(
             outcome.charge, outcome.events = charge_call(book, state, cdr, rates, pending)
         except Unchargeable as exc:
             outcome.reject = Rejected(DeadLetterReason.UNPARSABLE_NUMBER, str(exc))
+            continue
+        except OutOfRange as exc:
+            outcome.reject = Rejected(DeadLetterReason.MONEY_OUT_OF_RANGE, str(exc))
             continue
         charged_here.add(cdr.call_id)
         if pending:

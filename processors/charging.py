@@ -30,6 +30,7 @@ from .model import (
     BILLABLE,
     CONF_OUTBOUND,
     CREDITS_LICENCE,
+    DIRECT_ROUTING_CALL_TYPES,
     FREE_UNRATED,
     INBOUND,
     INCLUDED,
@@ -44,8 +45,9 @@ from .model import (
     Segment,
     Tenant,
     User,
+    event_id,
 )
-from .money import ceil_div
+from .money import MAX_AMOUNT, MAX_BALANCE, ceil_div, format_money
 from .numbers import EMERGENCY, FIXED, MOBILE, PREMIUM, TOLLFREE, NumberInfo, analyze, try_analyze
 from .rating import PER_MINUTE, RateCard, Tariff
 
@@ -60,6 +62,13 @@ DOMESTIC_GROUP = {"US": "NA", "PR": "NA", "CA": "NA"}
 
 class Unchargeable(DomainError):
     """A CDR the planner cannot take (unparsable dialed number, unknown call type)."""
+
+
+class OutOfRange(DomainError):
+    """A call whose charge would take its tenant's money past the range every record can
+    carry (`money.MAX_AMOUNT` a charge, `money.MAX_BALANCE` a deficit or overage). Refused
+    before anything changes: the call goes to the dead-letter topic, its tenant's state and
+    every other tenant go on."""
 
 
 def plan_of(user: User | None) -> str | None:
@@ -176,7 +185,7 @@ def route(book: Book, cdr: Cdr) -> Route:
     # bridge): nothing to flag. A user id the tenant does not have is flagged.
     flags: list[str] = [] if user or not cdr.user_id else ["unknown_user"]
     region = (user.usage_country if user else None) or cdr.usage_country or tenant.country
-    if cdr.routing == "direct_routing":
+    if cdr.routing == "direct_routing" or cdr.call_type in DIRECT_ROUTING_CALL_TYPES:
         return Route(None, "direct_routing", flags=tuple(flags))
     if cdr.call_type in INBOUND:
         ours = try_analyze(cdr.callee_number, region)
@@ -301,13 +310,15 @@ def charge_call(
     tenant = book.tenant
     at = cdr.end
     r = route(book, cdr)  # raises Unchargeable before anything changes
+    tariff = tariff_for(book, rates, r)
+    billed = (tariff or PER_MINUTE).billed_seconds(cdr.duration_s)
+    if tariff is not None and r.service is not None:
+        check_range(tenant, state, cdr, tariff.connection_fee + tariff.price_seconds(billed))
     # Funding from the tenant's configuration bought before the call ended, at its purchase
     # time (a lot bought later is applied by a later call, or by the control worker).
     _, events = open_state(tenant, state, upto=at) if funding_pending else (state, [])
     month = month_key(cdr.start, tenant.time_zone)
     flags = list(r.flags)
-    tariff = tariff_for(book, rates, r)
-    billed = (tariff or PER_MINUTE).billed_seconds(cdr.duration_s)
     minutes = ceil_div(billed, 60)
     segments: list[Segment] = []
     amount = fee = 0
@@ -383,6 +394,18 @@ def charge_call(
     return charge, events
 
 
+def check_range(tenant: Tenant, state: TenantState, cdr: Cdr, worst: int) -> None:
+    """OutOfRange unless a charge of at most `worst` keeps every sum of the tenant in range:
+    the charge itself, the deficit it may add (direct, csp) or the overage (mca, nce). Two
+    field reads per billable call: the balance's lots are not summed."""
+    if worst > MAX_AMOUNT or state.deficit + worst > MAX_BALANCE or state.overage + worst > MAX_BALANCE:
+        raise OutOfRange(
+            f"tenant {tenant.tenant_id}: call {cdr.call_id} would cost up to {format_money(worst)} "
+            f"{tenant.currency} on a deficit of {format_money(state.deficit)} and overage of "
+            f"{format_money(state.overage)}: past the range of {format_money(MAX_BALANCE)} we keep"
+        )
+
+
 def take_credits(
     tenant: Tenant, state: TenantState, minutes: int, amount: int, rate_id: str, started: datetime
 ) -> list[Segment]:
@@ -412,7 +435,7 @@ def _pool_alerts(book: Book, state: TenantState, cdr: Cdr, month: str, used_befo
             state.thresholds.append(mark)
             events.append(
                 Event(
-                    f"{cdr.call_id}:pool_threshold:{pct}",
+                    event_id(cdr.tenant_id, cdr.call_id, f"pool_threshold:{pct}"),
                     "pool_threshold",
                     cdr.tenant_id,
                     cdr.end,

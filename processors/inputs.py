@@ -16,7 +16,17 @@ from phonenumbers import SUPPORTED_REGIONS
 from . import tables
 from .calendar import zone
 from .errors import DomainError
-from .model import CALL_TYPES, CHANNELS, POSTPAID_CHANNELS, AutoRecharge, Cdr, Funding, Tenant, User
+from .model import (
+    CALL_TYPES,
+    CHANNELS,
+    DIRECT_ROUTING_CALL_TYPES,
+    POSTPAID_CHANNELS,
+    AutoRecharge,
+    Cdr,
+    Funding,
+    Tenant,
+    User,
+)
 from .money import MAX_AMOUNT, MAX_BALANCE, MoneyError, format_money, parse_money
 
 MAX_DURATION_S = 7 * 24 * 3600  # Teams ends calls after 24 h; a week is absurd for sure.
@@ -28,6 +38,33 @@ DURATION_TOLERANCE_S = 30
 # punctuation are refused: phonenumbers would silently turn "+1212ABC9994" into a number.
 # `number_text` says the same as this pattern, without a regular expression per number.
 NUMBER_TEXT = re.compile(r"\+?[0-9]{1,20}\Z")
+
+
+# A GUID (Entra tenant and object ids, Graph userId): 8-4-4-4-12 hex digits. A GUID compares
+# case-insensitively; one export writes it in upper case, another in lower.
+GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\Z")
+
+
+def canonical_id(value: str) -> str:
+    """The one stored form of a tenant or user id (our rule): a GUID in lower case, any other
+    id as written. Every path an id arrives by (tenants files, CDR JSON and Avro, Graph rows,
+    `--tenant-id`, API paths, token tenant lists) goes through here, so the same GUID in
+    another letter case is the same tenant or user. Cheap on the hot path: only a
+    36-character id with an upper-case letter is matched."""
+    if len(value) != 36 or value.islower() or not GUID.match(value):
+        return value
+    return value.lower()
+
+
+def folded_twin(ids: Iterable[str]) -> tuple[str, str] | None:
+    """Two ids of `ids` that differ only by letter case (None when there are none): a
+    configuration cannot tell which of the two a CDR written in either case means."""
+    seen: dict[str, str] = {}
+    for x in ids:
+        twin = seen.setdefault(x.casefold(), x)
+        if twin != x:
+            return twin, x
+    return None
 
 
 def number_text(number: str) -> bool:
@@ -55,6 +92,10 @@ class DeadLetterReason(StrEnum):
     STATE_UNREADABLE = "state_unreadable"  # the tenant's stored state cannot be read
     STATE_CONFLICT = "state_conflict"  # the tenant's state kept changing under the worker
     UNPROCESSABLE = "unprocessable"  # a control record (command, event) that kept failing
+    # the call's charge would take its tenant's money past the range we keep (processors.money)
+    MONEY_OUT_OF_RANGE = "money_out_of_range"
+    TENANT_REMOVED = "tenant_removed"  # the tenant was offboarded (`callcharge tenants remove`)
+    MASKED_NUMBER = "masked_number"  # a number masked ('+12345678***') where charging needs its digits
 
 
 @dataclass(frozen=True)
@@ -186,10 +227,52 @@ def check(cdr: Cdr, duration_tolerance_s: int = DURATION_TOLERANCE_S) -> Cdr | R
         )
     callee, caller = cdr.callee_number, cdr.caller_number
     if callee and not number_text(callee):
-        return _not_a_number("callee", callee)
-    if caller and caller.startswith("+") and not number_text(caller):
+        if not masked_number(callee):
+            return _not_a_number("callee", callee)
+        if cdr.routing != "direct_routing" and cdr.call_type not in DIRECT_ROUTING_CALL_TYPES:
+            # the dialled number decides the tariff (outbound) or whether it is our
+            # toll-free number (inbound): its digits are needed
+            return Rejected(
+                DeadLetterReason.MASKED_NUMBER,
+                f"callee number {callee[:40]!r} is masked: charging a {cdr.call_type} call needs its digits "
+                "(export the CDR unmasked)",
+            )
+    if caller and caller.startswith("+") and not number_text(caller) and not masked_number(caller):
         return _not_a_number("caller", caller)
+    tid, uid = canonical_id(cdr.tenant_id), canonical_id(cdr.user_id)
+    if tid is not cdr.tenant_id or uid is not cdr.user_id:
+        return _with_ids(cdr, tid, uid)
     return cdr
+
+
+def _with_ids(cdr: Cdr, tenant_id: str, user_id: str) -> Cdr:
+    """`cdr` with its tenant and user ids in their canonical form."""
+    return Cdr(
+        cdr.call_id,
+        tenant_id,
+        user_id,
+        cdr.call_type,
+        cdr.caller_number,
+        cdr.callee_number,
+        cdr.start,
+        cdr.end,
+        cdr.duration_s,
+        cdr.usage_country,
+        cdr.conference_id,
+        cdr.licence_capability,
+        cdr.routing,
+        cdr.graph_call_id,
+        cdr.user_principal_name,
+        cdr.user_display_name,
+    )
+
+
+def masked_number(number: str) -> bool:
+    """A number as Microsoft masks it in reports and Direct Routing rows ("+12345678***"):
+    an optional "+", at least one digit, then one or more '*' to the end. Accepted where
+    charging does not need the hidden digits (a caller; a Direct Routing row)."""
+    stars = len(number) - len(number.rstrip("*"))
+    return stars > 0 and number_text(number[: len(number) - stars]) and len(number) <= 24
 
 
 def _not_a_number(name: str, number: str) -> Rejected:
@@ -264,7 +347,8 @@ TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 def check_tenant_id(tid: Any) -> str:
-    """`tid` when it is a valid tenant id; TenantError naming the rule otherwise."""
+    """`tid` in its canonical form (`canonical_id`) when it is a valid tenant id;
+    TenantError naming the rule otherwise."""
     if not isinstance(tid, str) or not tid:
         raise TenantError("tenant without tenant_id")
     if not TENANT_ID.match(tid):
@@ -272,7 +356,7 @@ def check_tenant_id(tid: Any) -> str:
             f"tenant id {tid[:80]!r} is not valid: 1 to 64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (a Microsoft tenant id is a GUID)"
         )
-    return tid
+    return canonical_id(tid)
 
 
 def tenant_from_dict(d: Mapping[str, Any]) -> Tenant:
@@ -281,7 +365,7 @@ def tenant_from_dict(d: Mapping[str, Any]) -> Tenant:
         return _tenant(tid, d)
     except TenantError:
         raise
-    except (KeyError, TypeError, ValueError, MoneyError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, MoneyError) as exc:
         raise TenantError(f"tenant {tid}: {type(exc).__name__}: {exc}") from None
 
 
@@ -338,14 +422,22 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
         except Exception as exc:  # ZoneInfoNotFoundError and friends
             raise TenantError(f"tenant {tid}: unknown time zone {tz!r}") from exc
     users = {}
-    for u in d.get("users", []):
+    listed = d.get("users", [])
+    if not isinstance(listed, list):
+        raise TenantError(f"tenant {tid}: users must be a list")
+    for u in listed:
+        if not isinstance(u.get("user_id"), str) or not u["user_id"]:
+            raise TenantError(f"tenant {tid}: a user without user_id")
+        uid = canonical_id(u["user_id"])
         policy = u.get("dialout_policy")
         if policy is not None and policy not in tables.dialout_policies():
             raise TenantError(f"tenant {tid}: user {u['user_id']}: unknown dial-out policy {policy!r}")
-        if u["user_id"] in users:  # which of the two is meant cannot be told
-            raise TenantError(f"tenant {tid}: user {u['user_id']} is listed twice")
+        if uid in users:  # which of the two is meant cannot be told
+            raise TenantError(
+                f"tenant {tid}: user {u['user_id']} is listed twice (user ids compare case-insensitively)"
+            )
         user = User(
-            user_id=u["user_id"],
+            user_id=uid,
             usage_country=_country(tid, f"user {u['user_id']}: usage_country", u["usage_country"]),
             licences=licences_of(tid, u["user_id"], u.get("licences", [])),
             dialout_policy=policy,
@@ -354,6 +446,9 @@ def _tenant(tid: str, d: Mapping[str, Any]) -> Tenant:
             display_name=u.get("display_name"),
         )
         users[user.user_id] = user
+    twins = folded_twin(users)
+    if twins is not None:
+        raise TenantError(f"tenant {tid}: users {twins[0]!r} and {twins[1]!r} differ only by letter case")
     ar = None
     if d.get("auto_recharge"):
         a = d["auto_recharge"]

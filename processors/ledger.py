@@ -27,7 +27,8 @@ from typing import Any
 
 from .calendar import add_months
 from .frozen import written_inits
-from .model import POSTPAID_CHANNELS, Event, Funding, LotDraw, Tenant
+from .model import POSTPAID_CHANNELS, Event, Funding, LotDraw, Tenant, event_id
+from .money import MAX_BALANCE, format_money
 
 _quote: Callable[[str], str] = encode_basestring_ascii  # json.dumps' own string quoting (C)
 _JSON_BOOL = {True: "true", False: "false"}
@@ -187,7 +188,9 @@ def _zero_before(lots: list[Lot], d: dict[str, Any]) -> bool:
 
 
 def _event(cause: str, kind: str, tenant: Tenant, at: datetime, state: TenantState, **fields: Any) -> Event:
-    return Event(f"{cause}:{kind}", kind, tenant.tenant_id, at, state.balance, tuple(fields.items()))
+    return Event(
+        event_id(tenant.tenant_id, cause, kind), kind, tenant.tenant_id, at, state.balance, tuple(fields.items())
+    )
 
 
 def after_change(tenant: Tenant, state: TenantState, before: int, at: datetime, cause: str) -> list[Event]:
@@ -344,8 +347,25 @@ def open_state(
     events: list[Event] = []
     due = [f for f in missing_funding(tenant, state) if upto is None or f.purchased_at <= upto]
     for lot in sorted(due, key=lambda f: (f.purchased_at, f.lot_id)) if due else ():
+        if state.balance + lot.amount > MAX_BALANCE:
+            events.append(refuse_lot(tenant, state, lot))
+            continue
         events.extend(fund(tenant, state, lot.lot_id, lot.amount, lot.purchased_at, lot.purchased_at))
     return state, events
+
+
+def refuse_lot(tenant: Tenant, state: TenantState, lot: Funding) -> Event:
+    """A configured lot that would take the balance past `money.MAX_BALANCE` (lots added
+    load after load, each file within its cap) is refused, not applied: it stays in the
+    state as an empty, expired lot (so it is refused once) and a `funding_refused` event
+    with its id, amount and reason is on the ledger."""
+    state.lots.append(Lot(lot.lot_id, 0, 0, lot.purchased_at, lot.purchased_at, True))
+    state.lots.sort(key=lambda x: (x.purchased_at, x.lot_id))
+    reason = f"the balance would exceed the maximum of {format_money(MAX_BALANCE)}"
+    return _event(
+        f"fund:{lot.lot_id}", "funding_refused", tenant, lot.purchased_at, state,
+        lot_id=lot.lot_id, amount=lot.amount, reason=reason,
+    )  # fmt: skip
 
 
 written_inits(Lot)

@@ -15,7 +15,22 @@ if TYPE_CHECKING:
 INBOUND = frozenset({"user_in", "conf_in", "unassigned_in", "ucap_in"})
 USER_OUTBOUND = frozenset({"user_out", "user_out_conf", "user_out_transfer", "user_out_forwarding", "ucap_out"})
 CONF_OUTBOUND = frozenset({"conf_out"})
-CALL_TYPES = INBOUND | USER_OUTBOUND | CONF_OUTBOUND
+# Call types of Direct Routing rows (Graph getDirectRoutingCalls, the Direct Routing usage
+# report): the call ran over the customer's own SBC and carrier, which bill it. Never
+# charged, always on the ledger as not_charged with the reason direct_routing.
+DIRECT_ROUTING_CALL_TYPES = frozenset(
+    {
+        "ByotIn",
+        "ByotOut",
+        "ByotInUserForwarding",
+        "ByotInUserTransfer",
+        "ByotOutUserForwarding",
+        "ByotOutUserTransfer",
+        "ByotInOverflow",
+        "ByotOutOverflow",
+    }
+)
+CALL_TYPES = INBOUND | USER_OUTBOUND | CONF_OUTBOUND | DIRECT_ROUTING_CALL_TYPES
 
 CHANNELS = frozenset({"direct", "mca", "nce", "csp"})
 POSTPAID_CHANNELS = frozenset({"mca", "nce"})
@@ -294,6 +309,16 @@ class Charge:
         self.callee_number = callee_number  # type: ignore[misc]
         self.tariff = tariff  # type: ignore[misc]
         self.rate_card = rate_card  # type: ignore[misc]
+
+
+def event_id(tenant_id: str, cause: str, kind: str) -> str:
+    """The id of the `kind` event `cause` raised for a tenant: deterministic (a redelivery
+    raises the same id) and unique across tenants (our rule: consumers count each
+    event_id once, and two tenants' commands, calls and lots may share an id). It starts
+    with the tenant id and a colon; a cause that already does (a recharge request id) is
+    not prefixed twice."""
+    prefix = tenant_id + ":"
+    return f"{cause}:{kind}" if cause.startswith(prefix) else f"{prefix}{cause}:{kind}"
 
 
 @dataclass(frozen=True)

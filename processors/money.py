@@ -5,6 +5,7 @@ Decimal strings are the only external form; floats are refused.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from .errors import DomainError
@@ -16,25 +17,35 @@ MICRO = 1_000_000
 # overflow a record; anything larger is refused with its reason before it is written.
 MAX_AMOUNT = 10**9 * MICRO
 MAX_BALANCE = 10**12 * MICRO
+# A rate card's price per minute and connection fee (our rule): at most 1 000 currency units
+# each. With calls of at most 7 days (inputs.MAX_DURATION_S) and increments of at most an
+# hour, one call costs at most about 10 million units: far inside MAX_AMOUNT.
+MAX_PRICE = 1000 * MICRO
 
 
 class MoneyError(DomainError):
     """A money value that cannot be represented exactly in micro-units."""
 
 
-def parse_money(text: str | int) -> int:
-    """Parse a decimal string ("50", "0.012") into micro-units, exactly.
+# The one written form of money in files and on the wire (our rule): an optional minus,
+# digits, an optional point with digits. No exponent ("1e3"), no underscores ("1_000"), no
+# plus, no JSON number: what a person reads is what is charged.
+MONEY_TEXT = re.compile(r"-?[0-9]{1,19}(\.[0-9]{1,19})?\Z")
 
-    Refuses floats, more than six decimals, NaN and infinities.
+
+def parse_money(text: str) -> int:
+    """Parse a plain decimal string ("50", "0.012") into micro-units, exactly.
+
+    Refuses anything else (numbers, exponents, underscores, NaN), and more than six decimals.
     """
-    if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise MoneyError(f"money must be a decimal string, got {type(text).__name__}")
+    if not isinstance(text, str):
+        raise MoneyError(f'money must be a decimal string such as "50.00", got {type(text).__name__}')
+    if not MONEY_TEXT.match(text.strip()):
+        raise MoneyError(f"not a plain decimal amount (digits and one point): {text[:40]!r}")
     try:
-        value = Decimal(str(text).strip())
-    except InvalidOperation as exc:
+        value = Decimal(text.strip())
+    except InvalidOperation as exc:  # pragma: no cover - the pattern admits decimals only
         raise MoneyError(f"not a decimal amount: {text!r}") from exc
-    if not value.is_finite():
-        raise MoneyError(f"not a finite amount: {text!r}")
     micro = value * MICRO
     if micro != micro.to_integral_value():
         raise MoneyError(f"more than 6 decimal places: {text!r}")

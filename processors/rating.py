@@ -13,7 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import DomainError
-from .money import MoneyError, ceil_div, parse_money
+from .money import MAX_PRICE, MoneyError, ceil_div, format_money, parse_money
+
+# A tariff increment of at most an hour (our rule): a call is billed in steps no coarser.
+MAX_INCREMENT_S = 3600
 
 SERVICES = frozenset({"calling", "dialout", "tollfree"})
 COLUMNS = (
@@ -121,12 +124,14 @@ class RateCard:
                 )
                 first = int(row.get("first_increment") or 60)
                 nxt = int(row.get("next_increment") or 60)
-                if first <= 0 or nxt <= 0:
-                    raise RateCardError("increments must be positive")
+                if not (0 < first <= MAX_INCREMENT_S and 0 < nxt <= MAX_INCREMENT_S):
+                    raise RateCardError(f"increments must be 1 to {MAX_INCREMENT_S} seconds")
                 price = parse_money(row["price_per_minute"])
                 fee = parse_money(row.get("connection_fee") or "0")
                 if price < 0 or fee < 0:
                     raise RateCardError("negative price")
+                if price > MAX_PRICE or fee > MAX_PRICE:
+                    raise RateCardError(f"price or connection fee above the maximum of {format_money(MAX_PRICE)}")
                 if key in lines:  # two prices for one route: which one is meant cannot be told
                     raise RateCardError(f"the same route as line {lines[key]} ({', '.join(key)})")
             except (RateCardError, MoneyError, ValueError) as exc:

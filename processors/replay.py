@@ -75,6 +75,9 @@ def state_from_ledger(tenant: Tenant, charges: Iterable[Mapping[str, Any]], even
             lots[f["lot_id"]] = lot
             state.funded += amount
             covered += lot.covered
+        elif e.type == "funding_refused" and "lot_id" in f:  # a configured lot past the range
+            lot = _LotSums(0, e.at, e.at, expired=True)
+            lots[f["lot_id"]] = lot
         elif e.type == "credits_expired":
             if f["lot_id"] not in lots:
                 raise LedgerGap(f"{tenant.tenant_id}: lot {f['lot_id']} expired but was never funded")

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters import strict_json
 from pipeline.errors import InputError
 from processors.inputs import (
     DeadLetterReason,
@@ -24,7 +25,7 @@ from processors.rating import RateCard
 
 def load_tenants(path: Path) -> list[Tenant]:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM (Windows tools) is skipped
+        data = strict_json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a BOM (Windows tools) is skipped
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read tenants file {path}: {exc}") from None
     if isinstance(data, dict) and "tenants" in data:
@@ -96,7 +97,7 @@ def _parse_line(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         return Rejected(DeadLetterReason.UNDECODABLE, f"not UTF-8 (byte {exc.start})")
     try:
-        obj = json.loads(text)
+        obj = strict_json.loads(text)
     except json.JSONDecodeError as exc:
         return Rejected(DeadLetterReason.UNDECODABLE, f"invalid JSON: {exc.msg}")
     if _has_lone_surrogate(obj):
@@ -111,7 +112,7 @@ def _graph_response(data: bytes) -> tuple[list[Any], bool] | None:
     if head not in (b"{", b"["):
         return None
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = strict_json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None  # not one JSON document: JSON lines (or not JSON at all), read per line
     if isinstance(doc, list):

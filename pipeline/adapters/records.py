@@ -9,6 +9,7 @@ from typing import Any
 from processors.engine import MONEY_FIELDS
 from processors.inputs import (
     Rejected,
+    canonical_id,
     cdr_from_record,
     check_tenant_id,
     checked_record,
@@ -298,8 +299,8 @@ def tenant_from_avro(r: dict[str, Any]) -> Tenant:
         channel=r["channel"],
         time_zone=r.get("time_zone"),
         users={
-            u["user_id"]: User(
-                u["user_id"],
+            canonical_id(u["user_id"]): User(
+                canonical_id(u["user_id"]),
                 u["usage_country"],
                 licences_of(r["tenant_id"], u["user_id"], list(u["licences"])),
                 u.get("dialout_policy"),

@@ -421,7 +421,38 @@ class ChargingWorker:
         now: datetime,
         window: tuple[datetime, datetime],
     ) -> tuple[TenantState, dict[str, bytes]]:
-        """Step 4 for one tenant: `processors.admission.fold_batch`, then the encoding."""
+        """Step 4 for one tenant: `processors.admission.fold_batch`, then the encoding.
+
+        A call whose records cannot be encoded (a value past a field's range that the core's
+        bounds did not catch) goes to the DLQ with its reason, and the tenant's batch is
+        folded again without it: one call never stops its tenant, the worker or the others."""
+        unencodable: dict[int, Rejected] = {}
+        while True:
+            try:
+                return self._fold_once(book, stored_state, stored, items, now, window, unencodable)
+            except _Unencodable as exc:
+                item = items[exc.index]
+                log.error("tenant %s: call %s cannot be encoded: %s", book.tenant.tenant_id, exc.call_id, exc.why)
+                unencodable[exc.index] = Rejected(
+                    DeadLetterReason.MONEY_OUT_OF_RANGE,
+                    f"tenant {book.tenant.tenant_id}: call {exc.call_id}: its records cannot be encoded: {exc.why}",
+                )
+                item.reject = unencodable[exc.index]
+
+    def _fold_once(
+        self,
+        book: Book,
+        stored_state: TenantState | None,
+        stored: dict[str, StoredCall],
+        items: list[Item],
+        now: datetime,
+        window: tuple[datetime, datetime],
+        unencodable: dict[int, Rejected],
+    ) -> tuple[TenantState, dict[str, bytes]]:
+        if unencodable:  # folded again without the calls that could not be encoded
+            kept = [(k, item) for k, item in enumerate(items) if k not in unencodable]
+            index = [k for k, _ in kept]
+            items = [item for _, item in kept]
         folded = fold_batch(
             book,
             stored_state,
@@ -439,11 +470,16 @@ class ChargingWorker:
             charge = outcome.charge
             if charge is not None:  # the usual case first
                 partition, offset = item.partition, item.offset
-                records: tuple[tuple[int, bytes], ...] = ((CHARGES, encode_charge(charge, partition, offset, now)),)
-                if outcome.events:
-                    records += tuple(
-                        (EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency))) for e in outcome.events
-                    )
+                try:
+                    records: tuple[tuple[int, bytes], ...] = ((CHARGES, encode_charge(charge, partition, offset, now)),)
+                    if outcome.events:
+                        records += tuple(
+                            (EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency)))
+                            for e in outcome.events
+                        )
+                except (OverflowError, ValueError, TypeError) as exc:
+                    at = items.index(item)
+                    raise _Unencodable(index[at] if unencodable else at, charge.call_id, str(exc)) from None
                 item.reject, item.records, item.charge = None, records, charge
                 new_calls[charge.call_id] = pack_call(partition, offset, records)
                 continue
@@ -580,6 +616,14 @@ class ChargingWorker:
         if self._crash_step == step and batch == self._crash_batch:
             log.error("fault injection: SIGKILL after step %d of batch %d", step, batch)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Unencodable(Exception):
+    """A charged call of a tenant's batch whose records cannot be encoded (`_fold`)."""
+
+    def __init__(self, index: int, call_id: str, why: str) -> None:
+        super().__init__(why)
+        self.index, self.call_id, self.why = index, call_id, why
 
 
 def tune_runtime() -> None:

@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 import redis
@@ -26,7 +26,7 @@ from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipeline.adapters import kafka, reports
+from pipeline.adapters import kafka, reports, strict_json
 from pipeline.adapters.records import dead_letter, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.control import api_input, openapi
@@ -34,7 +34,7 @@ from pipeline.control.lifecycle import Control, Output
 from pipeline.control.tokens import Principal, Tokens
 from pipeline.errors import InputError, OutputsNotAcknowledged, Refused, StateUnreadable
 from processors.control import authorize
-from processors.inputs import DeadLetterReason, Rejected, check
+from processors.inputs import DeadLetterReason, Rejected, canonical_id, check
 from processors.model import Cdr
 from processors.money import format_money
 from processors.rating import RateCard
@@ -175,6 +175,9 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             if who is None:
                 return self.json({"error": "missing or wrong bearer token"}, status=401)
             tenant_id = request.match_info.get("tenant_id", "")
+            if tenant_id:  # a GUID in any letter case is the same tenant: the views see one form
+                tenant_id = canonical_id(tenant_id)
+                cast(dict[str, str], request.match_info)["tenant_id"] = tenant_id  # aiohttp's is a dict
             scope = "read" if request.method in ("GET", "HEAD") else "write"
             if not who.may(tenant_id, scope):
                 denied = f"token {who.name!r} has no {scope} access to tenant {tenant_id!r}"
@@ -184,8 +187,8 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 response = await super().dispatch(request)
             except Refused as exc:
                 response = self.json({"error": exc.reason}, status=exc.status)
-            except json.JSONDecodeError:
-                response = self.json({"error": "body is not valid JSON"}, status=400)
+            except json.JSONDecodeError as exc:  # strict_json: too deep or a key twice as well
+                response = self.json({"error": f"body is not valid JSON: {exc.msg}"}, status=400)
             except StateUnreadable as exc:  # no balance to answer from until it is rebuilt
                 response = self.json({"error": str(exc)}, status=503)
             return response
@@ -195,7 +198,7 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 text = (await request.read()).decode("utf-8")
             except UnicodeDecodeError:
                 raise Refused(400, "body is not UTF-8 text") from None
-            data = json.loads(text or "null")
+            data = strict_json.loads(text or "null")
             if not isinstance(data, dict):
                 raise Refused(400, "body must be a JSON object")
             return data

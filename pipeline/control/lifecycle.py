@@ -35,7 +35,7 @@ from pipeline.errors import GatewayTimeout, Refused, RetriableError, StateUnread
 from processors.charging import Book
 from processors.control import funding_refusal, notifications, retry_at, service_state
 from processors.ledger import TenantState, forfeit_due, fund, open_state
-from processors.model import Event
+from processors.model import Event, event_id
 from processors.money import parse_money
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Control:
                 raise Refused(400, f"currency {cmd['currency']} is not the tenant's {book.tenant.currency}")
         except Refused as exc:
             event = Event(
-                f"{cmd['command_id']}:funding_refused",
+                event_id(cmd["tenant_id"], cmd["command_id"], "funding_refused"),
                 "funding_refused",
                 cmd["tenant_id"],
                 self.now(),
@@ -231,7 +231,7 @@ class Control:
         )
         state = self.ledger.peek(tid)
         event = Event(
-            f"{request_id}:{attempt}:recharge_failed",
+            event_id(tid, f"{request_id}:{attempt}", "recharge_failed"),
             "recharge_failed",
             tid,
             now,
@@ -250,7 +250,7 @@ class Control:
             _clear_in_flight(state, request_id)
             events.append(
                 Event(
-                    f"{request_id}:recharge_succeeded",
+                    event_id(book.tenant.tenant_id, request_id, "recharge_succeeded"),
                     "recharge_succeeded",
                     book.tenant.tenant_id,
                     at,
@@ -283,6 +283,8 @@ class Control:
                 continue
             except (StateUnreadable, RetriableError) as exc:  # this tenant waits; the others go on
                 log.error("recharge %s: %s", request_id, exc)
+            except Exception:
+                self._skipped(tid, "recharge retry")
         self.metrics.recharges_pending.set(self.r.zcard(RETRY_ZSET))
         out += self.announce()
         for tid, book in list(self.directory.books.items()):
@@ -298,7 +300,16 @@ class Control:
                     out += self._after_ledger(book, values)
             except (StateUnreadable, RetriableError) as exc:
                 log.error("expiry of %s: %s", tid, exc)
+            except Exception:
+                self._skipped(tid, "expiry")
         return out
+
+    def _skipped(self, tenant_id: str, job: str) -> None:
+        """The timer skips a tenant it cannot process (its arithmetic, a record it cannot
+        encode, a bug): logged with the traceback and counted
+        (`callcharge_control_errors_total{topic="timer"}`), every other tenant goes on."""
+        log.exception("timer: %s of tenant %s failed; skipped this tick, the other tenants go on", job, tenant_id)
+        self.metrics.errors.labels("timer").inc()
 
     def announce(self) -> list[Output]:
         """The service state of every tenant configured (or changed) since this process

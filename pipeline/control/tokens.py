@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters import strict_json
 from pipeline.errors import FatalError
+from processors.inputs import canonical_id
 
 SCOPES = ("read", "write")
 
@@ -37,7 +39,7 @@ class Principal:
     def may(self, tenant_id: str, scope: str) -> bool:
         if scope == "write" and self.scope != "write":
             return False
-        return "*" in self.tenants or tenant_id in self.tenants
+        return "*" in self.tenants or canonical_id(tenant_id) in self.tenants
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Tokens:
         entries = []
         if path:
             try:
-                raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+                raw = strict_json.loads(Path(path).read_text(encoding="utf-8-sig"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise FatalError(f"API tokens file {path}: {exc}") from None
             if not isinstance(raw, list):
@@ -110,4 +112,4 @@ def _parse(i: int, e: Any, path: str | Path) -> _Entry:
         raw = bytes.fromhex(digest)
     except ValueError:
         raise FatalError(f"{where} ({name}): sha256 is not hexadecimal") from None
-    return _Entry(raw, Principal(name, scope, frozenset(tenants)))
+    return _Entry(raw, Principal(name, scope, frozenset(canonical_id(t) for t in tenants)))

@@ -16,7 +16,7 @@ from pipeline.adapters.kafka import producer
 from pipeline.adapters.records import cdr_to_avro, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.errors import FatalError
-from processors.inputs import DeadLetterReason, Rejected, TenantError, cdr_from_dict, first_repeated
+from processors.inputs import DeadLetterReason, Rejected, TenantError, cdr_from_dict, first_repeated, folded_twin
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -33,17 +33,20 @@ def _progress(done: int, total: int, label: str) -> None:
 def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> int:
     codec = Codec(settings.schemas_dir)
     now = datetime.now(UTC)
-    twice = first_repeated(
-        e["tenant_id"] for e in entries if isinstance(e, dict) and isinstance(e.get("tenant_id"), str)
-    )
-    if twice is not None:
-        raise FatalError(f"tenants file: tenant {twice} is listed twice")
     records = []
     for entry in entries:
         try:
-            records.append((entry["tenant_id"], codec.encode("tenant_config", tenant_to_avro(entry, now))))
+            record = tenant_to_avro(entry, now)
         except (TenantError, KeyError, TypeError) as exc:
             raise FatalError(f"tenants file: {exc}") from None
+        records.append((record["tenant_id"], codec.encode("tenant_config", record)))
+    ids = [tid for tid, _ in records]  # canonical: a GUID in lower case
+    twice = first_repeated(ids)
+    if twice is not None:
+        raise FatalError(f"tenants file: tenant {twice} is listed twice (tenant ids compare case-insensitively)")
+    twins = folded_twin(ids)
+    if twins is not None:
+        raise FatalError(f"tenants file: tenants {twins[0]!r} and {twins[1]!r} differ only by letter case")
     p = producer(settings)
     for tid, value in records:
         p.produce(settings.topic.tenant_config, key=tid.encode(), value=value)

@@ -78,21 +78,25 @@ def rerate_calls(
 ) -> Summary:
     rates = load_rates(rates_path)  # a card that does not parse changes nothing
     ledger = read_ledger(settings, tenant_id)
-    adjusted = {c["call_id"][: -len(rerate.SUFFIX)] for c in ledger.charges if rerate.ADJUSTS in c["flags"]}
+    # calls are named by (tenant, call id): call ids are unique only within a tenant
+    adjusted = {
+        (c["tenant_id"], c["call_id"][: -len(rerate.SUFFIX)]) for c in ledger.charges if rerate.ADJUSTS in c["flags"]
+    }
     summary = Summary()
     codec = wiring.codec(settings)
     ops = LedgerOps(wiring.store(settings), codec)
     out = producer(settings)
     crash_after = int(settings.crash_after.split(":")[1]) if settings.crash_after.startswith("rerate:") else 0
     done = 0
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for c in ledger.charges:
-        if c["call_id"] in seen or not rerate.needs_rerating(c) or c["tenant_id"] not in ledger.tenants:
+        call = (c["tenant_id"], c["call_id"])
+        if call in seen or not rerate.needs_rerating(c) or c["tenant_id"] not in ledger.tenants:
             continue
-        seen.add(c["call_id"])
+        seen.add(call)
         if since is not None and c["start_time"].astimezone(UTC).date() < since:
             continue
-        if c["call_id"] in adjusted:
+        if call in adjusted:
             summary.already += 1
             continue
         tenant = ledger.tenants[c["tenant_id"]]
