@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
@@ -24,6 +24,26 @@ def month_key(at: datetime, time_zone: str | None) -> str:
 @cache
 def _month_text(year: int, month: int) -> str:
     return f"{year:04d}-{month:02d}"  # formatted once per month: every call asks
+
+
+@lru_cache(maxsize=4096)
+def month_closes(month: str, time_zone: str | None, lateness: timedelta) -> datetime:
+    """When a tenant's month closes (our rule): the allowed lateness after the month's end in
+    the tenant's time zone. Until then a late call still joins its month; after it the month's
+    statement is final, and money that arrives later (a re-rating, a call later than the
+    lateness) is posted in the month it arrives in, naming its call's month."""
+    year, mon = int(month[:4]), int(month[5:7])
+    year, mon = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    end = datetime(year, mon, 1, tzinfo=zone(time_zone))
+    return end.astimezone(UTC) + lateness
+
+
+def posted_month(month: str, charged_at: datetime | None, time_zone: str | None, lateness: timedelta) -> str:
+    """The month a record whose call is in `month` is posted in: its call's month while
+    that month is open when it is charged, the month it is charged in after that."""
+    if charged_at is None or charged_at < month_closes(month, time_zone, lateness):
+        return month
+    return max(month, month_key(charged_at, time_zone))
 
 
 def add_months(at: datetime, months: int) -> datetime:

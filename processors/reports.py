@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from phonenumbers.geocoder import _region_display_name
 
 from . import tables
-from .calendar import month_key, zone
+from .calendar import month_key, posted_month, zone
 from .charging import ZONE_A_POOL, prepare
+from .ledger import ALLOWED_LATENESS
 from .model import BILLABLE, INBOUND, OVERAGE, Event, Tenant
 from .money import format_money, micro
 
@@ -57,11 +58,18 @@ PLAN_NAMES = {
 
 
 def unique_charges(charges: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """One record per call id (an at-least-once reader may see a record twice), in order."""
-    seen: dict[str, Mapping[str, Any]] = {}
+    """One record per call (an at-least-once reader may see a record twice), in order. A
+    call is its tenant and call id: call ids are unique only within a tenant."""
+    seen: dict[tuple[str, str], Mapping[str, Any]] = {}
     for c in charges:
-        seen.setdefault(c["call_id"], c)
+        seen.setdefault((c["tenant_id"], c["call_id"]), c)
     return list(seen.values())
+
+
+def _posted(c: Mapping[str, Any], tz: str | None, lateness: timedelta) -> str:
+    """The month charge `c` is posted in (`calendar.posted_month`): a closed month's
+    statement never changes."""
+    return posted_month(c["month"], c.get("charged_at"), tz, lateness)
 
 
 def unique_events(events: Iterable[Event]) -> list[Event]:
@@ -315,7 +323,13 @@ class Statement:
         return out
 
 
-def statement(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iterable[Event], month: str) -> Statement:
+def statement(
+    tenant: Tenant,
+    charges: Iterable[Mapping[str, Any]],
+    events: Iterable[Event],
+    month: str,
+    lateness: timedelta = ALLOWED_LATENESS,
+) -> Statement:
     """The month's statement. Balances are sums over the ledger (balance = funded - taken -
     expired; deficit = deficits taken - deficits covered), so the identity holds by the same
     arithmetic the fold keeps, and the closing state is the replay of everything up to the
@@ -325,9 +339,12 @@ def statement(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iter
     balance: dict[str, int] = defaultdict(int)  # "before" / "in" sums of balance changes
     deficit: dict[str, int] = defaultdict(int)
     for c in unique_charges(charges):
-        if c["tenant_id"] != tenant.tenant_id or c["month"] > month:
+        if c["tenant_id"] != tenant.tenant_id:
             continue
-        when = "in" if c["month"] == month else "before"
+        posted = _posted(c, tz, lateness)
+        if posted > month:
+            continue
+        when = "in" if posted == month else "before"
         adjustment = "adjusts" in c.get("flags", ())
         for s in c["segments"]:
             if s["bucket"] == BILLABLE:
@@ -476,14 +493,20 @@ class ChartData:
     closing: int = 0  # and at its end (the statement's)
 
 
-def chart_data(tenant: Tenant, charges: Iterable[Mapping[str, Any]], events: Iterable[Event], month: str) -> ChartData:
+def chart_data(
+    tenant: Tenant,
+    charges: Iterable[Mapping[str, Any]],
+    events: Iterable[Event],
+    month: str,
+    lateness: timedelta = ALLOWED_LATENESS,
+) -> ChartData:
     tz = tenant.time_zone
-    st = statement(tenant, charges, events, month)
+    st = statement(tenant, charges, events, month, lateness)
     changes: list[tuple[datetime, int]] = []
     data = ChartData()
     pool_by_day: Counter[str] = Counter()
     for c in unique_charges(charges):
-        if c["tenant_id"] != tenant.tenant_id or c["month"] != month:
+        if c["tenant_id"] != tenant.tenant_id or _posted(c, tz, lateness) != month:
             continue
         taken = sum(s["amount"] for s in c["segments"] if s["bucket"] == BILLABLE)
         if taken:

@@ -286,8 +286,35 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 "requested_by": requested_by or PRINCIPAL.get().name,
                 "at": control.now(),
             }
-            out.produce(t.commands, key=tenant_id.encode(), value=codec.encode("funding_command", record))
-            out.flush(10)
+            # 202 means kept: answered once the broker has acknowledged the command (acks=all),
+            # 503 with the reason otherwise (the same command_id again is the same request)
+            failed: list[str] = []
+
+            def on_delivery(err: Any, _msg: Any) -> None:
+                if err is not None:
+                    failed.append(str(err))
+
+            try:
+                out.produce(
+                    t.commands,
+                    key=tenant_id.encode(),
+                    value=codec.encode("funding_command", record),
+                    on_delivery=on_delivery,
+                )
+                left = await asyncio.get_running_loop().run_in_executor(None, out.flush, 10)
+            except (KafkaException, BufferError) as exc:
+                failed.append(str(exc))
+                left = 0
+            if left or failed:
+                why = failed[0] if failed else "not acknowledged by the broker within 10 s"
+                log.error("funding %s for tenant %s not kept: %s", command_id, tenant_id, why)
+                return self.json(
+                    {
+                        "error": f"command not kept: {why}; send it again with the same command_id",
+                        "command_id": command_id,
+                    },
+                    status=503,
+                )
             log.info(
                 "funding %s of %s %s for tenant %s accepted from token %r",
                 command_id,

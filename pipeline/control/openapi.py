@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-MONEY = {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,6})?$", "example": "50.00"}
+# Exactly what api_input.money accepts: a plain decimal string, at most 6 decimals, at most
+# 1 000 000 000 (processors.money.MAX_AMOUNT); an amount is also above zero.
+_UNITS = r"[1-9][0-9]{0,8}(\.[0-9]{1,6})?|1000000000(\.0{1,6})?"
+_FRACTION = r"0\.([1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9])"
+MONEY = {"type": "string", "pattern": rf"^(0(\.[0-9]{{1,6}})?|{_UNITS})$", "example": "10.00"}
+AMOUNT = {"type": "string", "pattern": rf"^({_FRACTION}|{_UNITS})$", "example": "50.00"}
 ERROR = {
     "description": "refused, with the reason",
     "content": {
@@ -71,7 +76,7 @@ AUTO_RECHARGE = {
     "type": "object",
     "required": ["enabled"],
     "additionalProperties": False,
-    "properties": {"enabled": {"type": "boolean"}, "amount": MONEY, "trigger": MONEY},
+    "properties": {"enabled": {"type": "boolean"}, "amount": AMOUNT, "trigger": MONEY},
 }
 
 
@@ -128,7 +133,7 @@ def document() -> dict[str, Any]:
                             "required": ["amount"],
                             "additionalProperties": False,
                             "properties": {
-                                "amount": MONEY,
+                                "amount": AMOUNT,
                                 "command_id": {
                                     "type": "string",
                                     "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",

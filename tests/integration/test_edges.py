@@ -175,9 +175,11 @@ def test_edges_stream_exactly_as_offline_rating_says(env: Env) -> None:
 
     # what each class must show, beyond streaming == offline
     assert "late_after_expiry" in got["late-2"][3] and got["late-1"][3] == []
-    assert [e for e in got_events if e[1] == "credits_expired"] == [("expire:old:credits_expired", "credits_expired")]
-    zero = [e for e in got_events if e[1] == "balance_zero"]
-    assert zero == [("never-1:balance_zero", "balance_zero")]  # once, on the first billable charge
+    # event ids are scoped by tenant: "<tenant>:<cause>:<type>"
+    expired = [e[0].split(":", 1)[1] for e in got_events if e[1] == "credits_expired"]
+    assert expired == ["expire:old:credits_expired"]
+    zero = [e[0].split(":", 1)[1] for e in got_events if e[1] == "balance_zero"]
+    assert zero == ["never-1:balance_zero"]  # once, on the first billable charge
     assert got["bot-in"][:2] == ("billable", parse_money("0.104"))  # 4 min toll-free from a US fixed line x 0.026
     assert got["graph-aa"][0] == "billable" and got["graph-aa"][3] == []
     assert got["graph-out"][0] == "billable"

@@ -247,3 +247,44 @@ def test_fold_of_a_batch_with_an_out_of_range_call_charges_the_rest() -> None:
     folded = fold_batch(prepare(tenant), state, batch, {}, fixture_rates())
     reasons = [o.reject.reason if o.reject else "charged" for o in folded.outcomes]
     assert reasons == ["charged", DeadLetterReason.MONEY_OUT_OF_RANGE, "charged"]
+
+
+# -- 7. closed months stay closed ----------------------------------------------------------------
+def test_a_rerating_after_the_month_closed_is_posted_in_the_open_month() -> None:
+    from pipeline.adapters.records import charge_to_avro
+    from processors import rerate
+    from processors.reports import statement
+
+    entry = tenant_entry(
+        {"users": [["u1", "US", ["PAYG", "MCOPSTNPP"]]], "funding": "100", "time_zone": "Europe/Paris"}
+    )
+    tenant = tenant_from_dict(entry)
+    engine = Engine([tenant], RateCard.from_csv_text(HEADER + "USD,calling,*,*,mobile,0.20,0\n"))  # no fixed tariff
+    outcome = engine.admit_and_charge(cdr("c1"))  # 10 minutes on 10 November to a fixed line: FREECALL
+    assert not isinstance(outcome, Rejected) and outcome.charge is not None
+    assert outcome.charge.classification == "free_unrated"
+    charges = [charge_to_avro(outcome.charge, 0, 1, datetime(2026, 11, 10, 12, 11, tzinfo=UTC))]
+    events = list(outcome.events)
+    november = statement(tenant, charges, events, "2026-11").lines()
+
+    c = charges[0]
+    priced = rerate.price(prepare(tenant), c, fixture_rates())
+    assert priced is not None
+    on_6_december = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    adjustment, more = rerate.adjust(prepare(tenant), engine.states["T"], c, priced, fixture_rates(), on_6_december)
+    charges.append(charge_to_avro(adjustment, -1, -1, on_6_december))
+    assert adjustment.month == "2026-11"  # it names its call's month
+    assert statement(tenant, charges, events + more, "2026-11").lines() == november
+    december = statement(tenant, charges, events + more, "2026-12")
+    assert december.adjustments == 1_000_000  # 10 min x 0.10, posted on 6 December
+    # within the allowed lateness (72 h after the month's end in Paris) it joins its month
+    on_2_december = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    early = [charges[0], charge_to_avro(adjustment, -1, -1, on_2_december)]
+    assert statement(tenant, early, events + more, "2026-11").adjustments == 1_000_000
+
+
+def test_reports_keep_two_tenants_calls_with_one_call_id_apart() -> None:
+    from processors.reports import unique_charges
+
+    rows = [{"tenant_id": t, "call_id": "c1"} for t in ("A", "B", "A")]
+    assert unique_charges(rows) == rows[:2]
