@@ -174,8 +174,8 @@ def fold_batch(
         except Unchargeable as exc:
             outcome.reject = Rejected(DeadLetterReason.UNPARSABLE_NUMBER, str(exc))
             continue
-        except OutOfRange as exc:
-            outcome.reject = Rejected(DeadLetterReason.MONEY_OUT_OF_RANGE, str(exc))
+        except OutOfRange as past:  # its own name: mypyc types `exc` as the clause above's class
+            outcome.reject = Rejected(DeadLetterReason.MONEY_OUT_OF_RANGE, str(past))
             continue
         charged_here.add(cdr.call_id)
         if pending:
