@@ -5,6 +5,7 @@ and calls into ops/ (operator commands), charging/ and control/ (the workers, bu
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -67,8 +69,14 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- data in -----------------------------------------------------------------------------------
 def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ops.publish import publish_tenants
+    from pipeline.ops.publish import publish_tenants, remove_tenant
 
+    if args.action == "remove":
+        tenant_id = canonical_id(args.target)
+        command_id = args.command_id or f"remove-{uuid.uuid4()}"
+        print(remove_tenant(settings, tenant_id, command_id, args.requested_by or getpass.getuser()))
+        return 0
+    args.file = args.target
     try:
         data = strict_json.loads(Path(args.file).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -361,9 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = command("topics", cmd_topics, "create every topic (idempotent)")
     t.add_argument("action", choices=["create"])
 
-    t = command("tenants", cmd_tenants, "publish tenant configuration")
-    t.add_argument("action", choices=["load"])
-    t.add_argument("file")
+    t = command("tenants", cmd_tenants, "publish tenant configuration (load FILE) or offboard a tenant (remove TENANT)")
+    t.add_argument("action", choices=["load", "remove"], help="load: publish a tenants file; remove: offboard a tenant")
+    t.add_argument("target", metavar="FILE|TENANT", help="load: the tenants file; remove: the tenant id")
+    t.add_argument("--command-id", help="remove: idempotency key (default: a new one)")
+    t.add_argument("--requested-by", help="remove: who asked, kept on the ledger (default: the login name)")
 
     i = command("ingest", cmd_ingest, "produce CDRs (JSON lines or Graph getPstnCalls) to the cdr topic")
     i.add_argument("files", nargs="+", metavar="FILE", help="JSON lines, or Graph response pages of one response")

@@ -103,6 +103,19 @@ def unknown_tenant(tenant_id: str) -> Rejected:
     return Rejected(DeadLetterReason.UNKNOWN_TENANT, f"unknown tenant {tenant_id!r}")
 
 
+def tenant_refusal(tenant_id: str, book: Book | None) -> Rejected | None:
+    """Why no call of this tenant is charged (not configured, or offboarded), or None."""
+    if book is None:
+        return unknown_tenant(tenant_id)
+    removed = book.tenant.removed_at
+    if removed is not None:
+        return Rejected(
+            DeadLetterReason.TENANT_REMOVED,
+            f"tenant {tenant_id!r} was removed at {removed.isoformat()}: its calls are no longer charged",
+        )
+    return None
+
+
 def admit(
     cdr: Cdr,
     origin: Origin,

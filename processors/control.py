@@ -96,7 +96,7 @@ def funding_refusal(tenant: Tenant, kind: str, amount: int, minimum: int, balanc
     if channel == "direct" and kind == "partner":
         return 409, "partner funding is for csp tenants"
     if channel == "direct" and kind == "manual" and amount < minimum:
-        return 400, f"below the minimum purchase of {format_money(minimum)} {tenant.currency} for a manual funding"
+        return 422, f"below the minimum purchase of {format_money(minimum)} {tenant.currency} for a manual funding"
     if balance + amount > MAX_BALANCE:
         return 409, f"the balance would exceed the maximum of {format_money(MAX_BALANCE)}"
     return None
@@ -115,6 +115,8 @@ class ServiceState:
 
 
 def service_state(tenant: Tenant, state: TenantState) -> ServiceState:
+    if tenant.removed_at is not None:
+        return ServiceState(False, False, "tenant removed: calls are no longer charged")
     if tenant.channel in POSTPAID_CHANNELS:
         return ServiceState(True, True, "post-paid: usage beyond credits is billed as overage")
     if state.balance > 0:
@@ -136,6 +138,8 @@ def authorize(book: Book, state: TenantState, cdr: Cdr, rates: RateCard) -> Auth
     The same routing, pools and tariffs as charging, as a dry run: nothing is drawn.
     `cdr` carries the would-be call (duration 0, start = now).
     """
+    if book.tenant.removed_at is not None:
+        return Authorization(False, "not_charged", 0, "tenant removed: calls are no longer charged")
     try:
         r = route(book, cdr)
     except Unchargeable as exc:

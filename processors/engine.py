@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from .admission import Origin, Outcome, fold_batch, unknown_tenant
+from .admission import Origin, Outcome, fold_batch, tenant_refusal, unknown_tenant
 from .charging import Book, Unchargeable, prepare
 from .inputs import DeadLetterReason, Rejected
 from .ledger import ALLOWED_LATENESS, TenantState, forfeit_due, open_state
@@ -42,6 +42,9 @@ class Engine:
         book = self.books.get(cdr.tenant_id)
         if book is None:
             return unknown_tenant(cdr.tenant_id)
+        refusal = tenant_refusal(cdr.tenant_id, book)
+        if refusal is not None:
+            return refusal
         self._n += 1
         seen = self.seen[cdr.tenant_id]
         folded = fold_batch(

@@ -141,6 +141,7 @@ class Tenant:
     auto_recharge: AutoRecharge | None = None
     funding: tuple[Funding, ...] = ()
     payment_method: str | None = None  # the gateway's token for auto-recharge
+    removed_at: datetime | None = None  # offboarded: charging stopped, the ledger kept
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,7 @@ class Statement:
     expiries: list[dict[str, Any]] = field(default_factory=list)
     closing_balance: int = 0
     closing_deficit: int = 0
+    removed: dict[str, Any] | None = None  # the tenant was offboarded this month: at, balance, deficit
 
     @property
     def funding(self) -> int:
@@ -292,6 +293,9 @@ class Statement:
             "closing_balance": m(self.closing_balance),
             "closing_deficit": m(self.closing_deficit),
             "adds_up": self.adds_up,
+            "removed": None
+            if self.removed is None
+            else {**self.removed, "balance": m(self.removed["balance"]), "deficit": m(self.removed["deficit"])},
         }
 
     def lines(self) -> list[str]:
@@ -320,6 +324,12 @@ class Statement:
             f"- {m(self.expired)} = {m(self.closing_balance)}"
         )
         out.append(f"  {'adds up' if self.adds_up else 'DOES NOT ADD UP'}: {total}")
+        if self.removed is not None:
+            r = self.removed
+            out.append(
+                f"  tenant removed at {r['at']} by {r['by'] or '-'}: balance then {m(r['balance'])} "
+                f"(deficit {m(r['deficit'])})"
+            )
         return out
 
 
@@ -365,6 +375,14 @@ def statement(
         if e.tenant_id != tenant.tenant_id:
             continue
         em = month_key(e.at, tz)
+        if e.type == "tenant_removed" and em == month:
+            f = e.field_dict()
+            st.removed = {
+                "at": utc_iso(e.at),
+                "balance": e.balance,
+                "deficit": micro(f.get("closing_deficit", 0)),
+                "by": str(f.get("removed_by", "")),
+            }
         if em > month or e.type not in ("funds_added", "credits_expired"):
             continue
         when = "in" if em == month else "before"

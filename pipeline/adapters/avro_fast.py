@@ -2925,6 +2925,7 @@ def write_tenant_config(r: Any) -> bytes:
     v39: Any
     v40: str | None
     b41: bytes
+    v42: Any
     out = []
     v1 = r['tenant_id']
     b2 = v1.encode()
@@ -3037,6 +3038,12 @@ def write_tenant_config(r: Any) -> bytes:
         b41 = v40.encode()
         out.append(_V[len(b41)] if len(b41) < 4096 else write_long(len(b41)))
         out.append(b41)
+    v42 = r['removed_at']
+    if v42 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        out.append(write_timestamp_micros(v42))
     return b''.join(out)
 
 
@@ -3094,6 +3101,8 @@ def read_tenant_config(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
     t49: int
     v50: Any
     n51: int
+    v52: Any
+    t53: int
     b = data[pos]
     if b < 0x80:
         n2 = (b >> 1) ^ -(b & 1)
@@ -3357,7 +3366,21 @@ def read_tenant_config(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
         pos += n51
     else:
         raise ValueError('union branch out of range')
-    r = {'tenant_id': v1, 'country': v3, 'currency': v5, 'channel': v7, 'time_zone': v9, 'users': v11, 'auto_recharge': v35, 'funding': v39, 'updated_at': v48, 'payment_method': v50}
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v52 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            t53 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            t53, pos = read_long(data, pos)
+        v52 = EPOCH + timedelta(0, 0, t53)
+    else:
+        raise ValueError('union branch out of range')
+    r = {'tenant_id': v1, 'country': v3, 'currency': v5, 'channel': v7, 'time_zone': v9, 'users': v11, 'auto_recharge': v35, 'funding': v39, 'updated_at': v48, 'payment_method': v50, 'removed_at': v52}
     return r, pos
 
 
@@ -3372,7 +3395,7 @@ CODE: Final[dict[str, tuple[Callable[..., bytes], Callable[[bytes, int], tuple[d
     '7d5675bfcfe6cb84': (write_recharge_request, read_recharge_request),  # recharge_request
     '7dfaed3169a13afc': (write_recharge_result, read_recharge_result),  # recharge_result
     'a2aedba0be43cbdb': (write_service_state, read_service_state),  # service_state
-    '33515e022e8ed476': (write_tenant_config, read_tenant_config),  # tenant_config
+    'f74ef96011dd6bb3': (write_tenant_config, read_tenant_config),  # tenant_config
 }
 # (kind, schema digest) -> writer of a domain object (Codec.object_encoder)
 OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
@@ -3382,4 +3405,4 @@ OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
 OBJECT_READERS: Final[dict[tuple[str, str], Callable[[bytes, int], tuple[Any, int]]]] = {
     ('cdr', 'baafe437b14f3ad4'): read_cdr_object,
 }
-SOURCE_DIGEST: Final = '595318d09000a597'
+SOURCE_DIGEST: Final = '0c5fa8c0ab69c4da'

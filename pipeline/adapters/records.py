@@ -260,7 +260,11 @@ def event_from_avro(r: dict[str, Any]) -> Event:
 
 def tenant_to_avro(d: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
     """A tenants-file entry (validated) to its tenant_config record."""
-    t = tenant_from_dict(d)
+    return tenant_record(tenant_from_dict(d), updated_at)
+
+
+def tenant_record(t: Tenant, updated_at: datetime) -> dict[str, Any]:
+    """A tenant's configuration as its tenant_config record (the newest version)."""
     return {
         "tenant_id": t.tenant_id,
         "country": t.country,
@@ -285,6 +289,7 @@ def tenant_to_avro(d: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
         "funding": [{"lot_id": f.lot_id, "amount": f.amount, "purchased_at": f.purchased_at} for f in t.funding],
         "updated_at": updated_at,
         "payment_method": t.payment_method,
+        "removed_at": t.removed_at,
     }
 
 
@@ -313,6 +318,7 @@ def tenant_from_avro(r: dict[str, Any]) -> Tenant:
         auto_recharge=None if ar is None else AutoRecharge(ar["enabled"], ar["amount"], ar["trigger"]),
         funding=tuple(Funding(f["lot_id"], f["amount"], f["purchased_at"]) for f in r["funding"]),
         payment_method=r.get("payment_method"),
+        removed_at=r.get("removed_at"),
     )
 
 

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from pipeline.config import Settings
 from pipeline.errors import InputError
 from processors import reports
 from processors.calendar import month_key
+from processors.ledger import ALLOWED_LATENESS
 from processors.model import Event, Tenant
 
 FORMATS = ("csv", "json")
@@ -33,6 +34,7 @@ class Ledger:
     tenants: dict[str, Tenant]
     charges: list[dict[str, Any]]
     events: list[Event]
+    lateness: timedelta = ALLOWED_LATENESS  # a month closes this long after its end
 
 
 def read_ledger(settings: Settings, tenant_id: str | None = None) -> Ledger:
@@ -51,7 +53,7 @@ def read_ledger(settings: Settings, tenant_id: str | None = None) -> Ledger:
         _, rec = codec.decode(raw)
         if tenant_id in (None, rec["tenant_id"]):
             events.append(event_from_avro(rec))
-    return Ledger(tenants, charges, events)
+    return Ledger(tenants, charges, events, settings.lateness)
 
 
 def check_month(text: str | None, tenant: Tenant, now: datetime) -> str:
@@ -91,7 +93,7 @@ def pools_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> str:
 
 
 def statement_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> tuple[str, reports.Statement]:
-    st = reports.statement(ledger.tenants[tenant_id], ledger.charges, ledger.events, month)
+    st = reports.statement(ledger.tenants[tenant_id], ledger.charges, ledger.events, month, ledger.lateness)
     text = json.dumps(st.to_dict(), indent=1) + "\n" if fmt == "json" else "\n".join(st.lines()) + "\n"
     return text, st
 
@@ -100,7 +102,7 @@ def chart(ledger: Ledger, tenant_id: str, month: str, out: Path) -> Path:
     from pipeline.adapters import chart as charts
 
     tenant = ledger.tenants[tenant_id]
-    data = reports.chart_data(tenant, ledger.charges, ledger.events, month)
+    data = reports.chart_data(tenant, ledger.charges, ledger.events, month, ledger.lateness)
     return charts.write(data, f"{tenant_id}: credits in {month}", tenant.currency, out, month)
 
 

@@ -71,7 +71,7 @@ from pipeline.charging.leases import TransactionLeases
 from pipeline.config import Settings
 from pipeline.errors import FatalError, PoisonError
 from processors import native, numbers
-from processors.admission import Origin, fold_batch, unknown_tenant
+from processors.admission import Origin, fold_batch, tenant_refusal
 from processors.charging import Book
 from processors.inputs import DeadLetterReason, Rejected
 from processors.ledger import TenantState
@@ -321,8 +321,12 @@ class ChargingWorker:
             except PoisonError as exc:
                 decoded = Rejected(exc.reason, str(exc))
             if isinstance(decoded, Cdr):
-                if known(decoded.tenant_id) is None:
+                book = known(decoded.tenant_id)
+                if book is None:
                     need_catch_up = True
+                elif book.tenant.removed_at is not None:  # offboarded: tenant_removed
+                    item.reject = tenant_refusal(decoded.tenant_id, book)
+                    continue
                 item.cdr = decoded
             else:
                 item.reject = decoded
@@ -330,8 +334,10 @@ class ChargingWorker:
             self.directory.catch_up(timeout=5)
             for item in items:
                 cdr = item.cdr
-                if cdr is not None and self.directory.get(cdr.tenant_id) is None:
-                    item.cdr, item.reject = None, unknown_tenant(cdr.tenant_id)
+                if cdr is not None:
+                    refusal = tenant_refusal(cdr.tenant_id, self.directory.get(cdr.tenant_id))
+                    if refusal is not None:
+                        item.cdr, item.reject = None, refusal
 
     def _charge(self, items: list[Item], while_applying: Callable[[], None] | None = None) -> None:
         by_tenant: dict[str, list[Item]] = defaultdict(list)

@@ -30,7 +30,8 @@ from pipeline.adapters import kafka, reports, strict_json
 from pipeline.adapters.records import dead_letter, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.control import api_input, openapi
-from pipeline.control.lifecycle import Control, Output
+from pipeline.control.lifecycle import REMOVE, Control, Output
+from pipeline.control.openapi import NUMBER
 from pipeline.control.tokens import Principal, Tokens
 from pipeline.errors import InputError, OutputsNotAcknowledged, Refused, StateUnreadable
 from processors.control import authorize
@@ -193,11 +194,13 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 response = self.json({"error": str(exc)}, status=503)
             return response
 
-        async def body(self, request: Request) -> dict[str, Any]:
+        async def body(self, request: Request, optional: bool = False) -> dict[str, Any]:
             try:
                 text = (await request.read()).decode("utf-8")
             except UnicodeDecodeError:
                 raise Refused(400, "body is not UTF-8 text") from None
+            if optional and not text.strip():
+                return {}
             data = strict_json.loads(text or "null")
             if not isinstance(data, dict):
                 raise Refused(400, "body must be a JSON object")
@@ -254,6 +257,64 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                         row[key] = format_money(row[key])
             return self.json({"tenant_id": tenant_id, "transactions": rows})
 
+    async def send_command(record: dict[str, Any]) -> str | None:
+        """Produce a command and wait for the broker's acknowledgement (acks=all): None once
+        it is kept, else why not (answered 503: the same command_id again is the same
+        request). 202 means kept."""
+        failed: list[str] = []
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failed.append(str(err))
+
+        try:
+            out.produce(
+                t.commands,
+                key=record["tenant_id"].encode(),
+                value=codec.encode("funding_command", record),
+                on_delivery=on_delivery,
+            )
+            left = await asyncio.get_running_loop().run_in_executor(None, out.flush, 10)
+        except (KafkaException, BufferError) as exc:
+            failed.append(str(exc))
+            left = 0
+        if not (left or failed):
+            return None
+        why = failed[0] if failed else "not acknowledged by the broker within 10 s"
+        log.error("command %s for tenant %s not kept: %s", record["command_id"], record["tenant_id"], why)
+        return why
+
+    @app.page("/v1/tenants/{tenant_id}")
+    class TenantView(Api):
+        async def delete(self, request: Request, tenant_id: str) -> Response:
+            """Offboard the tenant (write scope): its calls stop being charged, the ledger
+            gets the removal with the closing balance, nothing is deleted."""
+            body = await self.body(request, optional=True)
+            api_input.only(body, {"command_id", "requested_by"})
+            book = control.book(tenant_id)
+            control.check_active(book)
+            command_id = api_input.text(body, "command_id", pattern=COMMAND_ID) or str(uuid.uuid4())
+            record = {
+                "command_id": command_id,
+                "tenant_id": tenant_id,
+                "kind": REMOVE,
+                "amount": 0,
+                "currency": book.tenant.currency,
+                "requested_by": api_input.text(body, "requested_by") or PRINCIPAL.get().name,
+                "at": control.now(),
+            }
+            why = await send_command(record)
+            if why is not None:
+                return self.json(
+                    {
+                        "error": f"command not kept: {why}; send it again with the same command_id",
+                        "command_id": command_id,
+                    },
+                    status=503,
+                )
+            log.info("removal %s of tenant %s accepted from token %r", command_id, tenant_id, PRINCIPAL.get().name)
+            return self.json({"command_id": command_id, "status": "accepted"}, status=202)
+
     @app.page("/v1/tenants/{tenant_id}/funds")
     class Funds(Api):
         async def post(self, request: Request, tenant_id: str) -> Response:
@@ -286,28 +347,8 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 "requested_by": requested_by or PRINCIPAL.get().name,
                 "at": control.now(),
             }
-            # 202 means kept: answered once the broker has acknowledged the command (acks=all),
-            # 503 with the reason otherwise (the same command_id again is the same request)
-            failed: list[str] = []
-
-            def on_delivery(err: Any, _msg: Any) -> None:
-                if err is not None:
-                    failed.append(str(err))
-
-            try:
-                out.produce(
-                    t.commands,
-                    key=tenant_id.encode(),
-                    value=codec.encode("funding_command", record),
-                    on_delivery=on_delivery,
-                )
-                left = await asyncio.get_running_loop().run_in_executor(None, out.flush, 10)
-            except (KafkaException, BufferError) as exc:
-                failed.append(str(exc))
-                left = 0
-            if left or failed:
-                why = failed[0] if failed else "not acknowledged by the broker within 10 s"
-                log.error("funding %s for tenant %s not kept: %s", command_id, tenant_id, why)
+            why = await send_command(record)
+            if why is not None:
                 return self.json(
                     {
                         "error": f"command not kept: {why}; send it again with the same command_id",
@@ -346,7 +387,7 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 for k in ("amount", "trigger")
                 if enabled or body.get(k) is not None
             }
-            control.book(tenant_id)  # 404 for a tenant nobody configured
+            control.check_active(control.book(tenant_id))  # 404 nobody configured it, 410 removed
             raw = store.load_config(tenant_id)
             if raw is None:
                 raise Refused(503, f"tenant {tenant_id!r}: configuration not materialized yet; try again")
@@ -357,13 +398,16 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             }
             settings_now.update(given)
             entry["auto_recharge"] = {"enabled": enabled, **settings_now}
+            if not enabled and settings_now["amount"] == "0":  # off, and never set: nothing to keep
+                entry["auto_recharge"] = None
             try:
                 record = tenant_to_avro(entry, control.now())
             except (ValueError, KeyError, TypeError) as exc:
                 raise Refused(409 if "must be off" in str(exc) else 400, str(exc)) from None
             out.produce(t.tenant_config, key=tenant_id.encode(), value=codec.encode("tenant_config", record))
             out.flush(10)
-            return self.json({"status": "accepted", "auto_recharge": entry["auto_recharge"]}, status=202)
+            shown = entry["auto_recharge"] or {"enabled": False, "amount": None, "trigger": None}
+            return self.json({"status": "accepted", "auto_recharge": shown}, status=202)
 
     class Report(Api):
         """The tenant's reports, byte for byte what `callcharge report` writes (read from
@@ -379,8 +423,8 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             try:
                 ledger = await loop.run_in_executor(None, reports.read_ledger, settings, tenant_id)
                 month = reports.check_month(month_arg, ledger.tenants[tenant_id], control.now())
-            except InputError as exc:
-                raise Refused(400, f"month: {exc}") from None
+            except InputError as exc:  # a month that has not begun: a rule, not the document (422)
+                raise Refused(422 if "in the future" in str(exc) else 400, f"month: {exc}") from None
             if self.kind == "statement":
                 fmt = "json" if want_json else "text"
                 text, _ = reports.statement_report(ledger, tenant_id, month, fmt)
@@ -410,15 +454,16 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
             body = await self.body(request)
             book = control.book(tenant_id)
             api_input.only(body, {"user_id", "number", "call_type", "caller"})
-            for field in ("user_id", "number"):
-                api_input.text(body, field, required=True)
+            api_input.text(body, "user_id", required=True)
+            api_input.text(body, "number", required=True, pattern=NUMBER)
             call_type = api_input.text(body, "call_type") or "user_out"
-            caller = api_input.text(body, "caller") or ""  # null and absent alike: no caller number
+            caller = api_input.text(body, "caller", pattern=NUMBER) or ""  # null and absent alike: no caller
             now = control.now()
             cdr = Cdr("authorize", tenant_id, body["user_id"], call_type, caller, body["number"], now, now, 0)
-            if isinstance(check(cdr), Rejected):
-                raise Refused(400, f"call_type {call_type!r} is not a call type")
-            a = authorize(book, control.current_state(book), cdr, rates)
+            checked = check(cdr)
+            if isinstance(checked, Rejected):
+                raise Refused(400, checked.detail)
+            a = authorize(book, control.current_state(book), checked, rates)
             return self.json(
                 {"allowed": a.allowed, "bucket": a.bucket, "max_minutes": a.max_minutes, "reason": a.reason}
             )

@@ -10,6 +10,7 @@ notification is marked in Redis before and after it is sent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import smtplib
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.metrics import ControlMetrics
-from pipeline.adapters.records import event_from_avro, event_to_avro
+from pipeline.adapters.records import event_from_avro, event_to_avro, tenant_record
 from pipeline.adapters.store import tenant_key
 from pipeline.config import Settings
 from pipeline.control.clock import Clock, utc_now
@@ -36,7 +37,7 @@ from processors.charging import Book
 from processors.control import funding_refusal, notifications, retry_at, service_state
 from processors.ledger import TenantState, forfeit_due, fund, open_state
 from processors.model import Event, event_id
-from processors.money import parse_money
+from processors.money import format_money, parse_money
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ HISTORY_SIGN = {
     "funding_refused": 0,
     "credits_expired": -1,
     "recharge_failed": 0,
+    "tenant_removed": 0,
 }
 MAX_ATTEMPTS = 5
+REMOVE = "remove"  # the funding command kind that offboards a tenant (amount 0)
 
 
 class Control:
@@ -93,7 +96,13 @@ class Control:
         return book
 
     # -- funding -----------------------------------------------------------------------
+    def check_active(self, book: Book) -> None:
+        removed = book.tenant.removed_at
+        if removed is not None:
+            raise Refused(410, f"tenant {book.tenant.tenant_id} was removed at {removed.isoformat()}")
+
     def check_funding(self, book: Book, kind: str, amount: int) -> None:
+        self.check_active(book)
         refusal = funding_refusal(
             book.tenant, kind, amount, parse_money(self.s.minimum_purchase), self.current_state(book).balance
         )
@@ -102,8 +111,11 @@ class Control:
 
     def handle_command(self, value: bytes) -> list[Output]:
         _, cmd = self.codec.decode(value, expect="funding_command")
+        if cmd["kind"] == REMOVE:
+            return self.remove(cmd)
         try:
             book = self.book(cmd["tenant_id"])
+            self.check_active(book)
             self.check_funding(book, cmd["kind"], cmd["amount"])
             if cmd["currency"] != book.tenant.currency:
                 raise Refused(400, f"currency {cmd['currency']} is not the tenant's {book.tenant.currency}")
@@ -137,6 +149,42 @@ class Control:
         values, _ = self.ledger.run(book, f"fund:{command_id}", apply, at)
         return self._after_ledger(book, values)
 
+    # -- offboarding --------------------------------------------------------------------
+    def remove(self, cmd: dict[str, Any]) -> list[Output]:
+        """Offboard a tenant: its configuration is published again with `removed_at` (every
+        charging worker then sends its CDRs to the DLQ as tenant_removed) and the ledger
+        gets a `tenant_removed` event carrying the closing balance and deficit. Nothing is
+        deleted: the ledger, statements and reports of the tenant stay readable. Idempotent
+        on the command id; a tenant already removed keeps its first removal."""
+        try:
+            book = self.book(cmd["tenant_id"])
+        except Refused:
+            log.warning("removal %s of unknown tenant %s ignored", cmd["command_id"], cmd["tenant_id"])
+            return []
+        tenant = book.tenant
+        if tenant.removed_at is not None:
+            log.info("removal %s: tenant %s was already removed", cmd["command_id"], tenant.tenant_id)
+            return []
+        at = self.now()
+        removed = dataclasses.replace(tenant, removed_at=at)
+        config = self.codec.encode("tenant_config", tenant_record(removed, at))
+        out: list[Output] = [(self.topics.tenant_config, tenant.tenant_id.encode(), config)]
+
+        def apply(state: TenantState) -> list[Event]:
+            fields: tuple[tuple[str, Any], ...] = (
+                ("closing_deficit", format_money(state.deficit)),
+                ("removed_by", cmd.get("requested_by") or ""),
+                ("lots_left", sum(1 for lot in state.lots if not lot.expired and lot.remaining)),
+            )
+            eid = event_id(tenant.tenant_id, cmd["command_id"], "tenant_removed")
+            return [Event(eid, "tenant_removed", tenant.tenant_id, at, state.balance, fields)]
+
+        values, _ = self.ledger.run(book, f"remove:{cmd['command_id']}", apply, at)
+        out += [(self.topics.balance_events, tenant.tenant_id.encode(), v) for v in values]
+        self.directory.books[tenant.tenant_id] = dataclasses.replace(book, tenant=removed)
+        log.info("tenant %s removed (command %s); closing balance %s", tenant.tenant_id, cmd["command_id"], at)
+        return out
+
     # -- events --------------------------------------------------------------------------
     def handle_event(self, value: bytes) -> list[Output]:
         _, ev = self.codec.decode(value, expect="balance_event")
@@ -148,7 +196,7 @@ class Control:
         out: list[Output] = []
         self._history(ev)
         kind = ev["type"]
-        if kind == "recharge_requested":
+        if kind == "recharge_requested" and book.tenant.removed_at is None:
             out += self.pay(book, ev["request_id"], ev["amount"])
         if kind in ("balance_zero", "balance_restored", "funds_added", "credits_expired", "recharge_succeeded"):
             out.append(self._service_state(book))
@@ -278,6 +326,9 @@ class Control:
             rec = {_text(k): _text(v) for k, v in self.r.hgetall(f"{tenant_key(tid)}:pay:{request_id}").items()}
             try:
                 book = self.book(tid)
+                if book.tenant.removed_at is not None:  # offboarded: no more payments
+                    self.r.zrem(RETRY_ZSET, _text(member))
+                    continue
                 out += self.pay(book, request_id, int(rec.get("amount", "0")))
             except Refused:
                 continue
@@ -288,6 +339,8 @@ class Control:
         self.metrics.recharges_pending.set(self.r.zcard(RETRY_ZSET))
         out += self.announce()
         for tid, book in list(self.directory.books.items()):
+            if book.tenant.removed_at is not None:  # offboarded: its lots are not worked on
+                continue
             try:
                 state = self.ledger.peek(tid)
                 if state is None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from processors.model import CALL_TYPES
+
 # Exactly what api_input.money accepts: a plain decimal string, at most 6 decimals, at most
 # 1 000 000 000 (processors.money.MAX_AMOUNT); an amount is also above zero.
 _UNITS = r"[1-9][0-9]{0,8}(\.[0-9]{1,6})?|1000000000(\.0{1,6})?"
 _FRACTION = r"0\.([1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9])"
 MONEY = {"type": "string", "pattern": rf"^(0(\.[0-9]{{1,6}})?|{_UNITS})$", "example": "10.00"}
 AMOUNT = {"type": "string", "pattern": rf"^({_FRACTION}|{_UNITS})$", "example": "50.00"}
+# 400: the request is not what this document allows; 422: it is, and a rule refuses it
+# (a manual funding below the minimum purchase, a month that has not begun); 409: it
+# conflicts with the tenant's billing or an earlier request; 410: the tenant was removed.
 ERROR = {
     "description": "refused, with the reason",
     "content": {
@@ -39,6 +44,9 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
     """A required JSON request body with this schema."""
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+NUMBER = "^[+]?[0-9]{1,20}$"  # E.164 digits with an optional '+' (processors.inputs.number_text)
 
 
 def _errors(*codes: int) -> dict[str, Any]:
@@ -72,11 +80,26 @@ BALANCE = {
         },
     },
 }
+# On: the amount and the trigger are needed. Off: the amounts kept unless given.
 AUTO_RECHARGE = {
-    "type": "object",
-    "required": ["enabled"],
-    "additionalProperties": False,
-    "properties": {"enabled": {"type": "boolean"}, "amount": AMOUNT, "trigger": MONEY},
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["enabled", "amount", "trigger"],
+            "additionalProperties": False,
+            "properties": {"enabled": {"type": "boolean", "enum": [True]}, "amount": AMOUNT, "trigger": MONEY},
+        },
+        {
+            "type": "object",
+            "required": ["enabled"],
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean", "enum": [False]},
+                "amount": {**AMOUNT, "nullable": True},
+                "trigger": {**MONEY, "nullable": True},
+            },
+        },
+    ]
 }
 
 
@@ -124,6 +147,44 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/tenants/{tenant_id}": {
+                "delete": {
+                    "description": "Offboard the tenant (write scope): its calls are no longer charged (their "
+                    "CDRs go to the dead-letter topic as tenant_removed), the ledger gets a tenant_removed "
+                    "event with the closing balance, and nothing is deleted. 410 once it was removed.",
+                    "parameters": [TENANT],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "command_id": {
+                                            "type": "string",
+                                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
+                                            "nullable": True,
+                                        },
+                                        "requested_by": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 200,
+                                            "nullable": True,
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            {"type": "object", "required": ["command_id", "status"]}, "accepted: removed once"
+                        ),
+                        **_errors(410),
+                    },
+                }
+            },
             "/v1/tenants/{tenant_id}/funds": {
                 "post": {
                     "parameters": [TENANT],
@@ -137,9 +198,15 @@ def document() -> dict[str, Any]:
                                 "command_id": {
                                     "type": "string",
                                     "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
+                                    "nullable": True,
                                 },
-                                "kind": {"type": "string", "enum": ["manual", "partner"]},
-                                "requested_by": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "kind": {"type": "string", "enum": ["manual", "partner", None], "nullable": True},
+                                "requested_by": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": 200,
+                                    "nullable": True,
+                                },
                             },
                         }
                     ),
@@ -147,7 +214,7 @@ def document() -> dict[str, Any]:
                         "202": _json(
                             {"type": "object", "required": ["command_id", "status"]}, "accepted: applied once"
                         ),
-                        **_errors(409),
+                        **_errors(409, 410, 422),
                     },
                 }
             },
@@ -159,7 +226,7 @@ def document() -> dict[str, Any]:
                 "put": {
                     "parameters": [TENANT],
                     "requestBody": _body(AUTO_RECHARGE),
-                    "responses": {"202": _json({"type": "object", "required": ["status"]}), **_errors(409)},
+                    "responses": {"202": _json({"type": "object", "required": ["status"]}), **_errors(409, 410)},
                 },
             },
             **{
@@ -184,7 +251,7 @@ def document() -> dict[str, Any]:
                                     "application/json": {"schema": {}},
                                 },
                             },
-                            **_errors(),
+                            **_errors(422),
                         },
                     }
                 }
@@ -200,9 +267,9 @@ def document() -> dict[str, Any]:
                             "additionalProperties": False,
                             "properties": {
                                 "user_id": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "number": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "call_type": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "caller": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "number": {"type": "string", "pattern": NUMBER},
+                                "call_type": {"type": "string", "enum": [*sorted(CALL_TYPES), None], "nullable": True},
+                                "caller": {"type": "string", "pattern": NUMBER, "nullable": True},
                             },
                         }
                     ),

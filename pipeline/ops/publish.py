@@ -55,6 +55,51 @@ def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> int:
     return len(records)
 
 
+def remove_tenant(settings: Settings, tenant_id: str, command_id: str, requested_by: str) -> str:
+    """Ask the control worker to offboard a tenant (a `remove` command on the commands
+    topic, acknowledged by the broker); returns what was sent, in words."""
+    from pipeline.adapters.directory import configured_tenants
+    from processors.model import Tenant
+
+    codec = Codec(settings.schemas_dir)
+    tenants: dict[str, Tenant] = configured_tenants(settings, codec, only=tenant_id)
+    tenant = tenants.get(tenant_id)
+    if tenant is None:
+        raise FatalError(f"unknown tenant {tenant_id!r}: nothing on {settings.topic.tenant_config} names it")
+    if tenant.removed_at is not None:
+        return f"tenant {tenant_id} was already removed at {tenant.removed_at.isoformat()}"
+    record = {
+        "command_id": command_id,
+        "tenant_id": tenant_id,
+        "kind": "remove",
+        "amount": 0,
+        "currency": tenant.currency,
+        "requested_by": requested_by,
+        "at": datetime.now(UTC),
+    }
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    p = producer(settings)
+    p.produce(
+        settings.topic.commands,
+        key=tenant_id.encode(),
+        value=codec.encode("funding_command", record),
+        on_delivery=on_delivery,
+    )
+    if p.flush(30) or errors:
+        raise FatalError(
+            f"removal of {tenant_id} not acknowledged by the broker: {errors[:1] or 'timed out after 30 s'}"
+        )
+    return (
+        f"removal of tenant {tenant_id} sent (command {command_id}): the control worker stops its charging "
+        f"and puts the removal with the closing balance on {settings.topic.balance_events}"
+    )
+
+
 def ingest(settings: Settings, paths: Path | Sequence[Path], tenant_id: str | None = None) -> tuple[int, int]:
     """Produce CDRs (JSON lines, Graph responses, page files of one response) to the cdr
     topic, keyed by tenant. Never stops on a row: a row that cannot become a CDR (bytes,

@@ -234,7 +234,7 @@ def test_zero_balance_blocks_service_and_funding_restores_it(env: Env, smtp: Inb
     assert service(env, tid)["tollfree_numbers"] is False
     wait_for(lambda: any("reached zero" in m["subject"] for m in smtp.messages), timeout=30)
     status, reply = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "10", "command_id": "cmd-0"})
-    assert status == 400 and "minimum purchase of 50.00 USD" in reply["error"]  # a direct tenant's manual funding
+    assert status == 422 and "minimum purchase of 50.00 USD" in reply["error"]  # a direct tenant's manual funding
     status, reply = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "50", "command_id": "cmd-1"})
     assert status == 202 and reply["command_id"] == "cmd-1"
     again = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "50", "command_id": "cmd-1"})

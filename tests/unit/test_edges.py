@@ -373,7 +373,7 @@ def test_a_manual_purchase_below_the_minimum_is_refused_with_the_reason() -> Non
     minimum = parse_money("50")
     direct = tenant(channel="direct")
     assert funding_refusal(direct, "manual", parse_money("49.99"), minimum, 0) == (
-        400,
+        422,
         "below the minimum purchase of 50.00 USD for a manual funding",
     )
     assert funding_refusal(direct, "manual", parse_money("50"), minimum, 0) is None

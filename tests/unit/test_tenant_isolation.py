@@ -3,6 +3,7 @@ case, Direct Routing and masked numbers, strict JSON and money text (issue 27)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,16 +12,21 @@ from pathlib import Path
 
 import pytest
 
+import schemas
 from pipeline.adapters import strict_json
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.records import tenant_from_avro, tenant_record, tenant_to_avro
 from processors.admission import Origin, fold_batch
 from processors.charging import prepare
+from processors.control import authorize, service_state
 from processors.engine import Engine
 from processors.inputs import DeadLetterReason, Rejected, TenantError, cdr_from_dict, tenant_from_dict
 from processors.ledger import TenantState, fund, open_state
-from processors.model import Cdr
+from processors.model import Cdr, Event
 from processors.money import MAX_BALANCE, MoneyError, parse_money
 from processors.rating import RateCard, RateCardError
 from processors.replay import state_from_ledger
+from processors.reports import statement
 from tests.helpers import FIXTURES, cdr_entry, fixture_rates, tenant_entry
 
 GUID = "0A1B2C3D-0000-4000-8000-00000000ABCD"
@@ -288,3 +294,61 @@ def test_reports_keep_two_tenants_calls_with_one_call_id_apart() -> None:
 
     rows = [{"tenant_id": t, "call_id": "c1"} for t in ("A", "B", "A")]
     assert unique_charges(rows) == rows[:2]
+
+
+# -- 9. offboarding -------------------------------------------------------------------------
+def test_a_removed_tenants_calls_are_refused_with_their_own_reason_and_the_others_charged() -> None:
+    entry = {"users": [["u1", "US", ["PAYG", "MCOPSTNPP"]]], "funding": "10"}
+    gone = dataclasses.replace(
+        tenant_from_dict(tenant_entry(entry, "gone")), removed_at=datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    )
+    stays = tenant_from_dict(tenant_entry(entry, "stays"))
+    engine = Engine([gone, stays], fixture_rates())
+    refused = engine.admit_and_charge(cdr("c1", "gone"))
+    assert isinstance(refused, Rejected) and refused.reason is DeadLetterReason.TENANT_REMOVED
+    assert "removed at 2026-12-06T09:00:00+00:00" in refused.detail
+    charged = engine.admit_and_charge(cdr("c1", "stays"))
+    assert not isinstance(charged, Rejected) and charged.charge is not None
+
+
+def test_a_removal_survives_the_config_topic_and_old_configs_read_as_active() -> None:
+    codec = Codec(Path(schemas.__file__).parent)
+    entry = tenant_entry({"users": [["u1", "US", ["PAYG"]]], "funding": "10"}, GUID)
+    at = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    record = tenant_to_avro(entry, at)
+    old = {k: v for k, v in record.items() if k != "removed_at"}  # written before removals existed
+    _, back = codec.decode(codec.encode("tenant_config", old, version=2), expect="tenant_config")
+    assert tenant_from_avro(back).removed_at is None
+    removed = dataclasses.replace(tenant_from_avro(record), removed_at=at)
+    _, back = codec.decode(codec.encode("tenant_config", tenant_record(removed, at)), expect="tenant_config")
+    assert tenant_from_avro(back) == removed
+
+
+def test_the_statement_of_the_removal_month_shows_the_closing_balance() -> None:
+    tenant = tenant_from_dict(tenant_entry({"users": [["u1", "US", ["PAYG"]]], "funding": "10"}, "gone"))
+    at = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+    removal = Event(
+        "gone:off-1:tenant_removed",
+        "tenant_removed",
+        "gone",
+        at,
+        7_250_000,
+        (("closing_deficit", "0.00"), ("removed_by", "ops@example.com"), ("lots_left", 1)),
+    )
+    st = statement(tenant, [], [removal], "2026-12")
+    assert st.removed == {"at": "2026-12-06T09:00:00Z", "balance": 7_250_000, "deficit": 0, "by": "ops@example.com"}
+    assert (
+        st.lines()[-1]
+        == "  tenant removed at 2026-12-06T09:00:00Z by ops@example.com: balance then 7.25 (deficit 0.00)"
+    )
+    assert statement(tenant, [], [removal], "2026-11").removed is None
+
+
+def test_a_removed_tenant_is_never_authorized_nor_in_service() -> None:
+    tenant = tenant_from_dict(tenant_entry({"users": [["u1", "US", ["PAYG", "MCOPSTNPP"]]], "funding": "10"}, "gone"))
+    gone = dataclasses.replace(tenant, removed_at=datetime(2026, 12, 6, 9, 0, tzinfo=UTC))
+    state, _ = open_state(gone, TenantState(), upto=datetime(2026, 12, 6, 9, 0, tzinfo=UTC))
+    a = authorize(prepare(gone), state, cdr("probe", "gone", dur=0), fixture_rates())
+    assert (a.allowed, a.bucket) == (False, "not_charged") and "removed" in a.reason
+    assert service_state(gone, state).billable_calls is False
+    assert service_state(tenant, state).billable_calls is True
