@@ -41,6 +41,9 @@ from processors.money import format_money
 from processors.rating import RateCard
 
 log = logging.getLogger(__name__)
+# How long a command waits for the broker's acknowledgement before the API answers 503. The
+# record may still be delivered later: the same command_id again is applied once.
+ACK_WAIT_S = 5.0
 
 
 # Redis or the broker unreachable: wait it out, the record is not at fault.
@@ -274,13 +277,13 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 value=codec.encode("funding_command", record),
                 on_delivery=on_delivery,
             )
-            left = await asyncio.get_running_loop().run_in_executor(None, out.flush, 10)
+            left = await asyncio.get_running_loop().run_in_executor(None, out.flush, ACK_WAIT_S)
         except (KafkaException, BufferError) as exc:
             failed.append(str(exc))
             left = 0
         if not (left or failed):
             return None
-        why = failed[0] if failed else "not acknowledged by the broker within 10 s"
+        why = failed[0] if failed else f"not acknowledged by the broker within {ACK_WAIT_S:.0f} s"
         log.error("command %s for tenant %s not kept: %s", record["command_id"], record["tenant_id"], why)
         return why
 

@@ -478,3 +478,37 @@ def test_sigterm_stops_the_control_worker_even_with_broker_and_redis_gone(
     wait_exit(control.proc, timeout=30)
     assert time.monotonic() - started < 15
     assert "exiting now" in control.log_text() or "Closing event loop" in control.log_text()
+
+
+def test_funding_is_accepted_only_once_the_broker_has_it(base_settings: Settings, tmp_path: Path, smtp: Inbox) -> None:
+    """202 means kept: with the broker gone, a funding is answered 503 with the reason and
+    the command id to send again, never 202."""
+    broker_port, redis_port = free_ports(2)
+    broker = start_broker(broker_port, tmp_path)
+    servers = RedisProcs()
+    servers.start(redis_port, tmp_path, "--port", str(redis_port))
+    try:
+        wait_port(broker_port)
+        wait_port(redis_port)
+        own = replace(
+            base_settings, kafka_bootstrap=f"127.0.0.1:{broker_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0"
+        )
+        env = Env.make(own, tmp_path)
+        tid = f"{env.tag}kept"
+        env.publish([tenant(tid, "5")], [])
+        control = ControlProc(env, smtp).start()
+        status, _ = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "60", "command_id": "c-up"})
+        assert status == 202
+        broker.kill()
+        broker.wait()
+        status, reply = control.call("POST", f"/v1/tenants/{tid}/funds", {"amount": "60", "command_id": "c-down"})
+        assert status == 503, reply
+        assert reply["command_id"] == "c-down" and "command not kept" in reply["error"]
+        assert "send it again with the same command_id" in reply["error"]
+        assert "funding c-down of" not in control.log_text()  # never logged as accepted
+        control.kill()
+    finally:
+        if broker.poll() is None:
+            broker.kill()
+            broker.wait()
+        servers.stop()
