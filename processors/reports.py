@@ -72,6 +72,14 @@ def _posted(c: Mapping[str, Any], tz: str | None, lateness: timedelta) -> str:
     return posted_month(c["month"], c.get("charged_at"), tz, lateness)
 
 
+def _event_posted(e: Event, recorded: Mapping[str, datetime] | None, tz: str | None, lateness: timedelta) -> str:
+    """The month balance event `e` is posted in: the month of its `at` while that month was
+    open when the event was recorded on the ledger (`recorded`: its record's timestamp), the
+    month it was recorded in after that (a lot configured with a purchase time in a closed
+    month is funding of the open month)."""
+    return posted_month(month_key(e.at, tz), recorded.get(e.event_id) if recorded else None, tz, lateness)
+
+
 def unique_events(events: Iterable[Event]) -> list[Event]:
     seen: dict[str, Event] = {}
     for e in events:
@@ -339,6 +347,7 @@ def statement(
     events: Iterable[Event],
     month: str,
     lateness: timedelta = ALLOWED_LATENESS,
+    recorded: Mapping[str, datetime] | None = None,
 ) -> Statement:
     """The month's statement. Balances are sums over the ledger (balance = funded - taken -
     expired; deficit = deficits taken - deficits covered), so the identity holds by the same
@@ -374,7 +383,7 @@ def statement(
     for e in unique_events(events):
         if e.tenant_id != tenant.tenant_id:
             continue
-        em = month_key(e.at, tz)
+        em = _event_posted(e, recorded, tz, lateness)
         if e.type == "tenant_removed" and em == month:
             f = e.field_dict()
             st.removed = {
@@ -517,9 +526,11 @@ def chart_data(
     events: Iterable[Event],
     month: str,
     lateness: timedelta = ALLOWED_LATENESS,
+    recorded: Mapping[str, datetime] | None = None,
 ) -> ChartData:
     tz = tenant.time_zone
-    st = statement(tenant, charges, events, month, lateness)
+    events = list(events)
+    st = statement(tenant, charges, events, month, lateness, recorded)
     changes: list[tuple[datetime, int]] = []
     data = ChartData()
     pool_by_day: Counter[str] = Counter()
@@ -533,18 +544,19 @@ def chart_data(
         if pooled:
             pool_by_day[_local_day(c["start_time"], tz)] += pooled
     for e in unique_events(events):
-        if e.tenant_id != tenant.tenant_id or month_key(e.at, tz) != month:
+        if e.tenant_id != tenant.tenant_id or _event_posted(e, recorded, tz, lateness) != month:
             continue
         f = e.field_dict()
+        at = e.at if month_key(e.at, tz) == month or not recorded else recorded[e.event_id]  # shown when posted
         if e.type == "funds_added":
-            changes.append((e.at, micro(f["amount"])))
+            changes.append((at, micro(f["amount"])))
             kind = "recharge" if ":recharge:" in str(f.get("lot_id", "")) else "funding"
-            data.marks.append((e.at, kind, f"{kind} {format_money(micro(f['amount']))}"))
+            data.marks.append((at, kind, f"{kind} {format_money(micro(f['amount']))}"))
         elif e.type == "credits_expired":
-            changes.append((e.at, -micro(f["amount"])))
-            data.marks.append((e.at, "expiry", f"expired {format_money(micro(f['amount']))}"))
+            changes.append((at, -micro(f["amount"])))
+            data.marks.append((at, "expiry", f"expired {format_money(micro(f['amount']))}"))
         elif e.type == "balance_zero":
-            data.marks.append((e.at, "zero", "balance reached zero"))
+            data.marks.append((at, "zero", "balance reached zero"))
     balance = st.opening_balance
     for at, delta in sorted(changes, key=lambda x: x[0]):
         balance += delta

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -14,9 +15,15 @@ from pipeline.config import Settings
 
 
 def read_all(
-    settings: Settings, topic: str, codec: Codec | None = None, timeout: float = 30.0, min_count: int = 0
+    settings: Settings,
+    topic: str,
+    codec: Codec | None = None,
+    timeout: float = 30.0,
+    min_count: int = 0,
+    stamps: list[datetime] | None = None,
 ) -> list[tuple[bytes | None, Any]]:
-    """Every committed record of `topic` as (key, decoded record or raw bytes).
+    """Every committed record of `topic` as (key, decoded record or raw bytes); with
+    `stamps`, each record's timestamp (when it was written) is appended there in step.
 
     Reads until each partition reaches its high watermark (and at least `min_count` records
     arrived, for topics still being written), or `timeout` passes.
@@ -34,6 +41,8 @@ def read_all(
                     continue
                 value = m.value() or b""
                 out.append((m.key(), codec.decode(value)[1] if codec else value))
+                if stamps is not None:
+                    stamps.append(datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC))
             if len(out) < min_count:
                 continue
             highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5)[1] for tp in parts}

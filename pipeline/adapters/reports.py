@@ -35,6 +35,7 @@ class Ledger:
     charges: list[dict[str, Any]]
     events: list[Event]
     lateness: timedelta = ALLOWED_LATENESS  # a month closes this long after its end
+    recorded: dict[str, datetime] | None = None  # balance event id -> its record's timestamp
 
 
 def read_ledger(settings: Settings, tenant_id: str | None = None) -> Ledger:
@@ -49,11 +50,16 @@ def read_ledger(settings: Settings, tenant_id: str | None = None) -> Ledger:
         if tenant_id in (None, rec["tenant_id"]):
             charges.append(rec)
     events = []
-    for _, raw in read_all(settings, settings.topic.balance_events, timeout=120):
+    recorded: dict[str, datetime] = {}  # event id -> when its record was written
+    stamps: list[datetime] = []
+    for (_, raw), stamp in zip(
+        read_all(settings, settings.topic.balance_events, timeout=120, stamps=stamps), stamps, strict=True
+    ):
         _, rec = codec.decode(raw)
         if tenant_id in (None, rec["tenant_id"]):
             events.append(event_from_avro(rec))
-    return Ledger(tenants, charges, events, settings.lateness)
+            recorded.setdefault(rec["event_id"], stamp)
+    return Ledger(tenants, charges, events, settings.lateness, recorded)
 
 
 def check_month(text: str | None, tenant: Tenant, now: datetime) -> str:
@@ -93,7 +99,9 @@ def pools_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> str:
 
 
 def statement_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> tuple[str, reports.Statement]:
-    st = reports.statement(ledger.tenants[tenant_id], ledger.charges, ledger.events, month, ledger.lateness)
+    st = reports.statement(
+        ledger.tenants[tenant_id], ledger.charges, ledger.events, month, ledger.lateness, ledger.recorded
+    )
     text = json.dumps(st.to_dict(), indent=1) + "\n" if fmt == "json" else "\n".join(st.lines()) + "\n"
     return text, st
 
@@ -102,7 +110,7 @@ def chart(ledger: Ledger, tenant_id: str, month: str, out: Path) -> Path:
     from pipeline.adapters import chart as charts
 
     tenant = ledger.tenants[tenant_id]
-    data = reports.chart_data(tenant, ledger.charges, ledger.events, month, ledger.lateness)
+    data = reports.chart_data(tenant, ledger.charges, ledger.events, month, ledger.lateness, ledger.recorded)
     return charts.write(data, f"{tenant_id}: credits in {month}", tenant.currency, out, month)
 
 

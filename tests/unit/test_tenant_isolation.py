@@ -289,6 +289,27 @@ def test_a_rerating_after_the_month_closed_is_posted_in_the_open_month() -> None
     assert statement(tenant, early, events + more, "2026-11").adjustments == 1_000_000
 
 
+def test_a_lot_recorded_after_its_month_closed_is_funding_of_the_open_month() -> None:
+    tenant = tenant_from_dict(tenant_entry({"users": [["u1", "US", ["PAYG"]]], "funding": "10"}))
+    in_october = Event(
+        "T:fund:L9:funds_added",
+        "funds_added",
+        "T",
+        datetime(2026, 10, 1, 9, 0, tzinfo=UTC),  # its purchase time, in a month long closed
+        50_000_000,
+        (("amount", 50_000_000), ("lot_id", "L9"), ("deficit_covered", 0)),
+    )
+    filed = statement(tenant, [], [], "2026-11").lines()
+    recorded = {in_october.event_id: datetime(2026, 12, 6, 9, 0, tzinfo=UTC)}  # loaded on 6 December
+    assert statement(tenant, [], [in_october], "2026-11", recorded=recorded).lines() == filed
+    december = statement(tenant, [], [in_october], "2026-12", recorded=recorded)
+    assert (december.opening_balance, december.funding, december.closing_balance) == (0, 50_000_000, 50_000_000)
+    assert december.adds_up
+    # recorded while October was still open, it is October's
+    on_time = {in_october.event_id: datetime(2026, 10, 1, 9, 5, tzinfo=UTC)}
+    assert statement(tenant, [], [in_october], "2026-11", recorded=on_time).opening_balance == 50_000_000
+
+
 def test_reports_keep_two_tenants_calls_with_one_call_id_apart() -> None:
     from processors.reports import unique_charges
 
