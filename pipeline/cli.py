@@ -81,8 +81,8 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
         data = strict_json.loads(Path(args.file).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FatalError(f"cannot read {args.file}: {exc}") from None
-    n = publish_tenants(settings, data["tenants"] if isinstance(data, dict) else data)
-    print(f"published {n} tenant configurations to {settings.topic.tenant_config}")
+    summary = publish_tenants(settings, data["tenants"] if isinstance(data, dict) else data)
+    print(f"{summary} on {settings.topic.tenant_config}")
     return 0
 
 

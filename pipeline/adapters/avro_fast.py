@@ -3384,6 +3384,244 @@ def read_tenant_config(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
     return r, pos
 
 
+def write_tenant_user(r: Any) -> bytes:
+    out: list[bytes]
+    v1: str
+    b2: bytes
+    v3: str
+    b4: bytes
+    v5: str
+    b6: bytes
+    v7: Any
+    i8: str
+    b9: bytes
+    v10: str | None
+    b11: bytes
+    v12: str | None
+    b13: bytes
+    v14: Any
+    i15: str
+    b16: bytes
+    v17: str | None
+    b18: bytes
+    v19: Any
+    out = []
+    v1 = r['tenant_id']
+    b2 = v1.encode()
+    out.append(_V[len(b2)] if len(b2) < 4096 else write_long(len(b2)))
+    out.append(b2)
+    v3 = r['user_id']
+    b4 = v3.encode()
+    out.append(_V[len(b4)] if len(b4) < 4096 else write_long(len(b4)))
+    out.append(b4)
+    v5 = r['usage_country']
+    b6 = v5.encode()
+    out.append(_V[len(b6)] if len(b6) < 4096 else write_long(len(b6)))
+    out.append(b6)
+    v7 = r['licences']
+    if v7:
+        out.append(write_long(len(v7)))
+        for i8 in v7:
+            b9 = i8.encode()
+            out.append(_V[len(b9)] if len(b9) < 4096 else write_long(len(b9)))
+            out.append(b9)
+    out.append(b'\x00')
+    v10 = r['dialout_policy']
+    if v10 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        b11 = v10.encode()
+        out.append(_V[len(b11)] if len(b11) < 4096 else write_long(len(b11)))
+        out.append(b11)
+    v12 = r['email']
+    if v12 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        b13 = v12.encode()
+        out.append(_V[len(b13)] if len(b13) < 4096 else write_long(len(b13)))
+        out.append(b13)
+    v14 = r['roles']
+    if v14:
+        out.append(write_long(len(v14)))
+        for i15 in v14:
+            b16 = i15.encode()
+            out.append(_V[len(b16)] if len(b16) < 4096 else write_long(len(b16)))
+            out.append(b16)
+    out.append(b'\x00')
+    v17 = r['display_name']
+    if v17 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        b18 = v17.encode()
+        out.append(_V[len(b18)] if len(b18) < 4096 else write_long(len(b18)))
+        out.append(b18)
+    v19 = r['updated_at']
+    out.append(write_timestamp_micros(v19))
+    return b''.join(out)
+
+
+def read_tenant_user(data: bytes, pos: int) -> tuple[dict[str, Any], int]:
+    b: int
+    r: Any
+    v1: Any
+    n2: int
+    v3: Any
+    n4: int
+    v5: Any
+    n6: int
+    v7: Any
+    n8: int
+    k9: Any
+    i10: Any
+    n11: int
+    v12: Any
+    n13: int
+    v14: Any
+    n15: int
+    v16: Any
+    n17: int
+    k18: Any
+    i19: Any
+    n20: int
+    v21: Any
+    n22: int
+    v23: Any
+    t24: int
+    b = data[pos]
+    if b < 0x80:
+        n2 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n2, pos = read_long(data, pos)
+    if n2 < 0: raise ValueError('negative length')
+    v1 = data[pos:pos + n2].decode()
+    pos += n2
+    b = data[pos]
+    if b < 0x80:
+        n4 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n4, pos = read_long(data, pos)
+    if n4 < 0: raise ValueError('negative length')
+    v3 = data[pos:pos + n4].decode()
+    pos += n4
+    b = data[pos]
+    if b < 0x80:
+        n6 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n6, pos = read_long(data, pos)
+    if n6 < 0: raise ValueError('negative length')
+    v5 = data[pos:pos + n6].decode()
+    pos += n6
+    v7 = []
+    while True:
+        b = data[pos]
+        if b < 0x80:
+            n8 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n8, pos = read_long(data, pos)
+        if n8 == 0: break
+        if n8 < 0:
+            n8 = -n8
+            _, pos = read_long(data, pos)
+        for _ in range(n8):
+            b = data[pos]
+            if b < 0x80:
+                n11 = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                n11, pos = read_long(data, pos)
+            if n11 < 0: raise ValueError('negative length')
+            i10 = data[pos:pos + n11].decode()
+            pos += n11
+            v7.append(i10)
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v12 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n13 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n13, pos = read_long(data, pos)
+        if n13 < 0: raise ValueError('negative length')
+        v12 = data[pos:pos + n13].decode()
+        pos += n13
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v14 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n15 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n15, pos = read_long(data, pos)
+        if n15 < 0: raise ValueError('negative length')
+        v14 = data[pos:pos + n15].decode()
+        pos += n15
+    else:
+        raise ValueError('union branch out of range')
+    v16 = []
+    while True:
+        b = data[pos]
+        if b < 0x80:
+            n17 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n17, pos = read_long(data, pos)
+        if n17 == 0: break
+        if n17 < 0:
+            n17 = -n17
+            _, pos = read_long(data, pos)
+        for _ in range(n17):
+            b = data[pos]
+            if b < 0x80:
+                n20 = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                n20, pos = read_long(data, pos)
+            if n20 < 0: raise ValueError('negative length')
+            i19 = data[pos:pos + n20].decode()
+            pos += n20
+            v16.append(i19)
+    b = data[pos]
+    pos += 1
+    if b == 0:
+        v21 = None
+    elif b == 2:
+        b = data[pos]
+        if b < 0x80:
+            n22 = (b >> 1) ^ -(b & 1)
+            pos += 1
+        else:
+            n22, pos = read_long(data, pos)
+        if n22 < 0: raise ValueError('negative length')
+        v21 = data[pos:pos + n22].decode()
+        pos += n22
+    else:
+        raise ValueError('union branch out of range')
+    b = data[pos]
+    if b < 0x80:
+        t24 = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        t24, pos = read_long(data, pos)
+    v23 = EPOCH + timedelta(0, 0, t24)
+    r = {'tenant_id': v1, 'user_id': v3, 'usage_country': v5, 'licences': v7, 'dialout_policy': v12, 'email': v14, 'roles': v16, 'display_name': v21, 'updated_at': v23}
+    return r, pos
+
+
 # schema digest -> (writer of a record dict, reader)
 CODE: Final[dict[str, tuple[Callable[..., bytes], Callable[[bytes, int], tuple[dict[str, Any], int]]]]] = {
     '9347c06aeb265d8b': (write_balance_event, read_balance_event),  # balance_event
@@ -3396,6 +3634,7 @@ CODE: Final[dict[str, tuple[Callable[..., bytes], Callable[[bytes, int], tuple[d
     '7dfaed3169a13afc': (write_recharge_result, read_recharge_result),  # recharge_result
     'a2aedba0be43cbdb': (write_service_state, read_service_state),  # service_state
     'f74ef96011dd6bb3': (write_tenant_config, read_tenant_config),  # tenant_config
+    'e48f38f63af45254': (write_tenant_user, read_tenant_user),  # tenant_user
 }
 # (kind, schema digest) -> writer of a domain object (Codec.object_encoder)
 OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
@@ -3405,4 +3644,4 @@ OBJECT_WRITERS: Final[dict[tuple[str, str], Callable[..., bytes]]] = {
 OBJECT_READERS: Final[dict[tuple[str, str], Callable[[bytes, int], tuple[Any, int]]]] = {
     ('cdr', 'baafe437b14f3ad4'): read_cdr_object,
 }
-SOURCE_DIGEST: Final = '0c5fa8c0ab69c4da'
+SOURCE_DIGEST: Final = '473fe66a828c30be'

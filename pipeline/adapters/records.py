@@ -263,26 +263,16 @@ def tenant_to_avro(d: dict[str, Any], updated_at: datetime) -> dict[str, Any]:
     return tenant_record(tenant_from_dict(d), updated_at)
 
 
-def tenant_record(t: Tenant, updated_at: datetime) -> dict[str, Any]:
-    """A tenant's configuration as its tenant_config record (the newest version)."""
+def tenant_record(t: Tenant, updated_at: datetime, inline_users: bool = True) -> dict[str, Any]:
+    """A tenant's configuration as its tenant_config record (the newest version); with
+    `inline_users=False` the users are left to their own tenant_user records."""
     return {
         "tenant_id": t.tenant_id,
         "country": t.country,
         "currency": t.currency,
         "channel": t.channel,
         "time_zone": t.time_zone,
-        "users": [
-            {
-                "user_id": u.user_id,
-                "usage_country": u.usage_country,
-                "licences": sorted(u.licences),
-                "dialout_policy": u.dialout_policy,
-                "email": u.email,
-                "roles": sorted(u.roles),
-                "display_name": u.display_name,
-            }
-            for u in t.users.values()
-        ],
+        "users": [user_to_avro(u) for u in t.users.values()] if inline_users else [],
         "auto_recharge": None
         if t.auto_recharge is None
         else {"enabled": t.auto_recharge.enabled, "amount": t.auto_recharge.amount, "trigger": t.auto_recharge.trigger},
@@ -293,28 +283,71 @@ def tenant_record(t: Tenant, updated_at: datetime) -> dict[str, Any]:
     }
 
 
-def tenant_from_avro(r: dict[str, Any]) -> Tenant:
-    """A tenant_config record as a Tenant; TenantError for an id outside the tenant-id rule
-    (a record another system put on the topic)."""
+def user_to_avro(u: User) -> dict[str, Any]:
+    return {
+        "user_id": u.user_id,
+        "usage_country": u.usage_country,
+        "licences": sorted(u.licences),
+        "dialout_policy": u.dialout_policy,
+        "email": u.email,
+        "roles": sorted(u.roles),
+        "display_name": u.display_name,
+    }
+
+
+def user_record(tenant_id: str, u: User, updated_at: datetime) -> dict[str, Any]:
+    """One user as its tenant_user record (key `user_key(tenant_id, user_id)`)."""
+    return {"tenant_id": tenant_id, **user_to_avro(u), "updated_at": updated_at}
+
+
+def user_key(tenant_id: str, user_id: str) -> bytes:
+    """The compaction key of a tenant_user record: a tenant id has no '/' (the tenant-id
+    rule), so the key names one (tenant, user) pair."""
+    return f"{tenant_id}/{user_id}".encode()
+
+
+_LICENCES: dict[tuple[str, ...], frozenset[str]] = {}  # one frozenset per licence list, shared
+
+
+def user_from_avro(tenant_id: str, u: dict[str, Any]) -> User:
+    """A user of a tenant_config's users or a tenant_user record; TenantError for a licence
+    we do not know. Licence and role sets are shared between users that have the same."""
+    names = tuple(u["licences"])
+    licences = _LICENCES.get(names)
+    if licences is None:
+        licences = licences_of(tenant_id, u["user_id"], list(names))
+        if len(_LICENCES) < 10_000:
+            _LICENCES[names] = licences
+    roles = u.get("roles") or ()
+    uid = canonical_id(u["user_id"])
+    return User(
+        uid,
+        u["usage_country"],
+        licences,
+        u.get("dialout_policy"),
+        u.get("email"),
+        _ROLES.setdefault(tuple(roles), frozenset(roles)) if len(_ROLES) < 10_000 else frozenset(roles),
+        u.get("display_name"),
+    )
+
+
+_ROLES: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def tenant_from_avro(r: dict[str, Any], users: dict[str, User] | None = None) -> Tenant:
+    """A tenant_config record as a Tenant, with `users` (from tenant_user records) beside
+    those inline; TenantError for an id outside the tenant-id rule (a record another system
+    put on the topic)."""
     ar = r.get("auto_recharge")
+    tid = check_tenant_id(r["tenant_id"])
+    inline = {u.user_id: u for u in (user_from_avro(tid, x) for x in r["users"])}
     return Tenant(
-        tenant_id=check_tenant_id(r["tenant_id"]),
+        tenant_id=tid,
         country=r["country"],
         currency=r["currency"],
         channel=r["channel"],
         time_zone=r.get("time_zone"),
-        users={
-            canonical_id(u["user_id"]): User(
-                canonical_id(u["user_id"]),
-                u["usage_country"],
-                licences_of(r["tenant_id"], u["user_id"], list(u["licences"])),
-                u.get("dialout_policy"),
-                u.get("email"),
-                frozenset(u.get("roles") or ()),
-                u.get("display_name"),
-            )
-            for u in r["users"]
-        },
+        users={**inline, **users} if users else inline,
         auto_recharge=None if ar is None else AutoRecharge(ar["enabled"], ar["amount"], ar["trigger"]),
         funding=tuple(Funding(f["lot_id"], f["amount"], f["purchased_at"]) for f in r["funding"]),
         payment_method=r.get("payment_method"),

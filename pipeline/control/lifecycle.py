@@ -167,7 +167,9 @@ class Control:
             return []
         at = self.now()
         removed = dataclasses.replace(tenant, removed_at=at)
-        config = self.codec.encode("tenant_config", tenant_record(removed, at))
+        # the tenant's own record as it is on the topic (its users stay in theirs)
+        raw = self.directory.records.get(tenant.tenant_id) or tenant_record(tenant, at)
+        config = self.codec.encode("tenant_config", {**raw, "removed_at": at, "updated_at": at})
         out: list[Output] = [(self.topics.tenant_config, tenant.tenant_id.encode(), config)]
 
         def apply(state: TenantState) -> list[Event]:

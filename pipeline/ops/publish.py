@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,18 @@ from confluent_kafka import KafkaException, Producer
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.files import read_cdr_lines
 from pipeline.adapters.kafka import producer
-from pipeline.adapters.records import cdr_to_avro, tenant_to_avro
+from pipeline.adapters.records import cdr_to_avro, tenant_record, user_key, user_record
 from pipeline.config import Settings
 from pipeline.errors import FatalError
-from processors.inputs import DeadLetterReason, Rejected, TenantError, cdr_from_dict, first_repeated, folded_twin
+from processors.inputs import (
+    DeadLetterReason,
+    Rejected,
+    TenantError,
+    cdr_from_dict,
+    first_repeated,
+    folded_twin,
+    tenant_from_dict,
+)
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -30,29 +39,98 @@ def _progress(done: int, total: int, label: str) -> None:
     sys.stderr.flush()
 
 
-def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> int:
+def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> PublishSummary:
+    """Publish a tenants file: one tenant_config record per tenant (its users left out) and
+    one tenant_user record per user, so a tenant of any size fits Kafka's default message
+    size. Only what changed is published, against what the topic holds: a user whose
+    licence changed is one record, a user no longer listed a tombstone. A tenant's users go
+    first, its own record after them (a worker that sees a new tenant reads on to the end)."""
     codec = Codec(settings.schemas_dir)
     now = datetime.now(UTC)
-    records = []
+    tenants = []
     for entry in entries:
         try:
-            record = tenant_to_avro(entry, now)
+            tenants.append(tenant_from_dict(entry))
         except (TenantError, KeyError, TypeError) as exc:
             raise FatalError(f"tenants file: {exc}") from None
-        records.append((record["tenant_id"], codec.encode("tenant_config", record)))
-    ids = [tid for tid, _ in records]  # canonical: a GUID in lower case
+    ids = [t.tenant_id for t in tenants]  # canonical: a GUID in lower case
     twice = first_repeated(ids)
     if twice is not None:
         raise FatalError(f"tenants file: tenant {twice} is listed twice (tenant ids compare case-insensitively)")
     twins = folded_twin(ids)
     if twins is not None:
         raise FatalError(f"tenants file: tenants {twins[0]!r} and {twins[1]!r} differ only by letter case")
+    from pipeline.adapters.directory import TenantDirectory
+
+    current = TenantDirectory(settings, codec, None)
+    try:
+        current.catch_up(timeout=120)
+        summary = PublishSummary(tenants=len(tenants))
+        users_out: list[tuple[bytes, bytes | None]] = []
+        tenants_out: list[tuple[bytes, bytes]] = []
+        for t in tenants:
+            tid = t.tenant_id
+            before = current.records.get(tid)
+            book = current.get(tid)
+            had = book.tenant.users if book is not None else {}
+            inline = bool(before and before["users"])  # written before per-user records: all move out
+            for uid, user in t.users.items():
+                if inline or had.get(uid) != user:
+                    users_out.append((user_key(tid, uid), codec.encode("tenant_user", user_record(tid, user, now))))
+            for uid in had:
+                if uid not in t.users:
+                    users_out.append((user_key(tid, uid), None))
+            record = tenant_record(t, now, inline_users=False)
+            if before is None or inline or _differs(before, record):
+                tenants_out.append((tid.encode(), codec.encode("tenant_config", record)))
+        summary.records = len(users_out) + len(tenants_out)
+        summary.users_changed = len(users_out)
+        summary.tenants_changed = len(tenants_out)
+        _produce_all(settings, settings.topic.tenant_config, users_out)  # users first
+        _produce_all(settings, settings.topic.tenant_config, list(tenants_out))
+        return summary
+    finally:
+        current.close()
+
+
+@dataclass
+class PublishSummary:
+    tenants: int = 0
+    records: int = 0
+    users_changed: int = 0
+    tenants_changed: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.tenants} tenants: {self.records} records published "
+            f"({self.tenants_changed} tenant records, {self.users_changed} user records; the rest unchanged)"
+        )
+
+
+def _differs(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    skip = ("updated_at", "users")
+    return {k: v for k, v in before.items() if k not in skip} != {k: v for k, v in after.items() if k not in skip}
+
+
+def _produce_all(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    """Produce keyed records and wait until the broker has every one of them."""
+    if not records:
+        return
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
     p = producer(settings)
-    for tid, value in records:
-        p.produce(settings.topic.tenant_config, key=tid.encode(), value=value)
-    if p.flush(30):
-        raise FatalError("tenant config not delivered to the broker within 30 s")
-    return len(records)
+    for n, (key, value) in enumerate(records, start=1):
+        _produce(p, topic, key, value, on_delivery)
+        if n % 10_000 == 0:
+            p.poll(0)
+            _progress(n, len(records), "tenants")
+    _progress(len(records), len(records), "tenants")
+    if p.flush(120) or errors:
+        raise FatalError(f"tenant config not delivered to the broker: {errors[:3] or 'timed out after 120 s'}")
 
 
 def remove_tenant(settings: Settings, tenant_id: str, command_id: str, requested_by: str) -> str:
@@ -147,7 +225,7 @@ def ingest(settings: Settings, paths: Path | Sequence[Path], tenant_id: str | No
     return sent, bad
 
 
-def _produce(p: Producer, topic: str, key: bytes, value: bytes, on_delivery: Any) -> None:
+def _produce(p: Producer, topic: str, key: bytes, value: bytes | None, on_delivery: Any) -> None:
     while True:
         try:
             p.produce(topic, key=key, value=value, on_delivery=on_delivery)

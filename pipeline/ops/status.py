@@ -55,8 +55,9 @@ def status(settings: Settings) -> tuple[list[str], int]:
         lines.append(
             f"dead letters: {sum(reasons.values())}" + (f" ({summary}); see `callcharge dlq`" if reasons else "")
         )
-        tenants = {k for k, _ in read_all(settings, settings.topic.tenant_config)}
-        lines.append(f"tenants configured: {len(tenants)}")
+        keys = {k for k, _ in read_all(settings, settings.topic.tenant_config) if k}
+        tenants = {k for k in keys if b"/" not in k}  # a user's record is keyed T/USER
+        lines.append(f"tenants configured: {len(tenants)} ({len(keys) - len(tenants)} users in their own records)")
         return lines, total
     finally:
         group.close()
