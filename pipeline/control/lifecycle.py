@@ -55,6 +55,7 @@ HISTORY_SIGN = {
     "tenant_removed": 0,
 }
 MAX_ATTEMPTS = 5
+LOOK_AGAIN_S = 300.0  # the longest the timer goes without reading a tenant's lots
 REMOVE = "remove"  # the funding command kind that offboards a tenant (amount 0)
 
 
@@ -80,6 +81,9 @@ class Control:
         self.metrics = metrics or ControlMetrics(CollectorRegistry())
         self.topics = settings.topic
         self._announced: dict[str, Book] = {}  # tenants whose service state this process published
+        # The timer's next look at a tenant's lots (monotonic): at its nearest expiry, at
+        # most LOOK_AGAIN_S on, and at once after a balance event or a config change.
+        self._next_look: dict[str, float] = {}
 
     # -- time ------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -196,6 +200,7 @@ class Control:
             log.warning("event for unknown tenant %s", ev["tenant_id"])
             return []
         out: list[Output] = []
+        self._next_look.pop(ev["tenant_id"], None)  # lots may have come or gone: look at the next tick
         self._history(ev)
         kind = ev["type"]
         if kind == "recharge_requested" and book.tenant.removed_at is None:
@@ -340,11 +345,15 @@ class Control:
                 self._skipped(tid, "recharge retry")
         self.metrics.recharges_pending.set(self.r.zcard(RETRY_ZSET))
         out += self.announce()
+        mono = time.monotonic()
         for tid, book in list(self.directory.books.items()):
             if book.tenant.removed_at is not None:  # offboarded: its lots are not worked on
                 continue
+            if self._next_look.get(tid, 0.0) > mono:  # nothing can be due before then
+                continue
             try:
                 state = self.ledger.peek(tid)
+                self._next_look[tid] = mono + LOOK_AGAIN_S
                 if state is None:
                     continue
                 clock = max(now, state.watermark) if state.watermark else now
@@ -353,6 +362,14 @@ class Control:
                     values, _ = self.ledger.run(book, "expire:" + ",".join(due), _expiry(book, now), now)
                     self.metrics.lots_expired.inc(len(due))
                     out += self._after_ledger(book, values)
+                    self._next_look.pop(tid, None)
+                else:
+                    nearest = min(
+                        (lot.expires_at + book.lateness for lot in state.lots if not lot.expired), default=None
+                    )
+                    if nearest is not None:
+                        wait = (nearest - clock).total_seconds()
+                        self._next_look[tid] = mono + max(0.0, min(LOOK_AGAIN_S, wait))
             except (StateUnreadable, RetriableError) as exc:
                 log.error("expiry of %s: %s", tid, exc)
             except Exception:
@@ -380,6 +397,7 @@ class Control:
                 log.error("service state of %s: %s", tid, exc)
                 continue
             self._announced[tid] = book
+            self._next_look.pop(tid, None)
         return out
 
     # -- notifications -------------------------------------------------------------------
