@@ -69,7 +69,7 @@ def redis_client(settings: Settings, socket_timeout_s: float = REDIS_SOCKET_TIME
 def store(settings: Settings) -> Store:
     client = redis_client(settings)
     try:
-        return Store(client, settings.redis_replicas_ack)
+        return Store(client, settings.redis_replicas_ack, settings.dedup_window_days)
     except redis.AuthenticationError as exc:  # before ConnectionError: it is one
         user = settings.redis_username or "default"
         raise FatalError(f"Redis at {_where(settings.redis)} refused user {user!r}: {exc}") from None

@@ -332,6 +332,7 @@ def charge_call(
                 key = f"{month}|{r.pool}|{r.pool_dim}"
                 used_before = state.pool_used.get(key, 0)
                 state.pool_used[key] = used_before + drawn
+                state.pools_dirty.add(key)
                 segments.append(Segment(r.pool_bucket, drawn, pool=r.pool))
                 if r.pool == ZONE_A_POOL:
                     events.extend(_pool_alerts(book, state, cdr, month, used_before, drawn))

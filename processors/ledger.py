@@ -85,6 +85,9 @@ class TenantState:
     overage: int = 0
     watermark: datetime | None = None  # the latest end of a call charged: the data's clock
     zero_raised: bool = False  # balance_zero was raised and the balance has not been restored since
+    # Pool keys drawn since the state was read or last written: the store writes those
+    # fields only (a state's pools are hash fields of their own), not every pool again.
+    pools_dirty: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def balance(self) -> int:
@@ -137,22 +140,24 @@ class TenantState:
             "zero_raised": self.zero_raised,
         }
 
-    def to_json(self) -> str:
+    def to_json(self, pools: bool = True) -> str:
         """`json.dumps(self.to_dict(), separators=(",", ":"))`, written out: the worker
         stores one state per tenant per batch, and the dict plus the generic encoder cost
-        it about three times as much (a property test holds the two equal)."""
+        it about three times as much (a property test holds the two equal). Without
+        `pools`, `pool_used` is written empty: the store keeps each pool in a field of its
+        own (`pipeline.adapters.store`)."""
         q = _quote
         lots = ",".join(
             f'[{q(lot.lot_id)},{lot.amount},{lot.remaining},"{lot.purchased_at.isoformat()}",'
             f'"{lot.expires_at.isoformat()}",{_JSON_BOOL[lot.expired]}]'
             for lot in self.lots
         )
-        pools = ",".join(f"{q(k)}:{v}" for k, v in self.pool_used.items())
+        used = ",".join(f"{q(k)}:{v}" for k, v in self.pool_used.items()) if pools else ""
         thresholds = ",".join(q(t) for t in self.thresholds)
         flight = "null" if self.recharge_in_flight is None else q(self.recharge_in_flight)
         mark = "null" if self.watermark is None else f'"{self.watermark.isoformat()}"'
         return (
-            f'{{"lots":[{lots}],"deficit":{self.deficit},"pool_used":{{{pools}}},'
+            f'{{"lots":[{lots}],"deficit":{self.deficit},"pool_used":{{{used}}},'
             f'"thresholds":[{thresholds}],"recharge_in_flight":{flight},"recharge_seq":{self.recharge_seq},'
             f'"below_trigger":{_JSON_BOOL[self.below_trigger]},"funded":{self.funded},"charged":{self.charged},'
             f'"expired":{self.expired},"overage":{self.overage},"watermark":{mark},'

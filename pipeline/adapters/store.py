@@ -2,9 +2,18 @@
 
 Keys carry the tenant as a hash tag so every script touches one slot (Redis Cluster safe):
 
-    cc:{T}              hash  state (JSON of processors.ledger.TenantState), ver, config, config_ver
-    cc:{T}:call:ID      string  the exact output records of call ID with its source offset
-                        (expires after the dedup window)
+    cc:{T}              hash  state (JSON of processors.ledger.TenantState without its pools),
+                        ver, config, config_ver, and p:MONTH|POOL|DIM per pool: minutes used
+                        (a batch writes the pools it drew, not every pool of the tenant)
+    cc:{T}:seen:E       hash  the seen index of epoch E (SEEN_EPOCH_S of charging time): the
+                        12-byte digest of each call id charged then -> its source partition
+                        and offset (12 bytes); expires once the dedup window has passed it
+    cc:{T}:out:ID       string  the exact output records of call ID with its source offset,
+                        kept until the transaction that carries them commits (the worker
+                        drops them then; the TTL is a safety net only)
+
+The seen index is what the dedup window keeps: about 80 bytes of Redis memory per call
+(docs/benchmark.md), against the 400-600 of a key per call holding its records.
 
 Writes go through `lua/apply.lua` (loaded once, EVALSHA; `lua/apply_batch.lua` takes a
 whole batch in one call on a standalone Redis): a compare-and-set on `ver`, so
@@ -14,8 +23,10 @@ the same atomic step as the debit it caused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +45,7 @@ CHARGES, EVENTS, DLQ = 0, 1, 2
 _HEAD = struct.Struct(">iqH")
 _REC = struct.Struct(">BI")
 _ONE = struct.Struct(">iqHBI")  # _HEAD then _REC of a call with one record
+_LOCATOR = struct.Struct(">iq")  # a stored result's first 12 bytes: partition, offset
 
 
 # Set by `callcharge stack up` when Redis holds state that no ledger backs (the embedded
@@ -45,8 +57,37 @@ def tenant_key(tenant_id: str) -> str:
     return f"cc:{{{tenant_id}}}"
 
 
-def call_key(tenant_id: str, call_id: str) -> str:
-    return f"cc:{{{tenant_id}}}:call:{call_id}"
+def out_key(tenant_id: str, call_id: str) -> str:
+    return f"cc:{{{tenant_id}}}:out:{call_id}"
+
+
+def seen_key(tenant_id: str, epoch: int) -> str:
+    return f"cc:{{{tenant_id}}}:seen:{epoch}"
+
+
+SEEN_EPOCH_S = 10 * 86400  # one seen-index hash per tenant per 10 days of charging
+
+
+def call_digest(call_id: str) -> bytes:
+    """The seen index's name for a call id: 96 bits of BLAKE2b (two ids of one tenant share
+    one with a chance of about n^2 / 2^97: 1e-16 for a million calls a day)."""
+    return hashlib.blake2b(call_id.encode(), digest_size=12).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class SeenWindow:
+    """The seen-index epochs a write looks in and the one it writes to."""
+
+    epoch: int  # the current epoch (charging time)
+    span: int  # epochs looked in: every one a call charged within the window can be in
+    expires: int  # unix seconds: when the current epoch's index may go
+
+    @classmethod
+    def at(cls, now_s: float, window_days: int) -> SeenWindow:
+        keep = (window_days + 1) * 86400
+        epoch = int(now_s // SEEN_EPOCH_S)
+        oldest = int((now_s - keep) // SEEN_EPOCH_S)
+        return cls(epoch, epoch - oldest + 1, (epoch + 1) * SEEN_EPOCH_S + keep)
 
 
 def call_ttl_s(dedup_window_days: int) -> int:
@@ -66,18 +107,34 @@ def pack_call(partition: int, offset: int, records: tuple[tuple[int, bytes], ...
     return b"".join(parts)
 
 
-def apply_batch_command(sha: str, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> bytes:
+def apply_batch_command(
+    sha: str, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int, seen: SeenWindow
+) -> bytes:
     """`EVALSHA sha numkeys KEYS... ARGV...` of apply_batch.lua for `writes`, packed: the
     bytes redis-py would send for the same arguments (held equal by a test)."""
     keys: list[bytes] = []
-    args: list[bytes] = [_bulk(b"%d" % ttl_s), _bulk(b"%d" % len(writes))]
+    args: list[bytes] = [
+        _bulk(b"%d" % ttl_s),
+        _bulk(b"%d" % len(writes)),
+        _bulk(b"%d" % seen.epoch),
+        _bulk(b"%d" % seen.span),
+        _bulk(b"%d" % seen.expires),
+    ]
+    blake = hashlib.blake2b
     for tid, ver, state, calls in writes:
         keys.append(_bulk(tenant_key(tid).encode()))
-        prefix = call_key(tid, "").encode()
-        args += (_bulk(b"%d" % len(calls)), _bulk(b"%d" % ver), _bulk(state.to_json().encode()))
+        prefix = out_key(tid, "").encode()
+        args += (_bulk(b"%d" % len(calls)), _bulk(b"%d" % ver), _bulk(state.to_json(pools=False).encode()))
+        used = state.pool_used
+        dirty = [k for k in state.pools_dirty if k in used]
+        args.append(_bulk(b"%d" % len(dirty)))
+        for k in dirty:
+            args += (_bulk((POOL + k).encode()), _bulk(b"%d" % used[k]))
         for call_id, value in calls.items():  # the hot loop: _bulk written out
-            key = prefix + call_id.encode()
+            cid = call_id.encode()
+            key = prefix + cid
             keys.append(b"$%d\r\n%b\r\n" % (len(key), key))
+            args.append(b"$12\r\n%b\r\n" % blake(cid, digest_size=12).digest())
             args.append(b"$%d\r\n%b\r\n" % (len(value), value))
     head = (b"*%d\r\n" % (3 + len(keys) + len(args)), _bulk(b"EVALSHA"), _bulk(sha.encode()), _bulk(b"%d" % len(keys)))
     return b"".join((*head, *keys, *args))
@@ -116,10 +173,21 @@ class StoredCall:
         return cls(partition, offset, tuple(records))
 
 
-def _parse_state(tenant_id: str, raw: bytes | str) -> TenantState:
+POOL = "p:"  # a tenant hash's field per pool and month: minutes used
+
+
+def _parse_state(tenant_id: str, raw: bytes | str, fields: dict[bytes, bytes] | None = None) -> TenantState:
+    """The state JSON with the tenant hash's pool fields. A state written before the pools
+    had fields of their own (`pool_used` inline) has every pool marked to be written out."""
     try:
-        return TenantState.from_dict(json.loads(raw))
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        state = TenantState.from_dict(json.loads(raw))
+        if state.pool_used:
+            state.pools_dirty = set(state.pool_used)
+        for name, value in (fields or {}).items():
+            if name.startswith(b"p:"):
+                state.pool_used[name[2:].decode()] = int(value)
+        return state
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
         raise StateUnreadable(tenant_id, exc) from None
 
 
@@ -151,9 +219,10 @@ class ReplicationLagging(redis.ConnectionError):
 
 
 class Store:
-    def __init__(self, client: redis.Redis, replicas_ack: int = 0):
+    def __init__(self, client: redis.Redis, replicas_ack: int = 0, window_days: int = 45):
         self.r = client
         self.replicas_ack = replicas_ack
+        self.window_days = window_days  # the dedup window: how far back the seen index is looked in
         self.cluster = isinstance(client, redis.RedisCluster)
         lua = resources.files(__package__).joinpath("lua")
         self._apply_source = lua.joinpath("apply.lua").read_text()
@@ -182,25 +251,57 @@ class Store:
     def _snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
         pipe = self.r.pipeline(transaction=False)
         order = list(wanted)
+        seen = SeenWindow.at(time.time(), self.window_days)
+        epochs = range(seen.epoch - seen.span + 1, seen.epoch + 1)
         for tid in order:
-            pipe.hmget(tenant_key(tid), "state", "ver")
+            pipe.hgetall(tenant_key(tid))  # the state, its version and its pools' fields
             ids = wanted[tid]
-            for c in ids:  # one GET each (a Cluster pipeline refuses MGET); asked only on replays
-                pipe.get(call_key(tid, c))
+            if ids:  # asked only on replays: their outputs, else where the index saw them
+                for c in ids:  # one GET each (a Cluster pipeline refuses MGET)
+                    pipe.get(out_key(tid, c))
+                digests = [call_digest(c) for c in ids]
+                for e in epochs:
+                    pipe.hmget(seen_key(tid, e), digests)
         replies = iter(pipe.execute())
         out = {}
         for tid in order:
-            state_raw, ver_raw = next(replies)
+            fields = cast(dict[bytes, bytes], next(replies))
+            state_raw, ver_raw = fields.get(b"state"), fields.get(b"ver")
             ids = wanted[tid]
-            found = [next(replies) for _ in ids]
-            calls = {c: StoredCall.unpack(v) for c, v in zip(ids, found, strict=True) if v is not None}
+            calls: dict[str, StoredCall] = {}
+            if ids:
+                outputs = [next(replies) for _ in ids]
+                located = [next(replies) for _ in epochs]
+                for i, c in enumerate(ids):
+                    if outputs[i] is not None:
+                        calls[c] = StoredCall.unpack(outputs[i])
+                        continue
+                    where = next((found[i] for found in located if found[i] is not None), None)
+                    if where is not None:  # committed: its outputs are on the topics already
+                        partition, offset = _LOCATOR.unpack_from(where, 0)
+                        calls[c] = StoredCall(partition, offset, ())
             try:
-                state = _parse_state(tid, state_raw) if state_raw else None
+                state = _parse_state(tid, state_raw, fields) if state_raw else None
             except StateUnreadable as exc:
                 out[tid] = Snapshot(tid, int(ver_raw or 0), None, calls, exc)
                 continue
             out[tid] = Snapshot(tid, int(ver_raw or 0), state, calls)
         return out
+
+    def forget_outputs(self, keys: list[str]) -> None:
+        """Drop the output records of calls whose transaction has committed (best effort:
+        what is left expires with its TTL)."""
+        if not keys:
+            return
+        with self._available():
+            if self.cluster:
+                pipe = self.r.pipeline(transaction=False)
+                for k in keys:
+                    pipe.unlink(k)
+                pipe.execute()
+            else:
+                for first in range(0, len(keys), 1000):
+                    self.r.unlink(*keys[first : first + 1000])
 
     def apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
         """CAS-apply [(tenant, expected version, new state, {call id: packed result})].
@@ -219,8 +320,9 @@ class Store:
                 return self._apply(writes, ttl_s)
 
     def _apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
+        seen = SeenWindow.at(time.time(), self.window_days)
         if not self.cluster:
-            return self._apply_batch(writes, ttl_s)
+            return self._apply_batch(writes, ttl_s, seen)
         groups: dict[str, tuple[redis.Redis, list[int]]] = {}
         for i, (tid, *_) in enumerate(writes):  # a Cluster: one pipeline per primary
             node = cast(Any, self.r).get_node_from_key(tenant_key(tid))
@@ -231,8 +333,14 @@ class Store:
             pipe = client.pipeline(transaction=False)
             for i in indexes:
                 tid, ver, state, calls = writes[i]
-                keys = [tenant_key(tid)] + [call_key(tid, c) for c in calls]
-                args: list[Any] = [ver, state.to_json(), ttl_s, *calls.values()]
+                keys = [tenant_key(tid)] + [out_key(tid, c) for c in calls]
+                args: list[Any] = [ver, state.to_json(pools=False), ttl_s, seen.epoch, seen.span, seen.expires]
+                dirty = [k for k in state.pools_dirty if k in state.pool_used]
+                args.append(len(dirty))
+                for k in dirty:
+                    args += (POOL + k, state.pool_used[k])
+                for c, value in calls.items():
+                    args += (call_digest(c), value)
                 pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
             out = self._execute_acked(pipe)
             for i, (a, b) in zip(indexes, out, strict=True):
@@ -240,7 +348,7 @@ class Store:
         return replies
 
     def _apply_batch(
-        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int
+        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int, seen: SeenWindow
     ) -> list[tuple[int, int]]:
         """Every write in one EVALSHA of apply_batch.lua (standalone Redis), packed here.
 
@@ -250,7 +358,7 @@ class Store:
         """
         if not writes:
             return []
-        packed = apply_batch_command(self._batch_sha, writes, ttl_s)
+        packed = apply_batch_command(self._batch_sha, writes, ttl_s, seen)
         if self.replicas_ack:
             packed += resp_command(b"WAIT", b"%d" % self.replicas_ack, b"%d" % WAIT_TIMEOUT_MS)
         pool = self.r.connection_pool
@@ -287,7 +395,16 @@ class Store:
 
     def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
         """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""
-        self.r.hset(tenant_key(tenant_id), mapping={"state": state.to_json(), "ver": version})
+        key = tenant_key(tenant_id)
+        stale = [f for f in cast(list[bytes], self.r.hkeys(key)) if f.startswith(b"p:")]
+        pipe = self.r.pipeline(transaction=True)
+        if stale:
+            pipe.hdel(key, *stale)
+        mapping: dict[str | bytes, str | int] = {"state": state.to_json(pools=False), "ver": version}
+        mapping.update({POOL + k: v for k, v in state.pool_used.items()})
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        pipe.execute()
+        state.pools_dirty.clear()
 
     def save_config(self, tenant_id: str, config_json: str, offset: int) -> None:
         self.r.hset(tenant_key(tenant_id), mapping={"config": config_json, "config_ver": offset})
@@ -315,10 +432,26 @@ class Store:
                 out.add(name[4:-1])
         return out
 
-    def stored_calls(self, tenant_id: str) -> set[str]:
-        """The call ids of a tenant with a record in Redis (a scan: for checks)."""
-        prefix = call_key(tenant_id, "")
-        return {k[len(prefix) :] for k in self.scan(prefix + "*")}  # tenant ids hold no glob character
+    def seen_calls(self, tenant_id: str) -> dict[bytes, tuple[int, int]]:
+        """The seen index of a tenant (a scan: for checks): call digest -> (partition,
+        offset); balance operations of the control worker have partition -1."""
+        out: dict[bytes, tuple[int, int]] = {}
+        for name in self.scan(seen_key(tenant_id, 0)[:-1] + "*"):  # tenant ids hold no glob character
+            entries = cast(dict[bytes, bytes], self.r.hgetall(name))
+            for digest, where in entries.items():
+                out[digest] = _LOCATOR.unpack_from(where, 0)
+        return out
+
+    def restore_seen(self, tenant_id: str, calls: list[tuple[str, int, int, float]]) -> int:
+        """Put calls (id, partition, offset, charged at as unix seconds) back in the seen
+        index, each in the epoch it was charged in (rebuild); returns how many were new."""
+        pipe = self.r.pipeline(transaction=False)
+        for call_id, partition, offset, charged_s in calls:
+            seen = SeenWindow.at(charged_s, self.window_days)
+            key = seen_key(tenant_id, seen.epoch)
+            pipe.hsetnx(key, call_digest(call_id), _LOCATOR.pack(partition, offset))
+            pipe.expireat(key, seen.expires)
+        return sum(1 for i, n in enumerate(pipe.execute()) if i % 2 == 0 and n)
 
     def load_config(self, tenant_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(tenant_key(tenant_id), "config")

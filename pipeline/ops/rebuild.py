@@ -24,22 +24,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis
-
 from pipeline import wiring
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import configured_tenants
 from pipeline.adapters.readback import read_all
 from pipeline.adapters.records import event_from_avro
-from pipeline.adapters.store import CHARGES, EVENTS, StoredCall, call_key, call_ttl_s
+from pipeline.adapters.store import Store, call_digest, call_ttl_s
 from pipeline.config import Settings
 from pipeline.errors import FatalError
 from processors.model import Event
 from processors.replay import LedgerGap, differences, state_from_ledger
-
-# Records the control worker keeps beside the call records (pipeline/control/ledger_ops.py):
-# its operations on a balance, whose effects are balance events, not charges.
-CONTROL_OPS = ("fund:", "recharge:", "abandon:", "expire:", "rerate:")
 
 
 @dataclass
@@ -113,9 +107,9 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None, fo
     in_redis = store.stored_tenants() if only is None else ({only} & store.stored_tenants())
     report.unbacked_tenants = in_redis - ledger_tenants
     for tid in sorted(in_redis):
-        charged = {rec["call_id"] for rec, _ in charges.get(tid, ())}
-        calls = {c for c in store.stored_calls(tid) if not c.startswith(CONTROL_OPS)}
-        lacking = len(calls - charged)
+        charged = {call_digest(rec["call_id"]) for rec, _ in charges.get(tid, ())}
+        seen = store.seen_calls(tid)  # the control worker's operations (partition -1) aside
+        lacking = sum(1 for digest, (partition, _) in seen.items() if partition >= 0 and digest not in charged)
         if lacking:
             report.unbacked_calls[tid] = lacking
     if report.unbacked and not check and not force:
@@ -144,34 +138,26 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None, fo
                 store.put_state(tid, state, snap.version + 1)
                 report.rebuilt += 1
         if not check:
-            _restore_calls(store.r, tid, charges[tid], events[tid], ttl, now, report)
+            _restore_calls(store, tid, charges[tid], ttl, now, report)
     return report
 
 
 def _restore_calls(
-    r: redis.Redis,
+    store: Store,
     tid: str,
     charges: list[tuple[dict[str, Any], bytes]],
-    events: list[tuple[Event, bytes]],
     ttl: timedelta,
     now: datetime,
     report: Report,
 ) -> None:
-    """Each call charged within the dedup window: its source offset, its charge and the
-    events it caused (ids `<call id>:...`), in the order they were emitted."""
-    caused: dict[str, list[bytes]] = defaultdict(list)
-    for e, raw in events:
-        caused[e.event_id.split(":", 1)[0]].append(raw)
-    pipe = r.pipeline(transaction=False)
-    for rec, raw in charges:
-        left = rec["charged_at"] + ttl - now
-        if left.total_seconds() < 1:
-            continue
-        records = ((CHARGES, raw), *((EVENTS, v) for v in caused.get(rec["call_id"], ())))
-        stored = StoredCall(rec["source_partition"], rec["source_offset"], records)
-        pipe.set(call_key(tid, rec["call_id"]), stored.pack(), ex=int(left.total_seconds()), nx=True)
-    for written in pipe.execute():
-        if written:
-            report.calls_restored += 1
-        else:
-            report.calls_present += 1
+    """Each call charged within the dedup window back in the seen index, with its source
+    offset, in the epoch it was charged in: a redelivery of it is known again. Its records
+    are on the ledger already, so none are kept."""
+    calls = [
+        (rec["call_id"], rec["source_partition"], rec["source_offset"], rec["charged_at"].timestamp())
+        for rec, _ in charges
+        if (rec["charged_at"] + ttl - now).total_seconds() >= 1
+    ]
+    restored = store.restore_seen(tid, calls)
+    report.calls_restored += restored
+    report.calls_present += len(calls) - restored

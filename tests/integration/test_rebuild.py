@@ -3,6 +3,8 @@ and charging carries on exactly where it was."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 
@@ -30,7 +32,14 @@ def test_redis_lost_and_rebuilt_from_the_ledger_charges_on_exactly(env: Env) -> 
     saved = {t["tenant_id"]: store.state(t["tenant_id"])[1] for t in tenants}
     assert all(s is not None and s.charged for s in saved.values())
     ours = list(r.scan_iter(f"cc:{{{env.tag}*", count=1000))
-    assert len(ours) >= len(before)  # the tenant hashes and a record per call
+    seen = [k for k in ours if b":seen:" in k]
+    assert sum(r.hlen(k) for k in seen) == len(before)  # every call in the seen index, once
+    assert not [k for k in ours if b":out:" in k]  # outputs dropped once committed
+    for t in tenants:  # each pool a field of its own: a batch writes the pools it drew
+        fields = r.hgetall(tenant_key(t["tenant_id"]))
+        assert json.loads(fields[b"state"])["pool_used"] == {}
+        pools = {k[2:].decode(): int(v) for k, v in fields.items() if k.startswith(b"p:")}
+        assert pools == saved[t["tenant_id"]].pool_used
     r.delete(*ours)  # Redis lost
 
     lost = env.cli("rebuild", "--check")

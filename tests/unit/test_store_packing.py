@@ -8,7 +8,7 @@ import redis
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pipeline.adapters.store import apply_batch_command, call_key, resp_command, tenant_key
+from pipeline.adapters.store import SeenWindow, apply_batch_command, call_digest, out_key, resp_command, tenant_key
 from processors.ledger import TenantState
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -18,21 +18,31 @@ def redis_py_bytes(*args: object) -> bytes:
     return b"".join(redis.Connection().pack_command(*args))
 
 
-def reference(writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> bytes:
-    """What `Store._apply_batch` handed redis-py before it packed the command itself."""
+def reference(writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int, seen: SeenWindow) -> bytes:
+    """What `Store._apply_batch` would hand redis-py if it did not pack the command itself."""
     keys: list[str] = []
-    args: list[object] = [ttl_s, len(writes)]
+    args: list[object] = [ttl_s, len(writes), seen.epoch, seen.span, seen.expires]
     for tid, ver, state, calls in writes:
         keys.append(tenant_key(tid))
-        keys.extend(call_key(tid, c) for c in calls)
-        args += [len(calls), ver, state.to_json(), *calls.values()]
+        keys.extend(out_key(tid, c) for c in calls)
+        args += [len(calls), ver, state.to_json(pools=False)]
+        dirty = [k for k in state.pools_dirty if k in state.pool_used]
+        args.append(len(dirty))
+        for k in dirty:
+            args += [f"p:{k}", state.pool_used[k]]
+        for c, value in calls.items():
+            args += [call_digest(c), value]
     return redis_py_bytes("EVALSHA", SHA, len(keys), *keys, *args)
+
+
+SEEN = SeenWindow.at(1_796_000_000, 45)
 
 
 states = st.builds(
     TenantState,
     deficit=st.integers(0, 10**12),
     pool_used=st.dictionaries(st.text(max_size=12), st.integers(0, 10**6), max_size=3),
+    pools_dirty=st.sets(st.text(max_size=12), max_size=3),
     thresholds=st.lists(st.text(max_size=8), max_size=3),
     recharge_in_flight=st.none() | st.text(max_size=10),
 )
@@ -56,9 +66,22 @@ writes = st.lists(
 def test_the_apply_is_packed_byte_for_byte_as_redis_py_packs_it(
     ws: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int
 ) -> None:
-    assert apply_batch_command(SHA, ws, ttl_s) == reference(ws, ttl_s)
+    assert apply_batch_command(SHA, ws, ttl_s, SEEN) == reference(ws, ttl_s, SEEN)
 
 
 @given(st.lists(st.binary(max_size=50), min_size=1, max_size=5))
 def test_a_plain_command_is_packed_as_redis_py_packs_it(args: list[bytes]) -> None:
     assert resp_command(b"WAIT", *args) == redis_py_bytes(b"WAIT", *args)
+
+
+@given(st.floats(1.6e9, 2.5e9), st.integers(1, 400), st.floats(0, 1))
+def test_the_seen_index_looks_in_every_epoch_a_call_of_the_window_can_be_in(
+    now: float, window_days: int, back: float
+) -> None:
+    """A call charged at any moment within the dedup window (and a day) before now is in an
+    epoch the write looks in, and that epoch's index outlives the window for it."""
+    keep = (window_days + 1) * 86400
+    charged = now - back * keep
+    then, seen = SeenWindow.at(charged, window_days), SeenWindow.at(now, window_days)
+    assert seen.epoch - seen.span < then.epoch <= seen.epoch
+    assert then.expires >= charged + keep
