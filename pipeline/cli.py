@@ -14,16 +14,19 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
+from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 
 from pipeline.adapters import strict_json
-from pipeline.config import Settings
+from pipeline.config import Settings, UnknownSetting
 from pipeline.errors import FatalError, InputError
 from processors.inputs import canonical_id, parse_time
 
@@ -68,9 +71,18 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- data in -----------------------------------------------------------------------------------
+def _broker_answers(settings: Settings) -> None:
+    """One line and exit 1 when the broker cannot be reached (not a minute of retries and
+    pages of client log): before a command that sends anything."""
+    from pipeline.adapters.kafka import preflight
+
+    preflight(settings, timeout=10)
+
+
 def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.publish import publish_tenants, remove_tenant
 
+    _broker_answers(settings)
     if args.action == "remove":
         tenant_id = canonical_id(args.target)
         command_id = args.command_id or f"remove-{uuid.uuid4()}"
@@ -89,6 +101,7 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.publish import ingest
 
+    _broker_answers(settings)
     try:
         sent, bad = ingest(settings, [Path(f) for f in args.files], args.tenant_id)
     except InputError as exc:
@@ -346,10 +359,56 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return bench.main(args, settings)
 
 
+# Help texts of the options defined without one above, by (command, destination).
+OPTION_HELP = {
+    ("stack", "action"): "up: start the embedded broker and Redis; down: stop them; status: are they running",
+    ("topics", "action"): "create: every topic, idempotent",
+    ("charge", "metrics_port"): "serve /metrics on this port (default CALLCHARGE_METRICS_PORT, 9400; 0: off)",
+    ("dlq", "action"): "list (default) or redrive: send the letters of --reason back to the cdr topic",
+    ("report", "kind"): "usage: the PSTN usage report; pools: the minute pools; statement: the monthly "
+    "statement; chart: a PNG of the balance and pool minutes",
+    ("report", "tenant"): "the tenant id (a GUID in any letter case)",
+    ("export", "what"): "charges: one row per charge segment",
+    ("export", "tenant"): "only this tenant (default: every tenant)",
+    ("export", "format"): "csv (default) or jsonl",
+    ("export", "out"): "write here instead of standard output",
+    ("rerate", "tenant"): "only this tenant (default: every tenant)",
+    ("rate", "tenants"): "the tenants file (JSON)",
+    ("rate", "cdrs"): "CDR files: JSON lines, a JSON array, or Graph responses",
+    ("token", "action"): "new: make a token",
+    ("token", "scope"): "read: GET only; write: also funding, auto-recharge and removal",
+    ("examples", "dir"): "where to copy them (default: ./callcharge-examples)",
+    ("gen", "tenants"): "how many tenants",
+    ("gen", "cdrs"): "how many CDRs",
+    ("gen", "seed"): "random seed: the same seed gives the same files",
+    ("gen", "tenants_out"): "tenants file to write",
+    ("gen", "cdrs_out"): "CDR file (JSON lines) to write",
+    ("demo", "tenants"): "how many tenants the demo generates",
+    ("demo", "cdrs"): "how many CDRs the demo generates",
+    ("soak", "cdrs"): "how many CDRs",
+    ("soak", "kills"): "how many times a worker is killed with SIGKILL",
+    ("soak", "out"): "where the result is written (JSON)",
+    ("bench", "cdrs"): "CDRs per throughput run",
+    ("bench", "tenants"): "tenants the CDRs are spread over",
+    ("bench", "seconds"): "length of each latency run",
+    ("bench", "out"): "where the result is written (JSON)",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("callcharge")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="callcharge", description="Streaming call charging for Teams Communications Credits.", allow_abbrev=False
     )
+    p.add_argument("--version", action="version", version=f"callcharge {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, func: object, help: str) -> argparse.ArgumentParser:
@@ -490,16 +549,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, default=3, help="rounds of every run; the medians are reported")
     b.add_argument("--profile", action="store_true", help="print a cProfile of one single-process charging run")
     b.add_argument("--out", default="bench/results.json")
+    for name, parser in sub.choices.items():  # every option says what it is for (`--help`)
+        for action in parser._actions:
+            if not action.help and not isinstance(action, argparse._HelpAction):
+                action.help = OPTION_HELP.get((name, action.dest), "")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnknownSetting)
+            settings = Settings.from_env()
     except ValueError as exc:
         print(f"callcharge: configuration: {exc}", file=sys.stderr)
         return 2
+    for w in caught:
+        print(f"callcharge: warning: {w.message}", file=sys.stderr)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args, settings))
@@ -511,6 +578,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except KafkaException as exc:  # the broker down or refusing: one line, not a traceback
+        print(f"callcharge {args.command}: Kafka at {settings.bootstrap} cannot be used: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:  # Redis down or refusing: one line, not a traceback
+        shown = settings.masked().get("redis_url") or settings.redis
+        print(f"callcharge {args.command}: Redis at {shown} cannot be used: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
@@ -19,6 +21,14 @@ SECRET_FIELDS = frozenset({"api_token", "smtp_password", "kafka_sasl_password", 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 REDIS_MODES = ("standalone", "cluster")
+
+
+# CALLCHARGE_* variables that are not settings yet are not a mistake (none today).
+NOT_SETTINGS: frozenset[str] = frozenset()
+
+
+class UnknownSetting(UserWarning):
+    """A CALLCHARGE_* environment variable that names no setting (printed once)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class Settings:
     smtp_password: str = ""
     smtp_from: str = "callcharge@localhost"
     control_tick_s: float = 5.0
+    backlog_watch_s: float = 15.0  # how often each charging worker reads the group's uncharged CDRs
     shutdown_timeout_s: float = 15.0  # the control worker ends itself this long after a stop began
     recharge_backoff_s: float = 60.0
     recharge_backoff_cap_s: float = 3600.0
@@ -158,6 +169,12 @@ class Settings:
                 values[f.name] = kind(raw)
             except ValueError:
                 raise ValueError(f"{PREFIX}{f.name.upper()}: expected {kind.__name__}, got {raw!r}") from None
+        known = {PREFIX + f.name.upper() for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known and k not in NOT_SETTINGS)
+        for name in unknown:  # a misspelt setting would otherwise be silently ignored
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.warn(f"{name} is not a callcharge setting and is ignored{hint}", UnknownSetting, stacklevel=2)
         if "kafka_bootstrap" not in values and env.get("KAFKA_BOOTSTRAP"):
             values["kafka_bootstrap"] = env["KAFKA_BOOTSTRAP"]
         if "redis_url" not in values and env.get("REDIS_URL"):

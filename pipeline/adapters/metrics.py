@@ -86,8 +86,21 @@ class ChargingMetrics:
         )
         self.lag = Gauge(
             "callcharge_consumer_lag",
-            "CDRs not yet consumed, per assigned partition of the CDR topic",
+            "CDRs not yet charged: each partition's end offset against the group's committed offset, "
+            "over the whole CDR topic, whichever worker holds the partition (every worker reports the "
+            "same figures: aggregate with max, not sum)",
             ["partition"],
+            registry=registry,
+        )
+        self.stalled = Gauge(
+            "callcharge_charging_stalled_seconds",
+            "How long CDRs have waited while no committed offset of the charging group moved (0 while "
+            "charging moves or nothing waits)",
+            registry=registry,
+        )
+        self.rejoins = Counter(
+            "callcharge_group_rejoins_total",
+            "Times this worker, idle while the group left CDRs uncharged, left and rejoined the group",
             registry=registry,
         )
         self.latency = BatchHistogram(

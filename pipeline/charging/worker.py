@@ -65,8 +65,8 @@ from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import take_batch
 from pipeline.adapters.metrics import ChargingMetrics
 from pipeline.adapters.records import cdr_decoder, charge_encoder, dead_letter, event_to_avro
-from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Snapshot, Store, StoredCall, call_ttl_s, pack_call
-from pipeline.charging.backlog import Probe
+from pipeline.adapters.store import CHARGES, DLQ, EVENTS, Snapshot, Store, StoredCall, call_ttl_s, out_key, pack_call
+from pipeline.charging.backlog import BacklogWatch, Probe
 from pipeline.charging.leases import TransactionLeases
 from pipeline.config import Settings
 from pipeline.errors import FatalError, PoisonError
@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
+REJOIN_AFTER_S = 60.0  # idle this long while the group's CDRs wait and nothing moves: rejoin
 STATE_CACHE_TENANTS = 50_000  # states kept from this worker's own writes (least recently used go)
 
 
@@ -142,7 +143,6 @@ class ChargingWorker:
         self._window = timedelta(days=settings.dedup_window_days)
         self._skew = timedelta(seconds=settings.clock_skew_s)
         self._ttl = call_ttl_s(settings.dedup_window_days)
-        self._last_lag = 0.0
         self._redis_backoff = 0.0
         self.latency_samples: list[float] | None = None  # the benchmark collects raw samples here
         self._ahead: list[Item] | None = None  # the next batch, read early
@@ -157,11 +157,9 @@ class ChargingWorker:
 
     def run(self, max_idle_s: float | None = None) -> None:
         self.directory.catch_up()
-        self.consumer.subscribe(
-            [self.topics.cdr],
-            on_assign=lambda _, parts: self._assignment_changed("assigned", parts),
-            on_revoke=lambda _, parts: self._assignment_changed("revoked", parts),
-        )
+        self._subscribe()
+        watch = BacklogWatch(self.s, self.topics.cdr, self.metrics.lag, self.metrics.stalled, self.s.backlog_watch_s)
+        rejoined = time.monotonic()
         idle_since = time.monotonic()
         log.info(
             "charging worker %s consuming %s; Avro: %s; charging core: %s",
@@ -170,18 +168,41 @@ class ChargingWorker:
             avro_mode(),
             native.mode(),
         )
-        while not self._stop:
-            n = self.run_once()
-            if n or not self.consumer.assignment():
-                idle_since = time.monotonic()
-            elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                # Idle is not drained: a rebalance or a dead member's pending offsets can
-                # stall fetching for longer than max_idle_s while CDRs are still waiting.
-                if not self.read_ahead and self.drained():
-                    log.info("idle for %.1fs and the topic is drained: %s", max_idle_s, self._positions_text())
-                    break
-                idle_since = time.monotonic()
+        try:
+            while not self._stop:
+                n = self.run_once()
+                if not n and watch.stalled_for() > REJOIN_AFTER_S and time.monotonic() - rejoined > REJOIN_AFTER_S:
+                    # Idle while the group leaves CDRs uncharged and nothing moves: a partition
+                    # nobody is assigned (or held by a member that stopped fetching). Leaving
+                    # and joining again makes the coordinator hand every partition out anew.
+                    log.warning(
+                        "CDRs waiting uncharged for %.0fs (%s) and no offset moves; rejoining the group",
+                        watch.stalled_for(),
+                        " ".join(f"{p}:{w}" for p, w in sorted(watch.waiting.items()) if w),
+                    )
+                    self.metrics.rejoins.inc()
+                    self.consumer.unsubscribe()
+                    self._subscribe()
+                    rejoined = time.monotonic()
+                if n or not self.consumer.assignment():
+                    idle_since = time.monotonic()
+                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    # Idle is not drained: a rebalance or a dead member's pending offsets can
+                    # stall fetching for longer than max_idle_s while CDRs are still waiting.
+                    if not self.read_ahead and self.drained():
+                        log.info("idle for %.1fs and the topic is drained: %s", max_idle_s, self._positions_text())
+                        break
+                    idle_since = time.monotonic()
+        finally:
+            watch.close()
         self.close()
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.topics.cdr],
+            on_assign=lambda _, parts: self._assignment_changed("assigned", parts),
+            on_revoke=lambda _, parts: self._assignment_changed("revoked", parts),
+        )
 
     def _assignment_changed(self, what: str, parts: list[TopicPartition]) -> None:
         # another worker may have charged these tenants meanwhile: read their states again
@@ -239,7 +260,6 @@ class ChargingWorker:
         else:
             items = self._fetch(self.s.batch_timeout_ms / 1000)
         if not items:
-            self._update_lag()
             return 0
         self.batches += 1
         self.metrics.consumed.inc(len(items))
@@ -270,7 +290,6 @@ class ChargingWorker:
             self._rewind(items)
             return len(items)
         self._commit(items)  # steps 6-8
-        self._update_lag()
         n = len(items)
         del items  # this batch's records go now, before the collection looks for cycles
         collect_between_batches()
@@ -393,6 +412,7 @@ class ChargingWorker:
             retry = {}
             for (tid, _, state, _), (status, value) in zip(writes, results, strict=True):
                 if status == 1:  # written: `value` is the new version
+                    state.pools_dirty.clear()  # its drawn pools are in Redis now
                     kept[tid] = (value, state)
                     kept.move_to_end(tid)
                     if len(kept) > STATE_CACHE_TENANTS:
@@ -532,12 +552,22 @@ class ChargingWorker:
             self._recover(exc, items)
             return
         self._crash(8)
+        # committed: the records kept in Redis for a redelivery are not needed any more
+        done_keys = [out_key(i.cdr.tenant_id, i.cdr.call_id) for i in items if i.records and i.cdr is not None]
+        if done_keys:
+            self._applier.submit(self._forget, done_keys)
         self._count(items)
         done = time.time()
         latencies = [max(0.0, done - i.timestamp_ms / 1000) for i in items if i.timestamp_ms > 0]
         self.metrics.latency.observe_many(latencies)
         if self.latency_samples is not None:
             self.latency_samples.extend(latencies)
+
+    def _forget(self, keys: list[str]) -> None:
+        try:
+            self.store.forget_outputs(keys)
+        except redis.RedisError as exc:  # they expire with their TTL
+            log.warning("could not drop %d committed outputs from Redis: %s", len(keys), exc)
 
     def _recover(self, exc: KafkaException, items: list[Item]) -> None:
         err = exc.args[0]
@@ -598,24 +628,6 @@ class ChargingWorker:
             self.metrics.money.labels(currency, bucket).inc(amount)
         if unrated:
             self.metrics.unrated.inc(unrated)
-
-    def _update_lag(self) -> None:
-        if time.monotonic() - self._last_lag < 5:
-            return
-        self._last_lag = time.monotonic()
-        try:
-            if not self.consumer.assignment():
-                return
-            lags = {}
-            for tp in self._positions():
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
-                if tp.offset >= 0 and high >= 0:
-                    lags[str(tp.partition)] = max(0, high - tp.offset)
-            self.metrics.lag.clear()  # partitions handed to another worker leave this one's series
-            for partition, lag in lags.items():
-                self.metrics.lag.labels(partition).set(lag)
-        except KafkaException:
-            pass
 
     def _crash(self, step: int, batch: int | None = None) -> None:
         batch = self.batches if batch is None else batch

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import faust
 import redis
+from aiohttp import web as aiohttp_web
 from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -54,6 +55,26 @@ PRINCIPAL: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal
 COMMAND_ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}"
 
 
+@aiohttp_web.middleware
+async def json_errors(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
+    """Every error the API answers is the documented JSON `{"error": ...}`, also the ones
+    aiohttp raises itself (404 no such route, 405 method, 413 too large) and a crash (500,
+    logged with its traceback)."""
+    try:
+        return cast(aiohttp_web.StreamResponse, await handler(request))
+    except aiohttp_web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return aiohttp_web.json_response(
+            {"error": exc.reason},
+            status=exc.status,
+            headers={"Allow": exc.headers.get("Allow", "")} if exc.status == 405 else None,
+        )
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return aiohttp_web.json_response({"error": "internal error: see the control worker's log"}, status=500)
+
+
 def build_app(settings: Settings, control: Control, rates: RateCard, out: Producer) -> faust.App:
     """The faust app around `control` (clients built by `pipeline.wiring`)."""
     codec = control.codec
@@ -78,6 +99,7 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         isolation_level="read_committed",
+        web_application_options={"middlewares": [json_errors]},
     )
     commands = app.topic(t.commands, value_serializer="raw", key_serializer="raw")
     events = app.topic(t.balance_events, value_serializer="raw", key_serializer="raw")
@@ -211,7 +233,14 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
 
     @app.page("/health")
     async def health(web: Any, request: Request) -> Response:
-        return web.json({"status": "ok", "tenants": len(directory.books)})
+        """Ready to answer: Redis answers a ping (balances come from it). 503 with what is
+        wrong otherwise, so a probe or a load balancer takes the worker out."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, store.r.ping)
+        except redis.RedisError as exc:
+            return web.json({"status": "unavailable", "redis": str(exc), "tenants": len(directory.books)}, status=503)
+        return web.json({"status": "ok", "redis": "ok", "tenants": len(directory.books)})
 
     @app.page("/openapi.json")
     async def openapi_view(web: Any, request: Request) -> Response:

@@ -158,3 +158,13 @@ def test_the_api_serves_the_reports_byte_for_byte_as_the_cli_writes_them(env: En
     status, reply = control.get(f"/v1/tenants/{t}a/reports/usage?month=2999-01", token=reader)
     assert status == 422 and "future" in reply["error"]
     assert control.get(f"/v1/tenants/{t}b/reports/usage", token=reader)[0] == 403
+
+
+def test_every_error_is_the_documented_json_even_aiohttps_own(env: Env, api: Any) -> None:
+    control, _, _ = api
+    status, body = control.get("/v1/no-such-route")
+    assert status == 404 and isinstance(body, dict) and body["error"] == "Not Found"
+    status, body = control.call("PATCH", f"/v1/tenants/{env.tag}a/balance", {})
+    assert status == 405 and isinstance(body, dict) and body["error"] == "Method Not Allowed"
+    status, body = control.get("/health", token=None)
+    assert status == 200 and body["redis"] == "ok"

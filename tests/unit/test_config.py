@@ -98,3 +98,29 @@ def test_topic_names_are_built_once_and_follow_a_replaced_prefix() -> None:
     assert other.topic.cdr == "b-" + s.topics.cdr
     assert s.topic.cdr == "a-" + s.topics.cdr
     assert Settings.from_env(other.to_env()).topic == other.topic
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant() -> None:
+    import pytest
+
+    from pipeline.config import UnknownSetting
+
+    with pytest.warns(UnknownSetting, match="CALLCHARGE_REDIS_PROT is not a callcharge setting.*CALLCHARGE_REDIS_PORT"):
+        Settings.from_env({"CALLCHARGE_REDIS_PROT": "1"})
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    import argparse
+
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        (name, a.dest)
+        for name, p in sub.choices.items()
+        for a in p._actions
+        if not a.help and not isinstance(a, argparse._HelpAction)
+    ]
+    assert missing == []
+    assert parser.format_usage().startswith("usage: callcharge")
