@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-unit test-clocks test-integration lint format bench soak stack-up stack-down clean
+.PHONY: help setup demo check test test-unit test-clocks test-integration lint format bench bench-scale soak stack-up stack-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ test: $(STAMP) $(FAST) ## lint (ruff, mypy), unit and integration tests (integra
 	$(MAKE) --no-print-directory test-clocks
 	$(BIN)/python -m pytest -q
 
+check: $(STAMP) $(FAST) ## the fast loop, about 2 minutes: lint (ruff, mypy) and the unit tests (no servers)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy processors pipeline
+	$(BIN)/python -m pytest -q tests/unit
+
 test-unit: $(STAMP) $(FAST) ## unit tests only (no servers)
 	$(BIN)/python -m pytest -q tests/unit
 
@@ -76,6 +82,9 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 
 bench: $(STAMP) $(FAST) ## passthrough vs charging worker (1 and N processes, CPU per CDR), latency at 1 000 CDR/s and half load; bench/results.json
 	$(BIN)/callcharge bench
+
+bench-scale: $(STAMP) $(FAST) ## how cost grows: 200 tenants vs 10 000 tenants with 1 000 000 users (largest 300 000); Redis memory and bytes per call, directory memory, rebuild and report times, idle control; bench/scale.json
+	$(BIN)/python -m pipeline.dev.scale
 
 soak: $(STAMP) $(FAST) ## 200 000 CDRs, 2 workers, 20 SIGKILLs, a Redis restart, control kills, 1 % hostile input; writes bench/soak.json
 	$(BIN)/callcharge soak

@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import pstats
+import resource
 import statistics
 import subprocess
 import sys
@@ -140,6 +141,7 @@ def _child(mode: str, spec: dict[str, Any]) -> dict[str, Any]:
         "timed": spec["cdrs"] - first,
         "charged": charged,
         "cpu_s": cpu_s,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000,  # the peak, KB on Linux
         "profile": _report(prof) if prof else "",
     }
 
@@ -175,6 +177,14 @@ def measured(
 ) -> tuple[float, str, float]:
     """CDR/s of `processes` fresh `mode` processes reading the cdr topic up to `high`, and
     their CPU time (user + system) per CDR in microseconds."""
+    cdr_s, report, cpu_us, _ = measured_runs(settings, mode, processes, high, profile)
+    return cdr_s, report, cpu_us
+
+
+def measured_runs(
+    settings: Settings, mode: str, processes: int, high: dict[int, int], profile: bool = False
+) -> tuple[float, str, float, list[dict[str, Any]]]:
+    """`measured`, and what each process reported (its RSS among it)."""
     tag = uuid.uuid4().hex[:6]
     env = settings.to_env(
         group_id=f"{settings.group_id}-{mode}-{tag}",
@@ -222,7 +232,7 @@ def measured(
     elapsed = max(r["t1"] for r in results) - min(r["t0"] for r in results)
     timed = sum(r["timed"] for r in results)
     cpu_us = sum(r["cpu_s"] for r in results) / max(timed, 1) * 1e6
-    return timed / elapsed, "".join(r["profile"] for r in results), cpu_us
+    return timed / elapsed, "".join(r["profile"] for r in results), cpu_us, results
 
 
 # The load producer's linger: CDRs leave in batches of up to this many ms, as a telephony

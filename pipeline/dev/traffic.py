@@ -78,12 +78,21 @@ def cdrs(
     seed: int = 11,
     start: datetime | None = None,
     span: timedelta = timedelta(days=10),
+    by_users: bool = False,
 ) -> list[dict[str, Any]]:
+    """`n` CDRs of `tenant_list`'s users; a tenant is picked uniformly, or in proportion to
+    its users (`by_users`: a tenant of 300 000 users makes most of the calls)."""
     rng = random.Random(seed)
     start = start or datetime.now(UTC) - timedelta(days=12)
     out = []
+    cum: list[int] = []
+    if by_users:
+        total = 0
+        for t in tenant_list:
+            total += len(t["users"])
+            cum.append(total)
     for k in range(n):
-        t = rng.choice(tenant_list)
+        t = rng.choices(tenant_list, cum_weights=cum)[0] if by_users else rng.choice(tenant_list)
         user = rng.choice(t["users"])
         country = t["country"]
         kind = rng.random()

@@ -127,7 +127,8 @@ def _produce_all(settings: Settings, topic: str, records: list[tuple[bytes, byte
         _produce(p, topic, key, value, on_delivery)
         if n % 10_000 == 0:
             p.poll(0)
-            _progress(n, len(records), "tenants")
+            if n < len(records):
+                _progress(n, len(records), "tenants")
     _progress(len(records), len(records), "tenants")
     if p.flush(120) or errors:
         raise FatalError(f"tenant config not delivered to the broker: {errors[:3] or 'timed out after 120 s'}")

@@ -1,0 +1,260 @@
+"""`make bench-scale`: how the cost of charging grows with tenants, users and calls, on a
+fresh embedded stack, in one run. Writes bench/scale.json and prints a table.
+
+Two platforms side by side, each charged by one worker process from a fresh Redis
+database: 200 small tenants, and 10 000 tenants with 1 000 000 users (the largest 300 000,
+nine of 30 000, the rest about 43 each) whose calls come in proportion to their users.
+Measured for each: CDR/s and CPU us per CDR, Redis memory per call (the dedup window's
+seen index: what stays) and per tenant (state and config), Redis bytes written per CDR
+(the AOF's growth: appendfsync always writes every byte), worker RSS, the tenant
+directory's memory per configured user, `rebuild --check` time per 1 000 000 charges,
+`report usage` time for the largest tenant's month, and an idle control worker's CPU and
+RSS with every tenant configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipeline import wiring
+from pipeline.adapters import reports
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.directory import TenantDirectory
+from pipeline.adapters.kafka import create_topics
+from pipeline.adapters.records import cdr_to_avro
+from pipeline.config import Settings
+from pipeline.dev import stack, traffic
+from pipeline.dev.bench import _cpu_s, _fresh_redis_db, _produce, measured_runs
+from pipeline.ops.publish import publish_tenants
+from pipeline.ops.rebuild import rebuild
+from processors.inputs import Rejected, cdr_from_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def platform(tenants_n: int, users: int, largest: int, seed: int = 31) -> list[dict[str, Any]]:
+    """`tenants_n` tenants with `users` users in all: one of `largest`, nine of a tenth of
+    it, the rest shared evenly by the others."""
+    sizes = [largest] + [largest // 10] * 9
+    rest = users - sum(sizes)
+    small = tenants_n - len(sizes)
+    sizes += [rest // small + (1 if i < rest % small else 0) for i in range(small)]
+    base = traffic.tenants(tenants_n, seed=seed, users_per_tenant=1, prefix=f"s{seed}-")
+    rng = random.Random(seed)
+    for t, size in zip(base, sizes, strict=True):
+        model = t["users"][0]
+        t["users"] = [
+            {
+                **model,
+                "user_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "email": f"u{k}@{t['tenant_id']}.example",
+                "roles": ["Teams Administrator"] if k == 0 else [],
+                "licences": traffic.PLANS[k % 4] + ["MCOPSTNPP"],  # MCOPSTN1, 2, 5, 8
+            }
+            for k in range(size)
+        ]
+    return base
+
+
+def _rss_mb(pid: int | None = None) -> float:
+    """Resident set size of a process (this one by default), in MB (Linux /proc)."""
+    pages = int(Path(f"/proc/{pid or 'self'}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _redis_info(settings: Settings) -> tuple[int, int]:
+    """(used_memory, aof_current_size) of the embedded Redis."""
+    info = wiring.redis_client(settings).info()
+    return int(info["used_memory"]), int(info.get("aof_current_size", 0))
+
+
+def _keys_memory(settings: Settings, pattern: str) -> tuple[int, int]:
+    """(keys, bytes of Redis memory) of the keys matching `pattern` (MEMORY USAGE each)."""
+    r = wiring.redis_client(settings)
+    n = total = 0
+    for key in r.scan_iter(match=pattern, count=2000):
+        n += 1
+        total += int(r.memory_usage(key, samples=0) or 0)
+    return n, total
+
+
+def scenario(settings: Settings, name: str, tenants: list[dict[str, Any]], n: int, db: int) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:6]
+    s = replace(
+        _fresh_redis_db(settings, db),
+        topic_prefix=f"scale-{tag}-",
+        group_id=f"scale-{tag}",
+        transactional_id_prefix=f"scale-{tag}",
+        metrics_port=0,
+    )
+    create_topics(s)
+    users = sum(len(t["users"]) for t in tenants)
+    print(f"[{name}] {len(tenants)} tenants, {users} users: tenants load ...", flush=True)
+    t0 = time.monotonic()
+    summary = publish_tenants(s, tenants)
+    load_s = time.monotonic() - t0
+    print(f"[{name}] {summary} in {load_s:.0f}s; the tenant directory ...", flush=True)
+    rss0 = _rss_mb()
+    directory = TenantDirectory(s, Codec(s.schemas_dir), wiring.store(s))  # config materialized in Redis
+    t0 = time.monotonic()
+    directory.catch_up(timeout=600)
+    directory_s = time.monotonic() - t0
+    rss1 = _rss_mb()
+    directory.close()
+    codec = Codec(s.schemas_dir)
+    rows = traffic.cdrs(tenants, n, seed=32, by_users=True)
+    values = []
+    for row in rows:
+        cdr = cdr_from_dict({**row, "call_id": uuid.uuid4().hex})  # 32-character call ids
+        assert not isinstance(cdr, Rejected), cdr
+        values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
+    high = _produce(s, s.topic.cdr, values)
+    mem0, aof0 = _redis_info(s)
+    print(f"[{name}] charging {n} CDRs, one worker process ...", flush=True)
+    cdr_s, _, cpu_us, children = measured_runs(s, "charge", 1, high)
+    mem1, aof1 = _redis_info(s)
+    seen_keys, seen_bytes = _keys_memory(s, "cc:{*}:seen:*")
+    left_keys, left_bytes = _keys_memory(s, "cc:{*}:out:*")
+    tenant_keys, tenant_bytes = _keys_memory(s, "cc:{*}")
+    largest = max(tenants, key=lambda t: len(t["users"]))["tenant_id"]
+    print(f"[{name}] rebuild --check and report usage of {largest} ...", flush=True)
+    t0 = time.monotonic()
+    report = rebuild(s, check=True)
+    rebuild_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    ledger = reports.read_ledger(s, largest)
+    month = max({c["month"] for c in ledger.charges})
+    rows_out = reports.usage_report(ledger, largest, month, "csv").count("\n") - 1
+    usage_s = time.monotonic() - t0
+    control = control_idle(s)
+    return {
+        "tenants": len(tenants),
+        "users": users,
+        "largest_tenant_users": max(len(t["users"]) for t in tenants),
+        "cdrs": n,
+        "cdr_per_s": round(cdr_s),
+        "cpu_us_per_cdr": round(cpu_us, 1),
+        "worker_rss_mb": round(max(c["rss_mb"] for c in children), 1),
+        "tenants_load_s": round(load_s, 1),
+        "config_records_published": summary.records,
+        "directory_catch_up_s": round(directory_s, 1),
+        "directory_bytes_per_user": round((rss1 - rss0) * 1e6 / max(users, 1)),
+        "redis_bytes_per_call_seen_index": round(seen_bytes / n, 1),
+        "redis_seen_index_keys": seen_keys,
+        "redis_outputs_left_after_commit": left_keys,
+        "redis_bytes_outputs_left": left_bytes,
+        "redis_used_memory_growth_per_call": round((mem1 - mem0) / n, 1),
+        "redis_bytes_per_tenant": round(tenant_bytes / max(tenant_keys, 1)),
+        "redis_aof_bytes_per_cdr": round((aof1 - aof0) / n),
+        "rebuild_check_s": round(rebuild_s, 1),
+        "rebuild_s_per_million_charges": round(rebuild_s * 1e6 / n, 1),
+        "rebuild_matching_tenants": report.matching,
+        "report_usage_largest_s": round(usage_s, 2),
+        "report_usage_rows": rows_out,
+        **control,
+    }
+
+
+def control_idle(s: Settings, settle_s: float = 40, measure_s: float = 30) -> dict[str, Any]:
+    """An idle control worker with every tenant configured: CPU share of a core and RSS."""
+    env = s.to_env(metrics_port=0, log_level="WARNING")
+    env["CALLCHARGE_HTTP_PORT"] = str(_free_port())
+    env["CALLCHARGE_SMTP_PORT"] = str(_free_port())  # nobody listens: mails wait for a retry
+    with open(os.devnull, "wb") as devnull:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "control"], env=env, cwd=REPO, stdout=devnull, stderr=devnull
+        )
+    try:
+        time.sleep(settle_s)
+        cpu0 = _cpu_s(proc.pid)
+        time.sleep(measure_s)
+        share = (_cpu_s(proc.pid) - cpu0) / measure_s
+        return {"control_idle_cpu_percent": round(100 * share, 1), "control_rss_mb": round(_rss_mb(proc.pid), 1)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(settings: Settings, n: int, users: int, tenants_n: int, largest: int) -> dict[str, Any]:
+    own = not all(v.startswith("running") for v in stack.status(settings).values())
+    if own:
+        stack.up(settings, fresh=True)
+    try:
+        small = scenario(settings, "200 tenants", traffic.tenants(200, seed=21, prefix="p200-"), n, 1)
+        large = scenario(settings, f"{tenants_n} tenants", platform(tenants_n, users, largest), n, 2)
+    finally:
+        if own:
+            stack.down(settings)
+    return {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cores": os.cpu_count(),
+        "small": small,
+        "large": large,
+        "cdr_per_s_large_vs_small": round(large["cdr_per_s"] / small["cdr_per_s"], 3),
+    }
+
+
+ROWS = (
+    ("tenants", "tenants"),
+    ("users", "users"),
+    ("largest_tenant_users", "largest tenant's users"),
+    ("cdr_per_s", "CDR/s (1 worker)"),
+    ("cpu_us_per_cdr", "CPU us per CDR"),
+    ("worker_rss_mb", "worker RSS MB"),
+    ("directory_bytes_per_user", "directory bytes per user"),
+    ("redis_bytes_per_call_seen_index", "Redis bytes per call (seen index)"),
+    ("redis_used_memory_growth_per_call", "Redis used_memory growth per call"),
+    ("redis_outputs_left_after_commit", "outputs left after commit"),
+    ("redis_bytes_per_tenant", "Redis bytes per tenant (state, config)"),
+    ("redis_aof_bytes_per_cdr", "Redis AOF bytes per CDR"),
+    ("tenants_load_s", "tenants load s"),
+    ("rebuild_s_per_million_charges", "rebuild --check s per 1M charges"),
+    ("report_usage_largest_s", "report usage, largest tenant, s"),
+    ("control_idle_cpu_percent", "idle control CPU % of a core"),
+    ("control_rss_mb", "control RSS MB"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.dev.scale", description=__doc__.splitlines()[0])
+    p.add_argument("--cdrs", type=int, default=100_000)
+    p.add_argument("--tenants", type=int, default=10_000)
+    p.add_argument("--users", type=int, default=1_000_000)
+    p.add_argument("--largest", type=int, default=300_000)
+    p.add_argument("--out", default="bench/scale.json")
+    args = p.parse_args(argv)
+    result = run(Settings.from_env(), args.cdrs, args.users, args.tenants, args.largest)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'':<42} {'200 tenants':>14} {str(result['large']['tenants']) + ' tenants':>16}")
+    for key, label in ROWS:
+        print(f"{label:<42} {result['small'][key]:>14} {result['large'][key]:>16}")
+    print(f"CDR/s at {result['large']['tenants']} tenants: {result['cdr_per_s_large_vs_small']:.0%} of 200 tenants")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
