@@ -5,7 +5,8 @@ Keys carry the tenant as a hash tag so every script touches one slot (Redis Clus
     cc:{T}              hash  state (JSON of processors.ledger.TenantState without its pools),
                         ver, config, config_ver, and p:MONTH|POOL|DIM per pool: minutes used
                         (a batch writes the pools it drew, not every pool of the tenant)
-    cc:{T}:seen:E       hash  the seen index of epoch E (SEEN_EPOCH_S of charging time): the
+    cc:{T}:seen:E       hash  the seen index of epoch E (a fifth of the dedup window of charging
+                        time, named by its first day: `SeenWindow`): the
                         12-byte digest of each call id charged then -> its source partition
                         and offset (12 bytes); expires once the dedup window has passed it
     cc:{T}:out:ID       string  the exact output records of call ID with its source offset,
@@ -65,7 +66,7 @@ def seen_key(tenant_id: str, epoch: int) -> str:
     return f"cc:{{{tenant_id}}}:seen:{epoch}"
 
 
-SEEN_EPOCH_S = 10 * 86400  # one seen-index hash per tenant per 10 days of charging
+SEEN_EPOCHS = 5  # the dedup window (and a day) in this many epochs: at most 6 or 7 looked in
 
 
 def call_digest(call_id: str) -> bytes:
@@ -76,18 +77,28 @@ def call_digest(call_id: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class SeenWindow:
-    """The seen-index epochs a write looks in and the one it writes to."""
+    """The seen-index epochs a write looks in and the one it writes to. An epoch is a fifth
+    of the window and a day, named by its first day (days since 1970): how many are looked
+    in does not grow with the window. Another window is another set of epochs (`callcharge
+    rebuild` indexes the ledger's calls again)."""
 
-    epoch: int  # the current epoch (charging time)
+    epoch: int  # the current epoch's first day
     span: int  # epochs looked in: every one a call charged within the window can be in
     expires: int  # unix seconds: when the current epoch's index may go
+    step: int  # days per epoch
 
     @classmethod
     def at(cls, now_s: float, window_days: int) -> SeenWindow:
         keep = (window_days + 1) * 86400
-        epoch = int(now_s // SEEN_EPOCH_S)
-        oldest = int((now_s - keep) // SEEN_EPOCH_S)
-        return cls(epoch, epoch - oldest + 1, (epoch + 1) * SEEN_EPOCH_S + keep)
+        step = -(-(window_days + 1) // SEEN_EPOCHS)  # days, rounded up
+        today = int(now_s // 86400)
+        epoch = today - today % step
+        oldest_day = int((now_s - keep) // 86400)
+        oldest = oldest_day - oldest_day % step
+        return cls(epoch, (epoch - oldest) // step + 1, (epoch + step) * 86400 + keep, step)
+
+    def epochs(self) -> range:
+        return range(self.epoch - (self.span - 1) * self.step, self.epoch + 1, self.step)
 
 
 def call_ttl_s(dedup_window_days: int) -> int:
@@ -108,10 +119,15 @@ def pack_call(partition: int, offset: int, records: tuple[tuple[int, bytes], ...
 
 
 def apply_batch_command(
-    sha: str, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int, seen: SeenWindow
+    sha: str,
+    writes: list[tuple[str, int, TenantState, dict[str, bytes]]],
+    ttl_s: int,
+    seen: SeenWindow,
+    committed: list[bytes] = [],  # noqa: B006 (never mutated)
 ) -> bytes:
     """`EVALSHA sha numkeys KEYS... ARGV...` of apply_batch.lua for `writes`, packed: the
-    bytes redis-py would send for the same arguments (held equal by a test)."""
+    bytes redis-py would send for the same arguments (held equal by a test). `committed`:
+    output keys of calls whose transaction has committed, unlinked by the same call."""
     keys: list[bytes] = []
     args: list[bytes] = [
         _bulk(b"%d" % ttl_s),
@@ -119,6 +135,8 @@ def apply_batch_command(
         _bulk(b"%d" % seen.epoch),
         _bulk(b"%d" % seen.span),
         _bulk(b"%d" % seen.expires),
+        _bulk(b"%d" % seen.step),
+        _bulk(b"%d" % len(committed)),
     ]
     blake = hashlib.blake2b
     for tid, ver, state, calls in writes:
@@ -136,6 +154,7 @@ def apply_batch_command(
             keys.append(b"$%d\r\n%b\r\n" % (len(key), key))
             args.append(b"$12\r\n%b\r\n" % blake(cid, digest_size=12).digest())
             args.append(b"$%d\r\n%b\r\n" % (len(value), value))
+    keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in committed]
     head = (b"*%d\r\n" % (3 + len(keys) + len(args)), _bulk(b"EVALSHA"), _bulk(sha.encode()), _bulk(b"%d" % len(keys)))
     return b"".join((*head, *keys, *args))
 
@@ -223,6 +242,7 @@ class Store:
         self.r = client
         self.replicas_ack = replicas_ack
         self.window_days = window_days  # the dedup window: how far back the seen index is looked in
+        self._committed: list[bytes] = []  # output keys to drop with the next apply
         self.cluster = isinstance(client, redis.RedisCluster)
         lua = resources.files(__package__).joinpath("lua")
         self._apply_source = lua.joinpath("apply.lua").read_text()
@@ -252,7 +272,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         order = list(wanted)
         seen = SeenWindow.at(time.time(), self.window_days)
-        epochs = range(seen.epoch - seen.span + 1, seen.epoch + 1)
+        epochs = seen.epochs()
         for tid in order:
             pipe.hgetall(tenant_key(tid))  # the state, its version and its pools' fields
             ids = wanted[tid]
@@ -288,18 +308,26 @@ class Store:
             out[tid] = Snapshot(tid, int(ver_raw or 0), state, calls)
         return out
 
-    def forget_outputs(self, keys: list[str]) -> None:
-        """Drop the output records of calls whose transaction has committed (best effort:
-        what is left expires with its TTL)."""
+    def forget_outputs(self, keys: list[bytes]) -> None:
+        """Drop the output records of calls whose transaction has committed. On a standalone
+        Redis they go with the next apply (no round trip of their own; what is left when
+        the worker stops expires with its TTL); on a Cluster, a pipeline now."""
         if not keys:
             return
+        if not self.cluster:
+            self._committed += keys
+            return
         with self._available():
-            if self.cluster:
-                pipe = self.r.pipeline(transaction=False)
-                for k in keys:
-                    pipe.unlink(k)
-                pipe.execute()
-            else:
+            pipe = self.r.pipeline(transaction=False)
+            for k in keys:
+                pipe.unlink(k)
+            pipe.execute()
+
+    def drop_committed_outputs(self) -> None:
+        """Unlink now the committed outputs waiting for the next apply (a worker stopping)."""
+        keys, self._committed = self._committed, []
+        if keys:
+            with self._available():
                 for first in range(0, len(keys), 1000):
                     self.r.unlink(*keys[first : first + 1000])
 
@@ -334,7 +362,15 @@ class Store:
             for i in indexes:
                 tid, ver, state, calls = writes[i]
                 keys = [tenant_key(tid)] + [out_key(tid, c) for c in calls]
-                args: list[Any] = [ver, state.to_json(pools=False), ttl_s, seen.epoch, seen.span, seen.expires]
+                args: list[Any] = [
+                    ver,
+                    state.to_json(pools=False),
+                    ttl_s,
+                    seen.epoch,
+                    seen.span,
+                    seen.expires,
+                    seen.step,
+                ]
                 dirty = [k for k in state.pools_dirty if k in state.pool_used]
                 args.append(len(dirty))
                 for k in dirty:
@@ -358,7 +394,8 @@ class Store:
         """
         if not writes:
             return []
-        packed = apply_batch_command(self._batch_sha, writes, ttl_s, seen)
+        committed, self._committed = self._committed, []
+        packed = apply_batch_command(self._batch_sha, writes, ttl_s, seen, committed)
         if self.replicas_ack:
             packed += resp_command(b"WAIT", b"%d" % self.replicas_ack, b"%d" % WAIT_TIMEOUT_MS)
         pool = self.r.connection_pool

@@ -242,6 +242,10 @@ class ChargingWorker:
 
     def close(self) -> None:
         try:
+            self.store.drop_committed_outputs()
+        except redis.RedisError as exc:  # they expire with their TTL
+            log.warning("could not drop committed outputs from Redis: %s", exc)
+        try:
             self.consumer.close()
             if self._probe is not None:
                 self._probe.close()
@@ -553,9 +557,9 @@ class ChargingWorker:
             return
         self._crash(8)
         # committed: the records kept in Redis for a redelivery are not needed any more
-        done_keys = [out_key(i.cdr.tenant_id, i.cdr.call_id) for i in items if i.records and i.cdr is not None]
-        if done_keys:
-            self._applier.submit(self._forget, done_keys)
+        kept = [out_key(i.cdr.tenant_id, i.cdr.call_id).encode() for i in items if i.records and i.cdr is not None]
+        if kept:  # a standalone Redis drops them with the next apply
+            self._forget(kept)
         self._count(items)
         done = time.time()
         latencies = [max(0.0, done - i.timestamp_ms / 1000) for i in items if i.timestamp_ms > 0]
@@ -563,7 +567,7 @@ class ChargingWorker:
         if self.latency_samples is not None:
             self.latency_samples.extend(latencies)
 
-    def _forget(self, keys: list[str]) -> None:
+    def _forget(self, keys: list[bytes]) -> None:
         try:
             self.store.forget_outputs(keys)
         except redis.RedisError as exc:  # they expire with their TTL

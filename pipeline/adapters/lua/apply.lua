@@ -4,9 +4,10 @@
 -- ARGV[1]   expected version ("0" for a tenant never written)
 -- ARGV[2]   new state JSON
 -- ARGV[3]   output TTL in seconds (a safety net: the worker drops them once committed)
--- ARGV[4]   the current seen-index epoch; ARGV[5] how many epochs back are looked in;
--- ARGV[6]   when the current epoch's index expires (unix seconds)
--- ARGV[7]   number of pool fields, then the pool fields and their values (those drawn)
+-- ARGV[4]   the current seen-index epoch (its first day); ARGV[5] how many epochs are
+--           looked in; ARGV[6] when the current epoch's index expires (unix seconds);
+-- ARGV[7]   the days between epochs
+-- ARGV[8]   number of pool fields, then the pool fields and their values (those drawn)
 -- then per call, in KEYS order: the digest of its id, its stored result
 -- The seen index (cc:{tenant}:seen:EPOCH, hash digest -> partition and offset) is in the
 -- tenant's hash slot, like every key here.
@@ -18,14 +19,15 @@ if ver ~= tonumber(ARGV[1]) then
 end
 local calls = #KEYS - 1
 local epoch = tonumber(ARGV[4])
-local pools = tonumber(ARGV[7])
-local c = 7 + 2 * pools  -- the calls' arguments follow from c + 1
+local step = tonumber(ARGV[7])
+local pools = tonumber(ARGV[8])
+local c = 8 + 2 * pools  -- the calls' arguments follow from c + 1
 local digests = {}
 for i = 1, calls do
   digests[i] = ARGV[c + 2 * i - 1]
 end
 local chunk = 500
-for e = epoch - tonumber(ARGV[5]) + 1, epoch do
+for e = epoch - (tonumber(ARGV[5]) - 1) * step, epoch, step do
   local bucket = KEYS[1] .. ':seen:' .. e
   if calls > 0 and redis.call('EXISTS', bucket) == 1 then
     for first = 1, calls, chunk do
@@ -61,6 +63,6 @@ end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'ver', ver + 1)
 for first = 1, pools, chunk do
   local last = math.min(first + chunk - 1, pools)
-  redis.call('HSET', KEYS[1], unpack(ARGV, 6 + 2 * first, 7 + 2 * last))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 7 + 2 * first, 8 + 2 * last))
 end
 return {1, ver + 1}

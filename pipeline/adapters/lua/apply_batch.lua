@@ -4,9 +4,11 @@
 -- KEYS      per tenant, in order: cc:{tenant}, then its calls' output keys cc:{tenant}:out:ID
 -- ARGV[1]   output TTL in seconds (a safety net: the worker drops them once committed)
 -- ARGV[2]   number of tenants
--- ARGV[3]   the current seen-index epoch; ARGV[4] how many epochs back are looked in;
--- ARGV[5]   when the current epoch's index expires (unix seconds)
--- ARGV[6..] per tenant, in order: number of calls, expected version, new state JSON (its
+-- ARGV[3]   the current seen-index epoch (its first day); ARGV[4] how many epochs are
+--           looked in; ARGV[5] when the current epoch's index expires (unix seconds);
+-- ARGV[6]   the days between epochs
+-- ARGV[7]   how many keys at the end of KEYS are outputs of committed calls: unlinked
+-- ARGV[8..] per tenant, in order: number of calls, expected version, new state JSON (its
 --           pools left out), number of pool fields, the pool fields and their values
 --           (only those the batch drew), then per call: the digest of its id and its
 --           stored result (KEYS order)
@@ -17,8 +19,10 @@ local tenants = tonumber(ARGV[2])
 local epoch = tonumber(ARGV[3])
 local span = tonumber(ARGV[4])
 local expires = ARGV[5]
+local step = tonumber(ARGV[6])
+local committed = tonumber(ARGV[7])
 local chunk = 500
-local k, a = 1, 6
+local k, a = 1, 8
 local out = {}
 for _ = 1, tenants do
   local calls = tonumber(ARGV[a])
@@ -35,7 +39,7 @@ for _ = 1, tenants do
   if ver ~= expected then
     status, value = 0, ver
   else
-    for e = epoch - span + 1, epoch do
+    for e = epoch - (span - 1) * step, epoch, step do
       local bucket = key .. ':seen:' .. e
       if status == 1 and calls > 0 and redis.call('EXISTS', bucket) == 1 then
         for first = 1, calls, chunk do
@@ -84,5 +88,8 @@ for _ = 1, tenants do
   out[#out + 1] = value
   k = k + 1 + calls
   a = c + 1 + 2 * calls
+end
+for first = #KEYS - committed + 1, #KEYS, chunk do
+  redis.call('UNLINK', unpack(KEYS, first, math.min(first + chunk - 1, #KEYS)))
 end
 return out
