@@ -137,8 +137,9 @@ class TenantDirectory:
                 return True
         return False
 
-    def catch_up(self, timeout: float = 10.0) -> None:
-        """Read until every partition is at its high watermark."""
+    def catch_up(self, timeout: float = 600.0) -> None:
+        """Read until every partition is at its high watermark (a worker starting reads the
+        whole configuration before it charges: a million users take about 20 s)."""
         done = self._read_to_end(timeout)
         self._prepare_changed()
         if not done:
@@ -155,7 +156,7 @@ def configured_tenants(settings: Settings, codec: Codec, only: str | None = None
     """Every tenant configured on the tenant-config topic (or just `only`), read to its end."""
     directory = TenantDirectory(settings, codec, None)
     try:
-        directory.catch_up(timeout=30)
+        directory.catch_up()
         return {tid: book.tenant for tid, book in directory.books.items() if only in (None, tid)}
     finally:
         directory.close()

@@ -64,7 +64,7 @@ def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> Publis
 
     current = TenantDirectory(settings, codec, None)
     try:
-        current.catch_up(timeout=120)
+        current.catch_up()
         summary = PublishSummary(tenants=len(tenants))
         users_out: list[tuple[bytes, bytes | None]] = []
         tenants_out: list[tuple[bytes, bytes]] = []
