@@ -119,10 +119,14 @@ def scenario(settings: Settings, name: str, tenants: list[dict[str, Any]], n: in
         assert not isinstance(cdr, Rejected), cdr
         values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
     high = _produce(s, s.topic.cdr, values)
+    r = wiring.redis_client(s)
+    rewrite = r.config_get("auto-aof-rewrite-percentage").get("auto-aof-rewrite-percentage", "100")
+    r.config_set("auto-aof-rewrite-percentage", 0)  # the AOF's growth is the bytes written
     mem0, aof0 = _redis_info(s)
     print(f"[{name}] charging {n} CDRs, one worker process ...", flush=True)
     cdr_s, _, cpu_us, children = measured_runs(s, "charge", 1, high)
     mem1, aof1 = _redis_info(s)
+    r.config_set("auto-aof-rewrite-percentage", rewrite or "100")
     seen_keys, seen_bytes = _keys_memory(s, "cc:{*}:seen:*")
     left_keys, left_bytes = _keys_memory(s, "cc:{*}:out:*")
     tenant_keys, tenant_bytes = _keys_memory(s, "cc:{*}")
@@ -165,27 +169,67 @@ def scenario(settings: Settings, name: str, tenants: list[dict[str, Any]], n: in
     }
 
 
-def control_idle(s: Settings, settle_s: float = 40, measure_s: float = 30) -> dict[str, Any]:
-    """An idle control worker with every tenant configured: CPU share of a core and RSS."""
-    env = s.to_env(metrics_port=0, log_level="WARNING")
-    env["CALLCHARGE_HTTP_PORT"] = str(_free_port())
-    env["CALLCHARGE_SMTP_PORT"] = str(_free_port())  # nobody listens: mails wait for a retry
+def control_idle(s: Settings, measure_s: float = 30, settle_max_s: float = 900) -> dict[str, Any]:
+    """An idle control worker with every tenant configured: CPU share of a core and RSS,
+    measured once it has handled the backlog of ledger records it starts with (the
+    charges and events the run left) and nothing has come for 15 s; mails go to a sink."""
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            return "250 OK"
+
+    smtp = Controller(Sink(), hostname="127.0.0.1", port=_free_port())
+    smtp.start()
+    http = _free_port()
+    env = s.to_env(metrics_port=0, log_level="WARNING", http_port=http, smtp_port=smtp.port)
     with open(os.devnull, "wb") as devnull:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "control"], env=env, cwd=REPO, stdout=devnull, stderr=devnull
         )
     try:
-        time.sleep(settle_s)
+        t0 = time.monotonic()
+        last, still_since = -1.0, time.monotonic()
+        while time.monotonic() - t0 < settle_max_s:
+            time.sleep(3)
+            handled = _control_handled(http)
+            if handled != last:
+                last, still_since = handled, time.monotonic()
+            elif handled >= 0 and time.monotonic() - still_since >= 15:
+                break
+        settled_s = time.monotonic() - t0
         cpu0 = _cpu_s(proc.pid)
         time.sleep(measure_s)
         share = (_cpu_s(proc.pid) - cpu0) / measure_s
-        return {"control_idle_cpu_percent": round(100 * share, 1), "control_rss_mb": round(_rss_mb(proc.pid), 1)}
+        return {
+            "control_idle_cpu_percent": round(100 * share, 1),
+            "control_rss_mb": round(_rss_mb(proc.pid), 1),
+            "control_start_and_backlog_s": round(settled_s, 1),
+            "control_backlog_records": int(last),
+        }
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        smtp.stop()
+
+
+def _control_handled(port: int) -> float:
+    """callcharge_control_records_total of the control worker, all topics but the timer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("callcharge_control_records_total{") and 'topic="timer"' not in line
+    )
 
 
 def _free_port() -> int:
@@ -233,6 +277,7 @@ ROWS = (
     ("report_usage_largest_s", "report usage, largest tenant, s"),
     ("control_idle_cpu_percent", "idle control CPU % of a core"),
     ("control_rss_mb", "control RSS MB"),
+    ("control_backlog_records", "ledger records control started with"),
 )
 
 
