@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from processors.inputs import DeadLetterReason
 from processors.model import BILLABLE, FREE_UNRATED, INCLUDED, MIXED, NOT_CHARGED, OVERAGE, POOLED_ZONE_A
@@ -127,6 +127,9 @@ def build_info(registry: CollectorRegistry, component: str) -> None:
     Gauge("callcharge_build_info", "The running build", ["version", "python", "component"], registry=registry).labels(
         version, platform.python_version(), component
     ).set(1)
+    # process_cpu_seconds_total, process_resident_memory_bytes, open fds, start time:
+    # what a worker costs, beside what it does
+    ProcessCollector(registry=registry)
 
 
 # The control worker's routes (label values of the API series), as aiohttp names them.
