@@ -426,7 +426,7 @@ class Control:
     def _deliver(self, mark: str, to: str, subject: str, body: str, notification_id: str) -> None:
         """Email one notification; on SMTP trouble it stays pending and the timer retries."""
         try:
-            self._send_email(notification_id, to, subject, body)
+            self._send_email(notification_id, to, subject, body, lambda: self.r.set(mark, "sent", ex=400 * 86400))
         except (OSError, smtplib.SMTPException) as exc:
             self.metrics.emails.labels("failed").inc()
             log.warning("email %s to admin not delivered (%s); will retry", notification_id, type(exc).__name__)
@@ -434,7 +434,6 @@ class Control:
             self.r.zadd(EMAIL_RETRY_ZSET, {doc: self.now().timestamp() + self.s.recharge_backoff_s})
             return
         self.metrics.emails.labels("sent").inc()
-        self.r.set(mark, "sent", ex=400 * 86400)
 
     def retry_emails(self) -> None:
         for raw in self.r.zrangebyscore(EMAIL_RETRY_ZSET, "-inf", self.now().timestamp()):
@@ -443,7 +442,12 @@ class Control:
             if self.r.get(doc["mark"]) != b"sent":
                 self._deliver(doc["mark"], doc["to"], doc["subject"], doc["body"], doc["id"])
 
-    def _send_email(self, notification_id: str, to: str, subject: str, body: str) -> None:
+    def _send_email(
+        self, notification_id: str, to: str, subject: str, body: str, sent: Callable[[], object] = lambda: None
+    ) -> None:
+        """Send one email; `sent` runs as soon as the server has accepted it, before the
+        session's QUIT: a crash between the two would mail it again (the Message-ID stays
+        the notification's, so a mail system can tell the copy)."""
         msg = EmailMessage()
         msg["From"] = self.s.smtp_from
         msg["To"] = to
@@ -452,6 +456,7 @@ class Control:
         msg.set_content(body)
         with smtplib.SMTP(self.s.smtp_host, self.s.smtp_port, timeout=10) as smtp:
             smtp.send_message(msg)
+            sent()
 
     # -- helpers -------------------------------------------------------------------------
     def _after_ledger(self, book: Book, values: list[bytes]) -> list[Output]:

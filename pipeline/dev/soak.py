@@ -12,6 +12,7 @@ double payment or double email.
 
 from __future__ import annotations
 
+import email
 import json
 import logging
 import random
@@ -60,9 +61,9 @@ class Mailbox:
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                for line in envelope.content.decode(errors="replace").splitlines():
-                    if line.lower().startswith("message-id:"):
-                        box.ids[line.split(":", 1)[1].strip()] += 1
+                # parsed as a mail reader does: a long Message-ID is folded onto a second line
+                message_id = email.message_from_bytes(envelope.content)["Message-ID"]
+                box.ids[" ".join(str(message_id or "(none)").split())] += 1
                 return "250 OK"
 
         logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -269,6 +270,7 @@ def _verify(
         "double_payments": double_payments,
         "emails": sum(mailbox.ids.values()),
         "double_emails": double_emails,
+        "double_email_ids": sorted(k for k, n in mailbox.ids.items() if n > 1)[:10],
         "tenants_matching_ledger": report.matching,
         "tenants_differing_from_ledger": len(report.differing),
     }
