@@ -466,7 +466,13 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 build = reports.usage_report if self.kind == "usage" else reports.pools_report
                 text = build(ledger, tenant_id, month, fmt)
                 content_type = "application/json" if want_json else "text/csv"
-            return self.bytes(text.encode("utf-8"), headers={"Content-Type": f"{content_type}; charset=utf-8"})
+            ext = "json" if want_json else ("txt" if self.kind == "statement" else "csv")
+            name = f"{self.kind}-{tenant_id}-{month}.{ext}"  # tenant ids hold no quote or path character
+            headers = {
+                "Content-Type": f"{content_type}; charset=utf-8",
+                "Content-Disposition": f'attachment; filename="{name}"',  # a download keeps its name
+            }
+            return self.bytes(text.encode("utf-8"), headers=headers)
 
     @app.page("/v1/tenants/{tenant_id}/reports/usage")
     class UsageReport(Report):

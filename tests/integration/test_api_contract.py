@@ -150,6 +150,9 @@ def test_the_api_serves_the_reports_byte_for_byte_as_the_cli_writes_them(env: En
         with urllib.request.urlopen(req, timeout=30) as resp:
             body = resp.read()
             assert resp.headers["Content-Type"].startswith(accept)
+            ext = "json" if accept == "application/json" else ("txt" if kind == "statement" else "csv")
+            assert resp.headers["Content-Disposition"] == f'attachment; filename="{kind}-{t}a-{month}.{ext}"'
+
         fmt = ["--format", "json"] if accept == "application/json" else []
         out = env.work / f"{kind}-{accept.replace('/', '-')}"
         cli = env.cli("report", kind, "--tenant", f"{t}a", "--month", month, *fmt, "--out", str(out))
