@@ -74,13 +74,16 @@ def check_month(text: str | None, tenant: Tenant, now: datetime) -> str:
     return text
 
 
-def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
-    """CSV per RFC 4180 (CRLF, quoted where needed, a header row) or a JSON list."""
+def render(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, headers: dict[str, str] | None = None
+) -> str:
+    """CSV per RFC 4180 (CRLF, quoted where needed, a header row: the column names, or
+    `headers` for them) or a JSON list (keyed by the column names)."""
     if fmt == "json":
         return json.dumps(list(rows), indent=1, ensure_ascii=False) + "\n"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\r\n", extrasaction="raise")
-    writer.writeheader()
+    writer.writerow({c: (headers or {}).get(c, c) for c in columns})
     writer.writerows(rows)
     return buf.getvalue()
 
@@ -93,9 +96,20 @@ def usage_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> str:
 POOL_COLUMNS = ("country", "capability_description", "total_minutes", "used_minutes", "available_minutes", "capability")
 
 
+# The header row of the Teams admin center's minute-pools export, which finance compares it with.
+POOL_HEADERS = {
+    "country": "Country or region",
+    "capability_description": "Capability description",
+    "total_minutes": "Total minutes",
+    "used_minutes": "Minutes used",
+    "available_minutes": "Minutes available",
+    "capability": "Capability",
+}
+
+
 def pools_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> str:
     rows = reports.pools(ledger.tenants[tenant_id], ledger.charges, month)
-    return render(rows, POOL_COLUMNS, fmt)
+    return render(rows, POOL_COLUMNS, fmt, POOL_HEADERS)
 
 
 def statement_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> tuple[str, reports.Statement]:

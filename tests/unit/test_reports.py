@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.records import charge_to_avro, event_from_avro, event_to_avro
-from pipeline.adapters.reports import POOL_COLUMNS, check_month, render
+from pipeline.adapters.reports import POOL_COLUMNS, POOL_HEADERS, check_month, render
 from pipeline.config import Settings
 from pipeline.errors import InputError
 from processors import reports
@@ -129,8 +129,8 @@ def test_the_usage_report_is_the_hand_computed_csv_byte_for_byte() -> None:
 
 def test_the_pools_report_for_the_same_month() -> None:
     charges, _ = ledger()
-    assert render(reports.pools(FR, charges, "2026-11"), POOL_COLUMNS, "csv") == (
-        "country,capability_description,total_minutes,used_minutes,available_minutes,capability\r\n"
+    assert render(reports.pools(FR, charges, "2026-11"), POOL_COLUMNS, "csv", POOL_HEADERS) == (
+        "Country or region,Capability description,Total minutes,Minutes used,Minutes available,Capability\r\n"
         "Zone A,Audio Conferencing dial-out to Zone A,60,60,0,MCOMEETADD\r\n"
     )
 
@@ -151,8 +151,8 @@ def test_per_user_pools_are_summed_per_country_of_their_users() -> None:
             "users": users,
         }
     )
-    assert render(reports.pools(t, [], "2026-11"), POOL_COLUMNS, "csv") == (
-        "country,capability_description,total_minutes,used_minutes,available_minutes,capability\r\n"
+    assert render(reports.pools(t, [], "2026-11"), POOL_COLUMNS, "csv", POOL_HEADERS) == (
+        "Country or region,Capability description,Total minutes,Minutes used,Minutes available,Capability\r\n"
         'DE,"Domestic Calling Plan (120 minutes, per user)",240,0,240,MCOPSTN8\r\n'
         'FR,"Domestic Calling Plan (120 minutes, per user)",120,0,120,MCOPSTN8\r\n'
     )
