@@ -314,7 +314,8 @@ class Statement:
         ]
         for f in self.fundings:
             out.append(
-                f"  + funding {f['lot_id']:<22} {m(f['amount']):>12}   invoice {f['invoice_id']}, "
+                f"  + funding {f['lot_id']:<22} {m(f['amount']):>12}   "
+                f"{'invoice ' + f['invoice_id'] if f['invoice_id'] else 'no invoice (configured lot)'}, "
                 f"{m(f['deficit_covered'])} to the deficit"
             )
         for bucket, amount in sorted(self.charges_by_bucket.items()):

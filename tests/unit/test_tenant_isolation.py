@@ -373,3 +373,18 @@ def test_a_removed_tenant_is_never_authorized_nor_in_service() -> None:
     assert (a.allowed, a.bucket) == (False, "not_charged") and "removed" in a.reason
     assert service_state(gone, state).billable_calls is False
     assert service_state(tenant, state).billable_calls is True
+
+
+def test_a_funding_without_invoice_says_so_on_the_statement() -> None:
+    tenant = tenant_from_dict(tenant_entry({"users": [["u1", "US", ["PAYG"]]], "funding": "10"}))
+    lot = Event(
+        "T:fund:L1:funds_added",
+        "funds_added",
+        "T",
+        datetime(2026, 12, 2, 9, 0, tzinfo=UTC),
+        10_000_000,
+        (("amount", 10_000_000), ("lot_id", "L1"), ("deficit_covered", 0)),
+    )
+    lines = statement(tenant, [], [lot], "2026-12").lines()
+    funding = next(line for line in lines if "+ funding L1" in line)
+    assert "no invoice (configured lot)" in funding and "invoice ," not in funding
