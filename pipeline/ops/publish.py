@@ -131,7 +131,7 @@ def _produce_all(settings: Settings, topic: str, records: list[tuple[bytes, byte
                 _progress(n, len(records), "tenants")
     _progress(len(records), len(records), "tenants")
     if p.flush(120) or errors:
-        raise FatalError(f"tenant config not delivered to the broker: {errors[:3] or 'timed out after 120 s'}")
+        raise FatalError(f"{topic}: records not acknowledged by the broker: {errors[:3] or 'timed out after 120 s'}")
 
 
 def remove_tenant(settings: Settings, tenant_id: str, command_id: str, requested_by: str) -> str:
@@ -156,23 +156,7 @@ def remove_tenant(settings: Settings, tenant_id: str, command_id: str, requested
         "requested_by": requested_by,
         "at": datetime.now(UTC),
     }
-    errors: list[str] = []
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    p = producer(settings)
-    p.produce(
-        settings.topic.commands,
-        key=tenant_id.encode(),
-        value=codec.encode("funding_command", record),
-        on_delivery=on_delivery,
-    )
-    if p.flush(30) or errors:
-        raise FatalError(
-            f"removal of {tenant_id} not acknowledged by the broker: {errors[:1] or 'timed out after 30 s'}"
-        )
+    _produce_all(settings, settings.topic.commands, [(tenant_id.encode(), codec.encode("funding_command", record))])
     return (
         f"removal of tenant {tenant_id} sent (command {command_id}): the control worker stops its charging "
         f"and puts the removal with the closing balance on {settings.topic.balance_events}"
