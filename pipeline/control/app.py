@@ -219,6 +219,19 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 response = self.json({"error": str(exc)}, status=503)
             return response
 
+        async def kept(self, record: dict[str, Any]) -> Response | None:
+            """None once the broker has the command; else the 503 answer, with its reason."""
+            why = await send_command(record)
+            if why is None:
+                return None
+            return self.json(
+                {
+                    "error": f"command not kept: {why}; send it again with the same command_id",
+                    "command_id": record["command_id"],
+                },
+                status=503,
+            )
+
         async def body(self, request: Request, optional: bool = False) -> dict[str, Any]:
             try:
                 text = (await request.read()).decode("utf-8")
@@ -335,15 +348,9 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 "requested_by": api_input.text(body, "requested_by") or PRINCIPAL.get().name,
                 "at": control.now(),
             }
-            why = await send_command(record)
-            if why is not None:
-                return self.json(
-                    {
-                        "error": f"command not kept: {why}; send it again with the same command_id",
-                        "command_id": command_id,
-                    },
-                    status=503,
-                )
+            refused = await self.kept(record)
+            if refused is not None:
+                return refused
             log.info("removal %s of tenant %s accepted from token %r", command_id, tenant_id, PRINCIPAL.get().name)
             return self.json({"command_id": command_id, "status": "accepted"}, status=202)
 
@@ -379,15 +386,9 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 "requested_by": requested_by or PRINCIPAL.get().name,
                 "at": control.now(),
             }
-            why = await send_command(record)
-            if why is not None:
-                return self.json(
-                    {
-                        "error": f"command not kept: {why}; send it again with the same command_id",
-                        "command_id": command_id,
-                    },
-                    status=503,
-                )
+            refused = await self.kept(record)
+            if refused is not None:
+                return refused
             log.info(
                 "funding %s of %s %s for tenant %s accepted from token %r",
                 command_id,
