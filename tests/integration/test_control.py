@@ -3,6 +3,7 @@ service state, funding, expiry on a fake clock, notifications by email, the HTTP
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -447,30 +449,36 @@ def test_a_control_record_that_keeps_failing_is_dead_lettered_and_the_stream_goe
     control.kill()
 
 
+@contextlib.contextmanager
+def own_servers(base: Settings, work: Path) -> Iterator[tuple[Env, subprocess.Popen[bytes], RedisProcs]]:
+    """A broker and a Redis of this test's own (the test may kill them), and an Env on them;
+    whatever still runs is stopped at the end."""
+    broker_port, redis_port = free_ports(2)
+    broker = start_broker(broker_port, work)
+    servers = RedisProcs()
+    servers.start(redis_port, work, "--port", str(redis_port))
+    try:
+        wait_port(broker_port)
+        wait_port(redis_port)
+        own = replace(base, kafka_bootstrap=f"127.0.0.1:{broker_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0")
+        yield Env.make(own, work), broker, servers
+    finally:
+        if broker.poll() is None:
+            broker.kill()
+            broker.wait()
+        servers.stop()
+
+
 def test_sigterm_stops_the_control_worker_even_with_broker_and_redis_gone(
     base_settings: Settings, tmp_path: Path, smtp: Inbox
 ) -> None:
     """A stop must not wait for the servers: with the broker and Redis both gone, faust's
     consumer can hang in its own shutdown. The worker ends itself `SHUTDOWN_TIMEOUT_S` after
     the stop began, saying why; its records are redelivered to the next worker."""
-    broker_port, redis_port = free_ports(2)
-    broker = start_broker(broker_port, tmp_path)
-    servers = RedisProcs()
-    servers.start(redis_port, tmp_path, "--port", str(redis_port))
-    try:
-        wait_port(broker_port)
-        wait_port(redis_port)
-        own = replace(
-            base_settings, kafka_bootstrap=f"127.0.0.1:{broker_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0"
-        )
-        env = Env.make(own, tmp_path)
+    with own_servers(base_settings, tmp_path) as (env, _, _):
         control = ControlProc(env, smtp, CALLCHARGE_SHUTDOWN_TIMEOUT_S="4").start()
         wait_for(lambda: "partition assignments" in control.log_text(), timeout=30)
         time.sleep(2)
-    finally:
-        broker.kill()
-        broker.wait()
-        servers.stop()
     time.sleep(8)  # both gone; the worker is retrying them
     assert control.proc is not None
     started = time.monotonic()
@@ -483,17 +491,7 @@ def test_sigterm_stops_the_control_worker_even_with_broker_and_redis_gone(
 def test_funding_is_accepted_only_once_the_broker_has_it(base_settings: Settings, tmp_path: Path, smtp: Inbox) -> None:
     """202 means kept: with the broker gone, a funding is answered 503 with the reason and
     the command id to send again, never 202."""
-    broker_port, redis_port = free_ports(2)
-    broker = start_broker(broker_port, tmp_path)
-    servers = RedisProcs()
-    servers.start(redis_port, tmp_path, "--port", str(redis_port))
-    try:
-        wait_port(broker_port)
-        wait_port(redis_port)
-        own = replace(
-            base_settings, kafka_bootstrap=f"127.0.0.1:{broker_port}", redis_url=f"redis://127.0.0.1:{redis_port}/0"
-        )
-        env = Env.make(own, tmp_path)
+    with own_servers(base_settings, tmp_path) as (env, broker, _):
         tid = f"{env.tag}kept"
         env.publish([tenant(tid, "5")], [])
         control = ControlProc(env, smtp).start()
@@ -507,8 +505,3 @@ def test_funding_is_accepted_only_once_the_broker_has_it(base_settings: Settings
         assert "send it again with the same command_id" in reply["error"]
         assert "funding c-down of" not in control.log_text()  # never logged as accepted
         control.kill()
-    finally:
-        if broker.poll() is None:
-            broker.kill()
-            broker.wait()
-        servers.stop()
