@@ -29,6 +29,7 @@ ERROR = {
     },
 }
 COMMAND_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"}
+REQUESTED_BY = {"type": "string", "minLength": 1, "maxLength": 200, "nullable": True}
 TENANT = {
     "name": "tenant_id",
     "in": "path",
@@ -161,17 +162,8 @@ def document() -> dict[str, Any]:
                                     "type": "object",
                                     "additionalProperties": False,
                                     "properties": {
-                                        "command_id": {
-                                            "type": "string",
-                                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
-                                            "nullable": True,
-                                        },
-                                        "requested_by": {
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 200,
-                                            "nullable": True,
-                                        },
+                                        "command_id": {**COMMAND_ID, "nullable": True},
+                                        "requested_by": REQUESTED_BY,
                                     },
                                 }
                             }
@@ -195,18 +187,9 @@ def document() -> dict[str, Any]:
                             "additionalProperties": False,
                             "properties": {
                                 "amount": AMOUNT,
-                                "command_id": {
-                                    "type": "string",
-                                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$",
-                                    "nullable": True,
-                                },
+                                "command_id": {**COMMAND_ID, "nullable": True},
                                 "kind": {"type": "string", "enum": ["manual", "partner", None], "nullable": True},
-                                "requested_by": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": 200,
-                                    "nullable": True,
-                                },
+                                "requested_by": REQUESTED_BY,
                             },
                         }
                     ),
