@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import consumer
@@ -41,7 +41,13 @@ class TenantDirectory:
         self._users: dict[str, dict[str, User]] = defaultdict(dict)  # from tenant_user records
         self._changed: set[str] = set()
         self.topic = settings.topic.tenant_config
-        self._consumer = consumer(settings, f"callcharge-directory-{uuid.uuid4().hex}")
+        # A partition is at its end when its last fetch said so (a partition-EOF event with no
+        # record after it): the fetch response carries the true end, which the embedded
+        # broker's ListOffsets answer may not after batched writes.
+        self._consumer = consumer(
+            settings, f"callcharge-directory-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
+        )
+        self._at_end: set[int] = set()
         meta = self._consumer.list_topics(self.topic, timeout=10).topics[self.topic]
         self._partitions = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions]
         self._consumer.assign(self._partitions)
@@ -70,8 +76,12 @@ class TenantDirectory:
         n = 0
         new_tenant = False
         for msg in self._consumer.consume(PAGE, timeout):
-            if msg.error():
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add(msg.partition() or 0)
                 continue
+            self._at_end.discard(msg.partition())
             n += 1
             value = msg.value()
             if value is None:  # a tombstone: a user removed (a tenant is removed by removed_at)
@@ -125,6 +135,8 @@ class TenantDirectory:
         return targets
 
     def _at(self, targets: dict[int, int]) -> bool:
+        if not self._at_end.issuperset(targets):
+            return False
         positions = self._consumer.position([TopicPartition(self.topic, p) for p in targets])
         return all(tp.offset >= targets[tp.partition] or targets[tp.partition] <= 0 for tp in positions)
 

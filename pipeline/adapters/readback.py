@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import consumer
@@ -25,10 +25,13 @@ def read_all(
     """Every committed record of `topic` as (key, decoded record or raw bytes); with
     `stamps`, each record's timestamp (when it was written) is appended there in step.
 
-    Reads until each partition reaches its high watermark (and at least `min_count` records
-    arrived, for topics still being written), or `timeout` passes.
+    Reads until each partition's last fetch said it is at its end and its position is past
+    the high watermark (and at least `min_count` records arrived, for topics still being
+    written), or `timeout` passes. The fetch's end is trusted over ListOffsets, which the
+    embedded broker may answer stale after batched writes.
     """
-    c = consumer(settings, f"callcharge-read-{uuid.uuid4().hex}")
+    c = consumer(settings, f"callcharge-read-{uuid.uuid4().hex}", **{"enable.partition.eof": True})
+    at_end: set[int] = set()
     try:
         meta = c.list_topics(topic, timeout=10).topics[topic]
         parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
@@ -37,13 +40,17 @@ def read_all(
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for m in c.consume(1000, 0.2):
-                if m.error():
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(m.partition() or 0)
                     continue
+                at_end.discard(m.partition())
                 value = m.value() or b""
                 out.append((m.key(), codec.decode(value)[1] if codec else value))
                 if stamps is not None:
                     stamps.append(datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC))
-            if len(out) < min_count:
+            if len(out) < min_count or not at_end.issuperset(tp.partition for tp in parts):
                 continue
             highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5)[1] for tp in parts}
             pos = c.position([TopicPartition(topic, p) for p in highs])
