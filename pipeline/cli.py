@@ -113,13 +113,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 # -- the workers ---------------------------------------------------------------------------------
 def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import wiring
-    from pipeline.adapters.metrics import serve
+    from pipeline.adapters.health import serve_worker
     from pipeline.charging.worker import tune_runtime
 
     registry = CollectorRegistry()
     worker = wiring.charging_worker(settings, registry)
     tune_runtime()
-    serve(registry, settings.metrics_port if args.metrics_port is None else args.metrics_port, settings.metrics_host)
+    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    serve_worker(registry, port, settings.metrics_host, wiring.readiness(settings), worker.alive)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     log.info("settings: %s", settings.masked())

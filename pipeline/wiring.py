@@ -11,12 +11,14 @@ import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.files import load_rates
-from pipeline.adapters.kafka import consumer, preflight, producer
+from pipeline.adapters.health import CHECK_TIMEOUT_S, Readiness
+from pipeline.adapters.kafka import PREFLIGHT_LOG, client_conf, consumer, preflight, producer
 from pipeline.adapters.metrics import ChargingMetrics
 from pipeline.adapters.store import SPLIT_KEY, Store
 from pipeline.charging.leases import TransactionLeases
@@ -98,6 +100,19 @@ def rate_card(settings: Settings) -> RateCard:
         return load_rates(settings.rates_file)
     except InputError as exc:
         raise FatalError(str(exc)) from None
+
+
+def readiness(settings: Settings) -> Readiness:
+    """What /readyz asks: Redis answers a ping and the broker a metadata request, each
+    within the check timeout (clients of their own, so a probe never waits on a batch)."""
+    r = redis_client(settings, socket_timeout_s=CHECK_TIMEOUT_S)
+    # its own log is dropped: the worker's clients already say when the broker is away
+    admin = AdminClient(client_conf(settings, logger=PREFLIGHT_LOG, error_cb=lambda _err: None))
+
+    def broker() -> None:
+        admin.list_topics(settings.topic.cdr, timeout=CHECK_TIMEOUT_S)
+
+    return Readiness({"redis": r.ping, "broker": broker})
 
 
 def charging_worker(

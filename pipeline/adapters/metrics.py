@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from processors.inputs import DeadLetterReason
 from processors.model import BILLABLE, FREE_UNRATED, INCLUDED, MIXED, NOT_CHARGED, OVERAGE, POOLED_ZONE_A
@@ -206,9 +206,3 @@ class ControlMetrics:
 
     def failure(self, reason: str) -> None:
         self.recharge_failures.labels(reason if reason in RECHARGE_FAILURES else "other").inc()
-
-
-def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
-    """/metrics on `host` (loopback for the embedded stack; all interfaces in a container)."""
-    if port:
-        start_http_server(port, addr=host, registry=registry)

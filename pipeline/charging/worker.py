@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 MONEY_BUCKETS = frozenset({BILLABLE, OVERAGE})
 MAX_CAS_RETRIES = 20
 REJOIN_AFTER_S = 60.0  # idle this long while the group's CDRs wait and nothing moves: rejoin
+LIVE_WITHIN_S = 300.0  # /livez fails when the charging loop has not turned for this long
 STATE_CACHE_TENANTS = 50_000  # states kept from this worker's own writes (least recently used go)
 
 
@@ -144,6 +145,7 @@ class ChargingWorker:
         self._skew = timedelta(seconds=settings.clock_skew_s)
         self._ttl = call_ttl_s(settings.dedup_window_days)
         self._redis_backoff = 0.0
+        self._heartbeat: float | None = None  # when the charging loop last turned
         self.latency_samples: list[float] | None = None  # the benchmark collects raw samples here
         self._ahead: list[Item] | None = None  # the next batch, read early
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="redis-apply")
@@ -154,6 +156,11 @@ class ChargingWorker:
     # -- lifecycle -------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
         self._stop = True
+
+    def alive(self) -> bool:
+        """Liveness: the charging loop turned within LIVE_WITHIN_S (or has not started: the
+        configuration is still being read). Redis or the broker away keeps it turning."""
+        return self._heartbeat is None or time.monotonic() - self._heartbeat < LIVE_WITHIN_S
 
     def run(self, max_idle_s: float | None = None) -> None:
         self.directory.catch_up()
@@ -170,6 +177,7 @@ class ChargingWorker:
         )
         try:
             while not self._stop:
+                self._heartbeat = time.monotonic()
                 n = self.run_once()
                 if not n and watch.stalled_for() > REJOIN_AFTER_S and time.monotonic() - rejoined > REJOIN_AFTER_S:
                     # Idle while the group leaves CDRs uncharged and nothing moves: a partition

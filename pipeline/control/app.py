@@ -246,14 +246,26 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
 
     @app.page("/health")
     async def health(web: Any, request: Request) -> Response:
-        """Ready to answer: Redis answers a ping (balances come from it). 503 with what is
-        wrong otherwise, so a probe or a load balancer takes the worker out."""
+        """Readiness: Redis answers a ping (balances come from it) and the broker a metadata
+        request (commands go through it), each within 2 s. 503 with what is wrong
+        otherwise, so a probe or a load balancer takes the worker out."""
         loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, store.r.ping)
-        except redis.RedisError as exc:
-            return web.json({"status": "unavailable", "redis": str(exc), "tenants": len(directory.books)}, status=503)
-        return web.json({"status": "ok", "redis": "ok", "tenants": len(directory.books)})
+        checks: dict[str, str] = {}
+        for name, check in (("redis", store.r.ping), ("broker", lambda: out.list_topics(timeout=2))):
+            try:
+                await loop.run_in_executor(None, check)
+                checks[name] = "ok"
+            except (redis.RedisError, KafkaException) as exc:
+                checks[name] = f"{type(exc).__name__}: {exc}"[:300]
+        ok = all(v == "ok" for v in checks.values())
+        body = {"status": "ok" if ok else "unavailable", **checks, "tenants": len(directory.books)}
+        return web.json(body, status=200 if ok else 503)
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Request) -> Response:
+        """Liveness: the event loop answers (Redis or the broker away does not fail it: a
+        restart would not bring them back)."""
+        return web.json({"status": "ok"})
 
     @app.page("/openapi.json")
     async def openapi_view(web: Any, request: Request) -> Response:

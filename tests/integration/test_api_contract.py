@@ -170,4 +170,4 @@ def test_every_error_is_the_documented_json_even_aiohttps_own(env: Env, api: Any
     status, body = control.call("PATCH", f"/v1/tenants/{env.tag}a/balance", {})
     assert status == 405 and isinstance(body, dict) and body["error"] == "Method Not Allowed"
     status, body = control.get("/health", token=None)
-    assert status == 200 and body["redis"] == "ok"
+    assert status == 200 and body["redis"] == "ok" and body["broker"] == "ok"

@@ -504,4 +504,7 @@ def test_funding_is_accepted_only_once_the_broker_has_it(base_settings: Settings
         assert reply["command_id"] == "c-down" and "command not kept" in reply["error"]
         assert "send it again with the same command_id" in reply["error"]
         assert "funding c-down of" not in control.log_text()  # never logged as accepted
+        status, health = control.get("/health", token=None)  # not ready: the broker is away
+        assert status == 503 and health["redis"] == "ok" and health["broker"] != "ok", health
+        assert control.get("/livez", token=None)[0] == 200  # alive: a restart would not help
         control.kill()

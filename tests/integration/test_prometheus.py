@@ -44,6 +44,30 @@ def prometheus_config(targets: dict[str, str], rules: Path) -> dict[str, Any]:
     return shipped
 
 
+def start_prometheus(work: Path, port: int, targets: dict[str, str], rules: Path) -> subprocess.Popen[bytes]:
+    """A real Prometheus on `port` with the shipped config pointed at `targets` and `rules`
+    loaded; returns once it listens (the caller terminates it)."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: run `make setup` (it installs Debian's prometheus package)"
+    config = work / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(targets, rules)))
+    with open(work / "prometheus.log", "wb") as log:
+        prom = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    wait_port(port, timeout=30)
+    return prom
+
+
+def alerts(port: int) -> dict[str, str]:
+    """Each active alert's name and state (pending or firing)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10) as resp:
+        found = json.loads(resp.read())["data"]["alerts"]
+    return {a["labels"]["alertname"]: a["state"] for a in found}
+
+
 def query(port: int, expr: str) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     with urllib.request.urlopen(url, timeout=10) as resp:
@@ -65,24 +89,14 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def test_prometheus_scrapes_both_workers_and_every_panel_and_alert_has_data(
     env: Env, tmp_path: Path, smtp: Inbox
 ) -> None:
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is missing: run `make setup` (it installs Debian's prometheus package)"
     metrics_port, prom_port = free_ports(2)
     tenants, cdrs = scenario(env, 6, 1500, seed=33)
     env.publish(tenants, cdrs)
     charging = env.worker(idle=None, extra={"CALLCHARGE_METRICS_PORT": str(metrics_port)})
     control = ControlProc(env, smtp).start()
-    config = tmp_path / "prometheus.yml"
     targets = {"callcharge-charging": f"127.0.0.1:{metrics_port}", "callcharge-control": f"127.0.0.1:{control.port}"}
-    config.write_text(yaml.safe_dump(prometheus_config(targets, ALERTS)))
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        prom = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    prom = start_prometheus(tmp_path, prom_port, targets, ALERTS)
     try:
-        wait_port(prom_port, timeout=30)
         # every call charged and the API used once, then the money on the ledger
         charges = env.charges(min_count=len(cdrs))
         assert control.get(f"/v1/tenants/{tenants[0]['tenant_id']}/balance")[0] == 200
