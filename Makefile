@@ -58,14 +58,17 @@ test-unit: $(STAMP) $(FAST) ## unit tests only (no servers)
 # the interpreter: every clock read, ours and the libraries', starts there and runs on):
 # early in a month; the first hour of 1 January at UTC+14 (Pacific/Kiritimati) and at
 # UTC-12; the EU daylight-saving change. A test that reads "now" must pass at each.
-# The test that re-runs the whole tier on the Python source runs once, at today's clock.
+# The test that re-runs the whole tier on the Python source runs once, at today's clock, and
+# so do the newcomer's commands against servers that are not there (no date in them; they
+# wait out the broker's 10 s).
 CLOCKS  := 2026-12-02T10:00:00 2026-12-31T10:30:00 2027-01-01T12:30:00 2027-03-28T01:30:00
 test-clocks: $(STAMP) $(FAST) ## the unit tests at pinned clocks (a month's first days, New Year at UTC+14 and UTC-12, a DST change)
 	@for t in $(CLOCKS); do \
 	  echo "unit tests at $$t UTC"; \
 	  faketime -f "@$$(echo $$t | tr T ' ')" $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit \
 	    -o addopts="--strict-markers" \
-	    --deselect tests/unit/test_compiled_core.py::test_the_unit_suite_passes_on_the_python_source || exit 1; \
+	    --deselect tests/unit/test_compiled_core.py::test_the_unit_suite_passes_on_the_python_source \
+	    --ignore tests/unit/test_newcomer.py || exit 1; \
 	done
 
 test-integration: $(STAMP) $(FAST) ## integration tests only (real broker and Redis)

@@ -25,13 +25,19 @@ import redis
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 
-from pipeline.adapters import strict_json
+from pipeline.adapters import logs, strict_json
 from pipeline.config import Settings, UnknownSetting
 from pipeline.errors import FatalError, InputError
 from processors.inputs import canonical_id, parse_time
 
 log = logging.getLogger("callcharge")
 
+# Exit codes (the table in docs/operations.md): 0 done; 1 cannot proceed (the broker or
+# Redis cannot be used, a fatal condition); 2 bad input or usage; 3 done, but found a problem
+# (rows rejected, a check that differs, a statement that does not add up); 4 the embedded
+# stack is up but its Redis holds state no ledger backs; 130 interrupted.
+EXIT_CANNOT = 1
+EXIT_BAD_INPUT = 2
 EXIT_ROWS_REJECTED = 3  # ingest: every good row was sent, some rows were rejected
 TENANT_ID_HELP = "the tenant of rows that name none (a raw Graph getPstnCalls response: the token's tenant)"
 
@@ -71,9 +77,12 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- data in -----------------------------------------------------------------------------------
+# Commands that read or write Kafka ask the broker first: one line and exit 1 within 10 s
+# when it cannot be reached, not a minute of retries and pages of client log.
+NEEDS_BROKER = frozenset({"topics", "tenants", "ingest", "status", "dlq", "rebuild", "report", "export", "rerate"})
+
+
 def _broker_answers(settings: Settings) -> None:
-    """One line and exit 1 when the broker cannot be reached (not a minute of retries and
-    pages of client log): before a command that sends anything."""
     from pipeline.adapters.kafka import preflight
 
     preflight(settings, timeout=10)
@@ -82,7 +91,6 @@ def _broker_answers(settings: Settings) -> None:
 def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.publish import publish_tenants, remove_tenant
 
-    _broker_answers(settings)
     if args.action == "remove":
         tenant_id = canonical_id(args.target)
         command_id = args.command_id or f"remove-{uuid.uuid4()}"
@@ -101,7 +109,6 @@ def cmd_tenants(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ops.publish import ingest
 
-    _broker_answers(settings)
     try:
         sent, bad = ingest(settings, [Path(f) for f in args.files], args.tenant_id)
     except InputError as exc:
@@ -566,26 +573,36 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"callcharge: configuration: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_level, settings.log_format)
+
+    def say(text: str, warning: bool = False) -> None:
+        """A line for the operator: on stderr as is, or as a JSON log line under LOG_FORMAT=json."""
+        if settings.log_format == "json":
+            log.log(logging.WARNING if warning else logging.ERROR, "%s", text)
+        else:
+            print(f"callcharge: warning: {text}" if warning else text, file=sys.stderr)
+
     for w in caught:
-        print(f"callcharge: warning: {w.message}", file=sys.stderr)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        say(str(w.message), warning=True)
     try:
+        if args.command in NEEDS_BROKER:
+            _broker_answers(settings)
         return int(args.func(args, settings))
     except FatalError as exc:
-        print(f"callcharge: {exc}", file=sys.stderr)
-        return 1
+        say(f"callcharge: {exc}")
+        return EXIT_CANNOT
     except InputError as exc:  # what a command did not catch itself, e.g. an output it cannot write
-        print(f"callcharge {args.command}: {exc}", file=sys.stderr)
-        return 2
+        say(f"callcharge {args.command}: {exc}")
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
     except KafkaException as exc:  # the broker down or refusing: one line, not a traceback
-        print(f"callcharge {args.command}: Kafka at {settings.bootstrap} cannot be used: {exc}", file=sys.stderr)
-        return 1
+        say(f"callcharge {args.command}: Kafka at {settings.bootstrap} cannot be used: {exc}")
+        return EXIT_CANNOT
     except redis.RedisError as exc:  # Redis down or refusing: one line, not a traceback
         shown = settings.masked().get("redis_url") or settings.redis
-        print(f"callcharge {args.command}: Redis at {shown} cannot be used: {exc}", file=sys.stderr)
-        return 1
+        say(f"callcharge {args.command}: Redis at {shown} cannot be used: {exc}")
+        return EXIT_CANNOT
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ SECRET_FIELDS = frozenset({"api_token", "smtp_password", "kafka_sasl_password", 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 REDIS_MODES = ("standalone", "cluster")
+LOG_FORMATS = ("text", "json")
 
 
 # CALLCHARGE_* variables that are not settings yet are not a mistake (none today).
@@ -118,6 +119,7 @@ class Settings:
     recharge_backoff_s: float = 60.0
     recharge_backoff_cap_s: float = 3600.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one object per line (also read from LOG_FORMAT)
     # Fault injection for the crash tests: "STEP:BATCH" kills the charging worker with
     # SIGKILL right after commit-protocol step STEP of its BATCH-th batch. Empty: off.
     crash_after: str = ""
@@ -128,6 +130,7 @@ class Settings:
             ("kafka_security_protocol", KAFKA_SECURITY_PROTOCOLS),
             ("kafka_sasl_mechanism", KAFKA_SASL_MECHANISMS),
             ("redis_mode", REDIS_MODES),
+            ("log_format", LOG_FORMATS),
         )
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
@@ -179,6 +182,8 @@ class Settings:
             values["kafka_bootstrap"] = env["KAFKA_BOOTSTRAP"]
         if "redis_url" not in values and env.get("REDIS_URL"):
             values["redis_url"] = env["REDIS_URL"]
+        if "log_format" not in values and env.get("LOG_FORMAT"):
+            values["log_format"] = env["LOG_FORMAT"].lower()
         values.update(overrides)
         return replace(cls(), **values)
 
@@ -188,6 +193,7 @@ class Settings:
         env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(PREFIX)}
         env.pop("KAFKA_BOOTSTRAP", None)
         env.pop("REDIS_URL", None)
+        env.pop("LOG_FORMAT", None)
         s = replace(self, **overrides)
         for f in fields(s):
             if f.name != "topics":

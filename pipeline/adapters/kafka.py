@@ -66,9 +66,14 @@ def faust_credentials(settings: Settings) -> Any:
     return None
 
 
+# librdkafka's own log goes through Python logging (served on poll), so it has the process's
+# format: a JSON line under LOG_FORMAT=json, not a raw "%3|...|FAIL|" line on stderr.
+KAFKA_LOG = logging.getLogger("librdkafka")
+
+
 def client_conf(settings: Settings, **conf: Any) -> dict[str, Any]:
     """bootstrap.servers and security, then the client's own settings."""
-    return {"bootstrap.servers": settings.bootstrap, **security(settings), **conf}
+    return {"bootstrap.servers": settings.bootstrap, "logger": KAFKA_LOG, **security(settings), **conf}
 
 
 PREFLIGHT_TIMEOUT_S = 15.0

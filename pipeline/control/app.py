@@ -27,7 +27,7 @@ from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipeline.adapters import kafka, reports, strict_json
+from pipeline.adapters import kafka, logs, reports, strict_json
 from pipeline.adapters.records import dead_letter, tenant_to_avro
 from pipeline.config import Settings
 from pipeline.control import api_input, openapi
@@ -84,6 +84,10 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
     registry = metrics.registry
     t = settings.topic
 
+    # faust configures logging itself when its worker starts: JSON lines stay JSON
+    json_logs: dict[str, Any] = {}
+    if settings.log_format == "json":
+        json_logs["logging_config"] = logs.dict_config(settings.log_level)
     app = faust.App(
         f"callcharge-control{settings.topic_prefix and '-' + settings.topic_prefix.strip('-')}",
         broker=f"kafka://{settings.bootstrap}",
@@ -100,6 +104,7 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
         consumer_auto_offset_reset="earliest",
         isolation_level="read_committed",
         web_application_options={"middlewares": [json_errors]},
+        **json_logs,
     )
     commands = app.topic(t.commands, value_serializer="raw", key_serializer="raw")
     events = app.topic(t.balance_events, value_serializer="raw", key_serializer="raw")
@@ -251,9 +256,9 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
         otherwise, so a probe or a load balancer takes the worker out."""
         loop = asyncio.get_running_loop()
         checks: dict[str, str] = {}
-        for name, check in (("redis", store.r.ping), ("broker", lambda: out.list_topics(timeout=2))):
+        for name, ask in (("redis", store.r.ping), ("broker", lambda: out.list_topics(timeout=2))):
             try:
-                await loop.run_in_executor(None, check)
+                await loop.run_in_executor(None, ask)
                 checks[name] = "ok"
             except (redis.RedisError, KafkaException) as exc:
                 checks[name] = f"{type(exc).__name__}: {exc}"[:300]
