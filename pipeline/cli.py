@@ -25,7 +25,7 @@ import redis
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 
-from pipeline.adapters import logs, strict_json
+from pipeline.adapters import logs, progress, strict_json
 from pipeline.config import Settings, UnknownSetting
 from pipeline.errors import FatalError, InputError
 from processors.inputs import canonical_id, parse_time
@@ -80,6 +80,8 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 # Commands that read or write Kafka ask the broker first: one line and exit 1 within 10 s
 # when it cannot be reached, not a minute of retries and pages of client log.
 NEEDS_BROKER = frozenset({"topics", "tenants", "ingest", "status", "dlq", "rebuild", "report", "export", "rerate"})
+# Commands that can run for minutes draw a progress bar when stderr is a terminal.
+SHOWS_PROGRESS = frozenset({"tenants", "ingest", "rebuild", "report", "export", "rerate"})
 
 
 def _broker_answers(settings: Settings) -> None:
@@ -587,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in NEEDS_BROKER:
             _broker_answers(settings)
+        progress.enabled = args.command in SHOWS_PROGRESS
         return int(args.func(args, settings))
     except FatalError as exc:
         say(f"callcharge: {exc}")

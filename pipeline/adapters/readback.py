@@ -9,8 +9,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
+from pipeline.adapters import progress
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import consumer
+from pipeline.adapters.progress import Progress
 from pipeline.config import Settings
 
 
@@ -37,6 +39,7 @@ def read_all(
         parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
         c.assign(parts)
         out: list[tuple[bytes | None, Any]] = []
+        bar = Progress(f"reading {topic}", _ends(c, parts) if progress.enabled else 0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for m in c.consume(1000, 0.2):
@@ -50,12 +53,24 @@ def read_all(
                 out.append((m.key(), codec.decode(value)[1] if codec else value))
                 if stamps is not None:
                     stamps.append(datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC))
+            bar.update(len(out))
             if len(out) < min_count or not at_end.issuperset(tp.partition for tp in parts):
                 continue
             highs = {tp.partition: c.get_watermark_offsets(tp, timeout=5)[1] for tp in parts}
             pos = c.position([TopicPartition(topic, p) for p in highs])
             if all(highs[tp.partition] <= 0 or tp.offset >= highs[tp.partition] for tp in pos):
                 break
+        bar.finish(len(out))
         return out
     finally:
         c.close()
+
+
+def _ends(c: Any, parts: list[TopicPartition]) -> int:
+    """How many records the partitions hold (the bar's total: an estimate, aborted
+    transactions' records and markers included)."""
+    total = 0
+    for tp in parts:
+        low, high = c.get_watermark_offsets(tp, timeout=5)
+        total += max(0, high - low)
+    return total

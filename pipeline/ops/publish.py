@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from confluent_kafka import KafkaException, Producer
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.files import read_cdr_lines
 from pipeline.adapters.kafka import producer
+from pipeline.adapters.progress import Progress
 from pipeline.adapters.records import cdr_to_avro, tenant_record, user_key, user_record
 from pipeline.config import Settings
 from pipeline.errors import FatalError
@@ -26,17 +28,6 @@ from processors.inputs import (
     folded_twin,
     tenant_from_dict,
 )
-
-
-def _progress(done: int, total: int, label: str) -> None:
-    if not sys.stderr.isatty() and done != total:
-        return
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def publish_tenants(settings: Settings, entries: list[dict[str, Any]]) -> PublishSummary:
@@ -117,20 +108,28 @@ def _produce_all(settings: Settings, topic: str, records: list[tuple[bytes, byte
     if not records:
         return
     errors: list[str] = []
+    acked = 0
+    bar = Progress("tenants: acknowledged", len(records))
 
     def on_delivery(err: Any, _msg: Any) -> None:
+        nonlocal acked
         if err is not None:
             errors.append(str(err))
+        else:
+            acked += 1
 
     p = producer(settings)
     for n, (key, value) in enumerate(records, start=1):
         _produce(p, topic, key, value, on_delivery)
-        if n % 10_000 == 0:
+        if n % 1000 == 0:
             p.poll(0)
-            if n < len(records):
-                _progress(n, len(records), "tenants")
-    _progress(len(records), len(records), "tenants")
-    if p.flush(120) or errors:
+            bar.update(acked, f"({n} sent)")
+    deadline = time.monotonic() + 120
+    while len(p) and time.monotonic() < deadline:
+        p.poll(0.1)
+        bar.update(acked, f"({len(records)} sent)")
+    bar.finish(acked)
+    if p.flush(max(0.0, deadline - time.monotonic())) or errors:
         raise FatalError(f"{topic}: records not acknowledged by the broker: {errors[:3] or 'timed out after 120 s'}")
 
 
@@ -174,12 +173,16 @@ def ingest(settings: Settings, paths: Path | Sequence[Path], tenant_id: str | No
     codec = Codec(settings.schemas_dir)
     rows = list(read_cdr_lines(paths, tenant_id))
     p = producer(settings)
-    sent = bad = 0
+    sent = bad = acked = 0
     errors: list[str] = []
+    bar = Progress("ingest: acknowledged", len(rows))
 
     def on_delivery(err: Any, _msg: Any) -> None:
+        nonlocal acked
         if err is not None:
             errors.append(str(err))
+        else:
+            acked += 1
 
     def refuse(where: str, why: object) -> None:
         nonlocal bad
@@ -201,10 +204,14 @@ def ingest(settings: Settings, paths: Path | Sequence[Path], tenant_id: str | No
             sent += 1
             if n % 1000 == 0:
                 p.poll(0)
-                _progress(n, len(rows), "ingest")
-        _progress(len(rows), len(rows), "ingest")
+                bar.update(acked, f"({sent} sent, {bad} rejected)")
+        deadline = time.monotonic() + 60
+        while len(p) and time.monotonic() < deadline:
+            p.poll(0.1)
+            bar.update(acked, f"({sent} sent, {bad} rejected)")
     finally:
         left = p.flush(60)  # whatever happened above, what was queued reaches the broker
+        bar.finish(acked, f"({sent} sent, {bad} rejected)")
     if left or errors:
         raise FatalError(f"{len(errors) or left} CDRs not acknowledged by the broker: {errors[:3]}")
     return sent, bad
