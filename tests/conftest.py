@@ -9,9 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from pipeline.config import Settings
 from pipeline.dev import stack
+
+# No per-example deadline: how fast an example runs is the benchmark's business, never a
+# test's (a deadline fails a correct example on a busy machine, e.g. two test processes on
+# two cores). Every other Hypothesis setting stays its default.
+hypothesis_settings.register_profile("callcharge", deadline=None)
+hypothesis_settings.load_profile("callcharge")
 
 
 def _free_port() -> int:
