@@ -41,7 +41,6 @@ class Topics:
     tenant_config: str = "tenant-config"
     service_state: str = "service-state"
     commands: str = "commands"
-    recharge_results: str = "recharge-results"
     notifications: str = "notifications"
 
     def prefixed(self, prefix: str) -> Topics:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,3 +243,12 @@ class Codec:
             if sv.kind == kind and sv.version == version:
                 return sv
         raise KeyError(f"no schema {kind}.v{version}")
+
+
+def fingerprints_text(schemas_dir: Path) -> str:
+    """`schemas/fingerprints.json`: every schema file's name and the fingerprint its records
+    carry (hex, in the byte order they appear in a message), for readers that do not compute
+    fingerprints themselves (Apache avro computes others: docs/consuming.md)."""
+    codec = Codec(schemas_dir)
+    table = {f"{sv.kind}.v{sv.version}": sv.fingerprint.hex() for sv in codec.by_fingerprint.values()}
+    return json.dumps(dict(sorted(table.items())), indent=2) + "\n"

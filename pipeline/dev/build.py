@@ -15,7 +15,8 @@ the group was compiled from: `processors.native` runs the source (of the core an
 avro_fast alike) instead of a stale build.
 
     python -m pipeline.dev.build           regenerate avro_fast.py, compile both, say which
-    python -m pipeline.dev.build --check   fail if avro_fast.py is not what the schemas make
+    python -m pipeline.dev.build --check   fail if avro_fast.py or schemas/fingerprints.json is
+                                           not what the schemas make
     python -m pipeline.dev.build --pure    remove the compiled extensions (pure Python)
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 
 from pipeline.adapters import avro_compiled
 from pipeline.adapters.avro_compiled import schema_digest, schema_files, source_digest
+from pipeline.adapters.codec import fingerprints_text
 from pipeline.adapters.records import (
     CDR_CLASS,
     CHARGE_CLASSES,
@@ -213,18 +215,23 @@ def main(argv: list[str] | None = None) -> int:
         _mypyc_setup(argv[1:])
         return 0
     ap = argparse.ArgumentParser(prog="python -m pipeline.dev.build", description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="fail if avro_fast.py is stale")
+    ap.add_argument("--check", action="store_true", help="fail if avro_fast.py or schemas/fingerprints.json is stale")
     ap.add_argument("--pure", action="store_true", help="remove the compiled extension")
     args = ap.parse_args(argv)
     source = fast_source(Settings().schemas_dir)
+    prints = Settings().schemas_dir / "fingerprints.json"
+    table = fingerprints_text(Settings().schemas_dir)
     if args.check:
-        if FAST.read_text() != source:
-            print(f"{FAST} is stale: run python -m pipeline.dev.build", file=sys.stderr)
-            return 1
-        return 0
+        stale = [str(path) for path, text in ((FAST, source), (prints, table)) if path.read_text() != text]
+        for path in stale:
+            print(f"{path} is stale: run python -m pipeline.dev.build", file=sys.stderr)
+        return 1 if stale else 0
     if not FAST.exists() or FAST.read_text() != source:
         FAST.write_text(source)
         print(f"wrote {FAST}")
+    if not prints.exists() or prints.read_text() != table:
+        prints.write_text(table)
+        print(f"wrote {prints}")
     if args.pure:
         remove_compiled()
         remove_core()
