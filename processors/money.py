@@ -73,3 +73,34 @@ def format_money(micro: int) -> str:
 def ceil_div(numerator: int, denominator: int) -> int:
     """Integer ceiling division for non-negative numerators."""
     return -(-numerator // denominator)
+
+
+# ISO 4217 minor units of the currencies whose minor unit is not the cent; every other
+# currency is shown to two decimals.
+MINOR_UNITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}
+
+
+_TENS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)  # int ** int is not an int to mypy
+
+
+def minor_unit(currency: str) -> int:
+    return MINOR_UNITS.get(currency.upper(), 2)
+
+
+def round_minor(micro_units: int, currency: str) -> int:
+    """Micro-units rounded to the currency's minor unit, half away from zero (our rule for
+    documents: the exact figure stays in the JSON and the export)."""
+    step = _TENS[6 - minor_unit(currency)]
+    sign = -1 if micro_units < 0 else 1
+    return sign * ((abs(micro_units) + step // 2) // step) * step
+
+
+def format_minor(micro_units: int, currency: str) -> str:
+    """Micro-units as a decimal string at the currency's minor unit: 177555000 USD -> "177.56"."""
+    places = minor_unit(currency)
+    rounded = round_minor(micro_units, currency)
+    sign = "-" if rounded < 0 else ""
+    whole, frac = divmod(abs(rounded), MICRO)
+    if not places:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac // _TENS[6 - places]:0{places}d}"

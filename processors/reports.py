@@ -22,7 +22,7 @@ from .calendar import month_key, posted_month, zone
 from .charging import ZONE_A_POOL, prepare
 from .ledger import ALLOWED_LATENESS
 from .model import BILLABLE, INBOUND, OVERAGE, Event, Tenant
-from .money import format_money, micro
+from .money import format_minor, format_money, micro, minor_unit, round_minor
 
 USAGE_COLUMNS = (
     "UsageId",
@@ -264,6 +264,7 @@ class Statement:
     closing_balance: int = 0
     closing_deficit: int = 0
     removed: dict[str, Any] | None = None  # the tenant was offboarded this month: at, balance, deficit
+    deficit_taken: int = 0  # deficit the month's billable calls took (covered: see deficit_covered)
 
     @property
     def funding(self) -> int:
@@ -300,46 +301,90 @@ class Statement:
             "expired": m(self.expired),
             "closing_balance": m(self.closing_balance),
             "closing_deficit": m(self.closing_deficit),
+            "deficit_taken": m(self.deficit_taken),
+            "deficit_covered": m(self.deficit_covered),
             "adds_up": self.adds_up,
             "removed": None
             if self.removed is None
             else {**self.removed, "balance": m(self.removed["balance"]), "deficit": m(self.removed["deficit"])},
         }
 
+    @property
+    def deficit_covered(self) -> int:
+        return sum(f["deficit_covered"] for f in self.fundings)
+
     def lines(self) -> list[str]:
-        m, cur = format_money, self.currency
+        """The statement as aligned text: one amount column at the currency's minor unit
+        (the exact micro-unit figures are in to_dict() and the export). Where rounding each
+        line to the minor unit would make the column not add up, a rounding line says by
+        how much, so the printed column always adds up; the check itself is exact."""
+        cur = self.currency
+        places = minor_unit(cur)
+
+        def line(label: str, value: int, note: str = "") -> str:
+            return f"  {label:<{LABEL_W}}{format_minor(value, cur):>{AMOUNT_W}}" + (f"  {note}" if note else "")
+
+        def rounding(printed_sum: int, printed_total: int) -> list[str]:
+            diff = printed_total - printed_sum
+            return [line(f"{'+' if diff > 0 else '-'} Rounding to {places} decimals", abs(diff))] if diff else []
+
+        def r(value: int) -> int:
+            return round_minor(value, cur)
+
         out = [
-            f"statement of {self.tenant_id} for {self.month} ({cur})",
-            f"  opening balance          {m(self.opening_balance):>14}   (deficit {m(self.opening_deficit)})",
+            f"Statement of {self.tenant_id} for {self.month}",
+            f"Amounts in {cur} to {places} decimals; exact micro-unit figures: --format json, "
+            "`callcharge export charges`.",
+            "",
+            f"Balance{'':<{LABEL_W - 5}}{cur:>{AMOUNT_W}}",
+            line("Opening balance", self.opening_balance),
         ]
+        printed = r(self.opening_balance)
         for f in self.fundings:
-            out.append(
-                f"  + funding {f['lot_id']:<22} {m(f['amount']):>12}   "
-                f"{'invoice ' + f['invoice_id'] if f['invoice_id'] else 'no invoice (configured lot)'}, "
-                f"{m(f['deficit_covered'])} to the deficit"
-            )
-        for bucket, amount in sorted(self.charges_by_bucket.items()):
-            out.append(f"  - charges {bucket:<22} {m(amount):>12}")
-        for cap, amount in sorted(self.charges_by_capability.items()):
-            out.append(f"      by capability {cap:<14} {m(amount):>12}")
-        out.append(f"  - re-rating adjustments  {m(self.adjustments):>14}")
+            note = f"invoice {f['invoice_id']}" if f["invoice_id"] else "no invoice (configured lot)"
+            out.append(line(f"+ Funding {f['lot_id']} ({f['at'][:10]})", f["amount"], note))
+            printed += r(f["amount"])
+        out.append(line("- Charges, billable calls", self.charges))
+        out.append(line("- Re-rating adjustments", self.adjustments))
+        printed -= r(self.charges) + r(self.adjustments)
         for x in self.expiries:
-            out.append(f"  - expired {x['lot_id']:<22} {m(x['amount']):>12}")
-        out.append(f"  closing balance          {m(self.closing_balance):>14}   (deficit {m(self.closing_deficit)})")
-        if self.overage:
-            out.append(f"  post-paid overage        {m(self.overage):>14}   (invoiced, not from the balance)")
-        total = (
-            f"{m(self.opening_balance)} + {m(self.funding)} - {m(self.charges)} - {m(self.adjustments)} "
-            f"- {m(self.expired)} = {m(self.closing_balance)}"
+            out.append(line(f"- Expired {x['lot_id']} ({x['at'][:10]})", x["amount"]))
+            printed -= r(x["amount"])
+        out += rounding(printed, r(self.closing_balance))
+        out.append(line("Closing balance", self.closing_balance))
+        out.append(
+            "  "
+            + ("Adds up" if self.adds_up else "DOES NOT ADD UP")
+            + ", exactly: opening + funding - charges - adjustments - expired = closing"
         )
-        out.append(f"  {'adds up' if self.adds_up else 'DOES NOT ADD UP'}: {total}")
+        out += [
+            "",
+            "Deficit (calls charged past a zero balance; the next funding covers it first)",
+            line("Opening deficit", self.opening_deficit),
+            line("+ Taken by calls", self.deficit_taken),
+            line("- Covered by fundings", self.deficit_covered),
+        ]
+        out += rounding(
+            r(self.opening_deficit) + r(self.deficit_taken) - r(self.deficit_covered), r(self.closing_deficit)
+        )
+        out.append(line("Closing deficit", self.closing_deficit))
+        if self.charges_by_capability:
+            out += ["", "Charges by capability (all buckets with an amount)"]
+            out += [line(cap, amount) for cap, amount in sorted(self.charges_by_capability.items())]
+        if self.overage:
+            out += ["", line("Post-paid overage", self.overage, "invoiced, not from the balance")]
         if self.removed is not None:
-            r = self.removed
-            out.append(
-                f"  tenant removed at {r['at']} by {r['by'] or '-'}: balance then {m(r['balance'])} "
-                f"(deficit {m(r['deficit'])})"
-            )
+            rm = self.removed
+            out += [
+                "",
+                f"Tenant removed at {rm['at']} by {rm['by'] or '-'}: balance then "
+                f"{format_minor(rm['balance'], cur)} (deficit {format_minor(rm['deficit'], cur)})",
+            ]
         return out
+
+
+LABEL_W = 46  # the statement's label column
+AMOUNT_W = 14  # and its amount column
 
 
 def statement(
@@ -370,6 +415,8 @@ def statement(
             if s["bucket"] == BILLABLE:
                 balance[when] -= s["amount"]
                 deficit[when] += s["deficit"]
+                if when == "in":
+                    st.deficit_taken += s["deficit"]
             if when == "in" and s["amount"]:
                 if s["bucket"] == OVERAGE:
                     st.overage += s["amount"]

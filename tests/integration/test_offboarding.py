@@ -85,5 +85,5 @@ def test_a_removed_tenant_stops_charging_and_keeps_its_ledger(env: Env, smtp: In
     month = month_key(datetime.now(UTC), None)
     text, st = statement_report(ledger, gone, month, "text")
     assert st.adds_up and st.closing_balance == 98_860_000 and st.removed is not None
-    assert "tenant removed at" in text and "ops@example.com" in text
+    assert "Tenant removed at" in text and "ops@example.com" in text
     control.kill()

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st_
 
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.records import charge_to_avro, event_from_avro, event_to_avro
@@ -238,3 +240,55 @@ def test_the_chart_marks_funding_expiry_and_zero() -> None:
     data = reports.chart_data(t, charges, events, "2026-11")
     assert [k for _, k, _ in data.marks] == ["funding", "zero"]
     assert [b for _, b in data.balance] == [100_000, 0, -100_000]
+
+
+@given(
+    st_.lists(st_.integers(0, 10**12), min_size=6, max_size=6),
+    st_.sampled_from(["USD", "EUR", "JPY", "KWD"]),
+    st_.integers(0, 3),
+)
+@example([177_555_000, 60_000_000, 22_204_500, 0, 5_000_000, 140_000], "USD", 1)
+def test_the_statement_text_reads_as_money_and_each_printed_column_adds_up(
+    amounts: list[int], currency: str, fundings: int
+) -> None:
+    """One precision in the amount column (the currency's minor unit), every line aligned,
+    no empty field; the printed balance and deficit columns add up to their printed closing
+    figures (a rounding line says by how much rounding each line moved them)."""
+    import re
+    from decimal import Decimal
+
+    from processors.money import MICRO, minor_unit
+
+    opening, funded, charged, adjusted, expired, taken = amounts
+    s = reports.Statement("t1", "2026-11", currency, opening_balance=opening, opening_deficit=taken // 3)
+    for i in range(fundings):
+        covered = min(taken, funded) if i == 0 else 0
+        s.fundings.append({"lot_id": f"L{i}", "at": "2026-11-0{i+1}T00:00:00Z", "amount": funded, "invoice_id": "",
+                           "deficit_covered": covered})  # fmt: skip
+    s.charges, s.adjustments, s.deficit_taken = charged, adjusted, taken
+    s.expiries = [{"lot_id": "L9", "at": "2026-11-30T00:00:00Z", "amount": expired}]
+    s.closing_balance = opening + s.funding - charged - adjusted - expired
+    s.closing_deficit = s.opening_deficit + taken - s.deficit_covered
+    lines = s.lines()
+    places = minor_unit(currency)
+    amount = r"-?\d+" + (rf"\.\d{{{places}}}" if places else "")
+    rows = [x for x in lines if x.startswith("  ") and re.search(rf"\s{amount}(  .*)?$", x)]
+    assert rows and all(re.match(rf"^  .{{46}}\s*{amount}(  \S.*)?$", x) for x in rows), rows
+    ends = {len(re.match(rf"^(  .{{46}}\s*{amount})", x).group(1)) for x in rows}  # type: ignore[union-attr]
+    assert len(ends) == 1  # one column: every amount ends in the same place
+    assert not any(re.search(r"\b(invoice|by)\s*[,)]|  ,|\(\)", x) for x in lines)  # no empty field
+
+    def value(line: str) -> int:
+        text = re.search(rf"({amount})(  .*)?$", line).group(1)  # type: ignore[union-attr]
+        return int(Decimal(text) * MICRO)
+
+    def column(first: str, last: str) -> tuple[int, int]:
+        start = next(i for i, x in enumerate(lines) if x.startswith(f"  {first}"))
+        end = next(i for i, x in enumerate(lines) if x.startswith(f"  {last}"))
+        total = sum(value(x) * (-1 if x.startswith("  - ") else 1) for x in lines[start:end])
+        return total, value(lines[end])
+
+    printed, closing = column("Opening balance", "Closing balance")
+    assert printed == closing
+    printed, closing = column("Opening deficit", "Closing deficit")
+    assert printed == closing

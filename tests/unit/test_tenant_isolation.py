@@ -359,8 +359,7 @@ def test_the_statement_of_the_removal_month_shows_the_closing_balance() -> None:
     st = statement(tenant, [], [removal], "2026-12")
     assert st.removed == {"at": "2026-12-06T09:00:00Z", "balance": 7_250_000, "deficit": 0, "by": "ops@example.com"}
     assert (
-        st.lines()[-1]
-        == "  tenant removed at 2026-12-06T09:00:00Z by ops@example.com: balance then 7.25 (deficit 0.00)"
+        st.lines()[-1] == "Tenant removed at 2026-12-06T09:00:00Z by ops@example.com: balance then 7.25 (deficit 0.00)"
     )
     assert statement(tenant, [], [removal], "2026-11").removed is None
 
@@ -386,5 +385,5 @@ def test_a_funding_without_invoice_says_so_on_the_statement() -> None:
         (("amount", 10_000_000), ("lot_id", "L1"), ("deficit_covered", 0)),
     )
     lines = statement(tenant, [], [lot], "2026-12").lines()
-    funding = next(line for line in lines if "+ funding L1" in line)
+    funding = next(line for line in lines if "+ Funding L1" in line)
     assert "no invoice (configured lot)" in funding and "invoice ," not in funding
