@@ -158,6 +158,11 @@ class ControlMetrics:
             "callcharge_control_records_total", "Records handled by the control worker", ["topic"], registry=registry
         )
         self.errors = Counter("callcharge_control_errors_total", "Control handler errors", ["topic"], registry=registry)
+        # the charging worker's series of the same name: a record that failed 5 times
+        self.dead_letters = Counter(
+            "callcharge_dead_letters_total", "Records sent to the dead-letter topic", ["reason"], registry=registry
+        )
+        self.dead_letters.labels("unprocessable")
         self.api = Counter("callcharge_api_requests_total", "API requests", ["route", "status"], registry=registry)
         self.api_seconds = Histogram(
             "callcharge_api_request_seconds", "API request time", ["route"], buckets=LATENCY_BUCKETS, registry=registry

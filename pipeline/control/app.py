@@ -139,6 +139,7 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
                 if source is not None and tries >= MAX_TRIES:
                     log.error("control record %s/%s/%s failed %d times (%s): dead-lettered", *source[:3], tries, exc)
                     await loop.run_in_executor(None, emit, [dead_letter_out(source, exc)])
+                    metrics.dead_letters.labels(DeadLetterReason.UNPROCESSABLE.value).inc()
                     return
                 log.exception("control handler for %s failed (try %d of %d)", topic, tries, MAX_TRIES)
             if app.should_stop:  # shutting down: the record is redelivered to whoever runs next
