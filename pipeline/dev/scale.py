@@ -88,7 +88,11 @@ def _keys_memory(settings: Settings, pattern: str) -> tuple[int, int]:
     return n, total
 
 
-def scenario(settings: Settings, name: str, tenants: list[dict[str, Any]], n: int, db: int) -> dict[str, Any]:
+def scenario(
+    settings: Settings, name: str, tenants: list[dict[str, Any]], n: int, db: int, full: bool = True
+) -> dict[str, Any]:
+    """Load `tenants`, charge `n` CDRs with one worker and measure; `full`: also rebuild,
+    the largest tenant's usage report and an idle control worker."""
     tag = uuid.uuid4().hex[:6]
     s = replace(
         _fresh_redis_db(settings, db),
@@ -130,6 +134,21 @@ def scenario(settings: Settings, name: str, tenants: list[dict[str, Any]], n: in
     seen_keys, seen_bytes = _keys_memory(s, "cc:{*}:seen:*")
     left_keys, left_bytes = _keys_memory(s, "cc:{*}:out:*")
     tenant_keys, tenant_bytes = _keys_memory(s, "cc:{*}")
+    charged = {
+        "tenants": len(tenants),
+        "users": users,
+        "largest_tenant_users": max(len(t["users"]) for t in tenants),
+        "cdrs": n,
+        "cdr_per_s": round(cdr_s),
+        "cpu_us_per_cdr": round(cpu_us, 1),
+        "worker_rss_mb": round(max(c["rss_mb"] for c in children), 1),
+        "redis_bytes_per_call_seen_index": round(seen_bytes / n, 1),
+        "redis_used_memory_growth_per_call": round((mem1 - mem0) / n, 1),
+        "redis_outputs_left_after_commit": left_keys,
+        "redis_aof_bytes_per_cdr": round((aof1 - aof0) / n),
+    }
+    if not full:
+        return charged
     largest = max(tenants, key=lambda t: len(t["users"]))["tenant_id"]
     print(f"[{name}] rebuild --check and report usage of {largest} ...", flush=True)
     t0 = time.monotonic()
@@ -142,24 +161,14 @@ def scenario(settings: Settings, name: str, tenants: list[dict[str, Any]], n: in
     usage_s = time.monotonic() - t0
     control = control_idle(s)
     return {
-        "tenants": len(tenants),
-        "users": users,
-        "largest_tenant_users": max(len(t["users"]) for t in tenants),
-        "cdrs": n,
-        "cdr_per_s": round(cdr_s),
-        "cpu_us_per_cdr": round(cpu_us, 1),
-        "worker_rss_mb": round(max(c["rss_mb"] for c in children), 1),
+        **charged,
         "tenants_load_s": round(load_s, 1),
         "config_records_published": summary.records,
         "directory_catch_up_s": round(directory_s, 1),
         "directory_bytes_per_user": round((rss1 - rss0) * 1e6 / max(users, 1)),
-        "redis_bytes_per_call_seen_index": round(seen_bytes / n, 1),
         "redis_seen_index_keys": seen_keys,
-        "redis_outputs_left_after_commit": left_keys,
         "redis_bytes_outputs_left": left_bytes,
-        "redis_used_memory_growth_per_call": round((mem1 - mem0) / n, 1),
         "redis_bytes_per_tenant": round(tenant_bytes / max(tenant_keys, 1)),
-        "redis_aof_bytes_per_cdr": round((aof1 - aof0) / n),
         "rebuild_check_s": round(rebuild_s, 1),
         "rebuild_s_per_million_charges": round(rebuild_s * 1e6 / n, 1),
         "rebuild_matching_tenants": report.matching,
@@ -246,7 +255,10 @@ def run(settings: Settings, n: int, users: int, tenants_n: int, largest: int) ->
         stack.up(settings, fresh=True)
     try:
         small = scenario(settings, "200 tenants", traffic.tenants(200, seed=21, prefix="p200-"), n, 1)
-        large = scenario(settings, f"{tenants_n} tenants", platform(tenants_n, users, largest), n, 2)
+        big_platform = platform(tenants_n, users, largest)
+        large = scenario(settings, f"{tenants_n} tenants", big_platform, n, 2)
+        biggest = max(big_platform, key=lambda t: len(t["users"]))
+        alone = scenario(settings, f"the {largest}-user tenant alone", [biggest], n // 2, 3, full=False)
     finally:
         if own:
             stack.down(settings)
@@ -255,6 +267,7 @@ def run(settings: Settings, n: int, users: int, tenants_n: int, largest: int) ->
         "cores": os.cpu_count(),
         "small": small,
         "large": large,
+        "largest_tenant_alone": alone,
         "cdr_per_s_large_vs_small": round(large["cdr_per_s"] / small["cdr_per_s"], 3),
     }
 
@@ -293,9 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'':<42} {'200 tenants':>14} {str(result['large']['tenants']) + ' tenants':>16}")
+    alone = result["largest_tenant_alone"]
+    big = f"{alone['users']}-user alone"
+    print(f"\n{'':<42} {'200 tenants':>14} {str(result['large']['tenants']) + ' tenants':>16} {big:>20}")
     for key, label in ROWS:
-        print(f"{label:<42} {result['small'][key]:>14} {result['large'][key]:>16}")
+        print(f"{label:<42} {result['small'][key]:>14} {result['large'][key]:>16} {alone.get(key, ''):>20}")
     print(f"CDR/s at {result['large']['tenants']} tenants: {result['cdr_per_s_large_vs_small']:.0%} of 200 tenants")
     print(f"written to {out}")
     return 0
