@@ -1,4 +1,5 @@
-"""The Redis store: tenant state, materialized config and per-call results.
+"""The Redis store: tenant state, materialized config and per-call results (every key of
+callcharge is in the map of `pipeline.adapters.keyspace`).
 
 Keys carry the tenant as a hash tag so every script touches one slot (Redis Cluster safe):
 
@@ -36,6 +37,7 @@ from typing import Any, cast
 
 import redis
 
+from pipeline.adapters import keyspace
 from pipeline.errors import StateUnreadable
 from processors.frozen import frozen
 from processors.ledger import TenantState
@@ -51,19 +53,10 @@ _LOCATOR = struct.Struct(">iq")  # a stored result's first 12 bytes: partition, 
 
 # Set by `callcharge stack up` when Redis holds state that no ledger backs (the embedded
 # broker keeps its topics in memory and came back empty): workers refuse to charge on it.
-SPLIT_KEY = "cc:ledger-split"
-
-
-def tenant_key(tenant_id: str) -> str:
-    return f"cc:{{{tenant_id}}}"
-
-
-def out_key(tenant_id: str, call_id: str) -> str:
-    return f"cc:{{{tenant_id}}}:out:{call_id}"
-
-
-def seen_key(tenant_id: str, epoch: int) -> str:
-    return f"cc:{{{tenant_id}}}:seen:{epoch}"
+SPLIT_KEY = keyspace.LEDGER_SPLIT
+tenant_key = keyspace.tenant
+out_key = keyspace.out
+seen_key = keyspace.seen
 
 
 SEEN_EPOCHS = 5  # the dedup window (and a day) in this many epochs: at most 6 or 7 looked in
@@ -449,7 +442,7 @@ class Store:
     def remember_command(self, tenant_id: str, command_id: str, request: dict[str, Any]) -> dict[str, Any] | None:
         """Record what an API command id asked for, once; returns what it asked for before
         (None the first time). Kept as long as the call records (the dedup window)."""
-        key = f"{tenant_key(tenant_id)}:api-command:{command_id}"
+        key = keyspace.api_command(tenant_id, command_id)
         body = json.dumps(request, sort_keys=True)
         if self.r.set(key, body, nx=True, ex=call_ttl_s(45)):
             return None
@@ -464,7 +457,7 @@ class Store:
     def stored_tenants(self) -> set[str]:
         """Every tenant with a balance state in Redis (a scan: for checks, not the hot path)."""
         out = set()
-        for name in self.scan("cc:{*}"):
+        for name in self.scan(keyspace.TENANT_PATTERN):
             if name.endswith("}") and self.r.hexists(name, "state"):
                 out.add(name[4:-1])
         return out

@@ -32,6 +32,7 @@ import time
 import redis
 from confluent_kafka import KafkaException
 
+from pipeline.adapters import keyspace
 from pipeline.adapters.kafka import producer
 from pipeline.config import Settings
 
@@ -54,7 +55,7 @@ class TransactionLeases:
         self.s = settings
         self.r = client
         self.mine = transactional_id
-        self.key = f"cc:txn-leases:{settings.group_id}"
+        self.key = keyspace.txn_leases(settings.group_id)
         self._claim = self.r.register_script(_CLAIM)
         self._last = 0.0
         # After Redis was unreachable every lease may have run out, the living workers'

@@ -164,6 +164,10 @@ class ChargingWorker:
 
     def run(self, max_idle_s: float | None = None) -> None:
         self.directory.catch_up()
+        # The configuration just read (a million users are millions of objects) lives as
+        # long as the worker: out of the cyclic collector's reach, as tune_runtime does
+        # with what exists at start, so no full collection walks it again.
+        gc.freeze()
         self._subscribe()
         watch = BacklogWatch(self.s, self.topics.cdr, self.metrics.lag, self.metrics.stalled, self.s.backlog_watch_s)
         rejoined = time.monotonic()

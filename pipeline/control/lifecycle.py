@@ -23,11 +23,11 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry
 
+from pipeline.adapters import keyspace
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.metrics import ControlMetrics
 from pipeline.adapters.records import event_from_avro, event_to_avro, tenant_record
-from pipeline.adapters.store import tenant_key
 from pipeline.config import Settings
 from pipeline.control.clock import Clock, utc_now
 from pipeline.control.gateway import PaymentGateway
@@ -42,8 +42,8 @@ from processors.money import format_money, parse_money
 log = logging.getLogger(__name__)
 
 Output = tuple[str, bytes, bytes]  # topic, key, value
-RETRY_ZSET = "cc:recharge-retry"
-EMAIL_RETRY_ZSET = "cc:email-retry"
+RETRY_ZSET = keyspace.RECHARGE_RETRY
+EMAIL_RETRY_ZSET = keyspace.EMAIL_RETRY
 # Balance events kept in the transaction history, with the sign of their amount. Sign 0:
 # no money moved; the history shows amount 0 and what was asked for as `requested`.
 HISTORY_SIGN = {
@@ -228,7 +228,7 @@ class Control:
     # -- auto-recharge -------------------------------------------------------------------
     def pay(self, book: Book, request_id: str, amount: int) -> list[Output]:
         tid = book.tenant.tenant_id
-        key = f"{tenant_key(tid)}:pay:{request_id}"
+        key = keyspace.payment(tid, request_id)
         rec = {_text(k): _text(v) for k, v in self.r.hgetall(key).items()}
         now = self.now()
         if rec.get("status") == "succeeded":
@@ -330,7 +330,7 @@ class Control:
         self.retry_emails()
         for member in self.r.zrangebyscore(RETRY_ZSET, "-inf", now.timestamp()):
             tid, _, request_id = _text(member).partition("|")
-            rec = {_text(k): _text(v) for k, v in self.r.hgetall(f"{tenant_key(tid)}:pay:{request_id}").items()}
+            rec = {_text(k): _text(v) for k, v in self.r.hgetall(keyspace.payment(tid, request_id)).items()}
             try:
                 book = self.book(tid)
                 if book.tenant.removed_at is not None:  # offboarded: no more payments
@@ -404,7 +404,7 @@ class Control:
     def notify(self, book: Book, event: Event) -> list[Output]:
         out: list[Output] = []
         for n in notifications(book.tenant, event):
-            mark = f"{tenant_key(n.tenant_id)}:notified:{n.notification_id}"
+            mark = keyspace.notified(n.tenant_id, n.notification_id)
             if self.r.get(mark) == b"sent":
                 continue
             self.r.set(mark, "pending", ex=400 * 86400, nx=True)
@@ -504,7 +504,7 @@ class Control:
             self._add_history(ev["tenant_id"], doc, ev["at"])
 
     def _add_history(self, tenant_id: str, doc: dict[str, Any], at: datetime) -> None:
-        key = f"{tenant_key(tenant_id)}:history"
+        key = keyspace.history(tenant_id)
         self.r.zadd(key, {json.dumps(doc, sort_keys=True, default=str): at.timestamp()})
         self.r.zremrangebyrank(key, 0, -5001)
 
@@ -515,7 +515,7 @@ class Control:
         return state
 
     def history(self, tenant_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.r.zrevrange(f"{tenant_key(tenant_id)}:history", 0, limit - 1)
+        rows = self.r.zrevrange(keyspace.history(tenant_id), 0, limit - 1)
         return [json.loads(_text(r)) for r in rows]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import wiring
-from pipeline.adapters import reports
+from pipeline.adapters import keyspace, reports
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import create_topics
@@ -131,9 +131,9 @@ def scenario(
     cdr_s, _, cpu_us, children = measured_runs(s, "charge", 1, high)
     mem1, aof1 = _redis_info(s)
     r.config_set("auto-aof-rewrite-percentage", rewrite or "100")
-    seen_keys, seen_bytes = _keys_memory(s, "cc:{*}:seen:*")
-    left_keys, left_bytes = _keys_memory(s, "cc:{*}:out:*")
-    tenant_keys, tenant_bytes = _keys_memory(s, "cc:{*}")
+    seen_keys, seen_bytes = _keys_memory(s, keyspace.SEEN_PATTERN)
+    left_keys, left_bytes = _keys_memory(s, keyspace.OUT_PATTERN)
+    tenant_keys, tenant_bytes = _keys_memory(s, keyspace.TENANT_PATTERN)
     charged = {
         "tenants": len(tenants),
         "users": users,

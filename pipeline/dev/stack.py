@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 
 from pipeline import wiring
+from pipeline.adapters import keyspace
 from pipeline.adapters.store import SPLIT_KEY
 from pipeline.config import Settings
 from pipeline.errors import FatalError
@@ -237,8 +238,8 @@ def _mark_split(settings: Settings, broker_started: bool, fresh: bool, keep: boo
     if keep:
         r.delete(SPLIT_KEY)
         return
-    if broker_started and next(iter(r.scan_iter(match="cc:{*", count=1000)), None) is not None:
-        tenants = sum(1 for _ in r.scan_iter(match="cc:{*}", count=1000))
+    if broker_started and next(iter(r.scan_iter(match=keyspace.TENANT_KEYS_PATTERN, count=1000)), None) is not None:
+        tenants = sum(1 for _ in r.scan_iter(match=keyspace.TENANT_PATTERN, count=1000))
         r.set(
             SPLIT_KEY,
             f"Redis holds state of about {tenants} tenants from before, but the embedded broker started empty "

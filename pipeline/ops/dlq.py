@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import wiring
+from pipeline.adapters import keyspace
 from pipeline.adapters.codec import Codec
 from pipeline.adapters.kafka import producer
 from pipeline.adapters.readback import read_all
@@ -103,7 +104,7 @@ def redrive(settings: Settings, reason: str, dry_run: bool = False) -> tuple[int
 
 def _marks_key(settings: Settings) -> str:
     """Redis hash: source topic/partition/offset of each re-driven letter -> when."""
-    return f"cc:redriven:{settings.topic.dlq}"
+    return keyspace.redriven(settings.topic.dlq)
 
 
 def _redriven(settings: Settings) -> set[str]:
