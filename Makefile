@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo check test test-unit test-clocks test-integration lint format bench bench-scale soak stack-up stack-down clean
+.PHONY: help setup demo check test test-fast test-unit test-clocks test-integration lint format bench bench-scale soak stack-up stack-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ test-clocks: $(STAMP) $(FAST) ## the unit tests at pinned clocks (a month's firs
 	      --ignore tests/unit/test_newcomer.py >$$log 2>&1; \
 	  then echo "unit tests at {} UTC: $$(tail -n 1 $$log)"; \
 	  else cat $$log; echo "unit tests at {} UTC: FAILED"; exit 255; fi'
+
+test-fast: $(STAMP) $(FAST) ## unit and integration tests without the slow scenarios (marked slow: crash loops, 100k runs, fresh venvs), two processes
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 test-integration: $(STAMP) $(FAST) ## integration tests only (real broker and Redis)
 	$(BIN)/python -m pytest -q tests/integration

@@ -126,6 +126,7 @@ def test_every_bad_input_kind_goes_to_the_dead_letter_topic(env: Env) -> None:
     assert sorted(c["call_id"] for c in charges) == sorted(c["call_id"] for c in cdrs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", range(1, 9))
 def test_killed_after_each_commit_step_loses_nothing_and_charges_nothing_twice(env: Env, step: int) -> None:
     tenants, cdrs = scenario(env, 6, 1200, seed=10 + step)
@@ -136,6 +137,7 @@ def test_killed_after_each_commit_step_loses_nothing_and_charges_nothing_twice(e
     assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
 
 
+@pytest.mark.slow
 def test_killed_at_random_moments_during_a_long_run(env: Env) -> None:
     tenants, cdrs = scenario(env, 20, 20000, seed=40)
     env.publish(tenants, cdrs)
@@ -157,6 +159,7 @@ def test_killed_at_random_moments_during_a_long_run(env: Env) -> None:
         assert (st.closing_balance, st.closing_deficit) == (state.balance, state.deficit), tid
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_partitions_and_one_is_killed(env: Env) -> None:
     tenants, cdrs = scenario(env, 20, 12000, seed=50)
     env.publish(tenants, cdrs)
@@ -202,6 +205,7 @@ def test_private_redis_restarted_mid_run(env: Env, base_settings: Settings) -> N
     assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
 
 
+@pytest.mark.slow
 def test_differential_100k_cdrs_across_many_tenants(env: Env) -> None:
     """100 000 generated CDRs through Kafka and Redis equal `callcharge rate`, to the micro-unit."""
     tenants, cdrs = scenario(env, 150, 100_000, seed=70)

@@ -24,6 +24,7 @@ from tests.integration.test_control import ControlProc
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_100k_on_a_redis_cluster_whose_primary_is_killed_mid_run(
     base_settings: Settings, tmp_path: Path, smtp: Inbox
 ) -> None:

@@ -36,6 +36,7 @@ def fresh_venv(where: Path) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_the_documented_decoder_reads_every_topic_with_fastavro_alone(env: Env, smtp: Inbox, tmp_path: Path) -> None:
     tid = f"{env.tag}reader"
     bad = {**calls(tid, 1, 1, start=99)[0], "tenant_id": f"{env.tag}nobody"}  # unknown tenant: a dead letter

@@ -347,6 +347,7 @@ def test_api_refuses_without_token_and_explains_bad_requests(env: Env, smtp: Inb
     control.kill()
 
 
+@pytest.mark.slow
 def test_control_restarted_at_random_moments_pays_and_mails_once(env: Env, smtp: Inbox) -> None:
     tids = [f"{env.tag}r{i}" for i in range(4)]
     tenants = [

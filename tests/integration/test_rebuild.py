@@ -72,6 +72,7 @@ def test_redis_lost_and_rebuilt_from_the_ledger_charges_on_exactly(env: Env) -> 
     ]
 
 
+@pytest.mark.slow
 def test_a_tenant_whose_stored_state_is_corrupt_waits_in_the_dlq_while_the_others_are_charged(env: Env) -> None:
     tenants = traffic.tenants(4, seed=85, prefix=env.tag)
     cdrs = traffic.cdrs(tenants, 1600, seed=86)
