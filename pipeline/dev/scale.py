@@ -21,6 +21,8 @@ import random
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -159,7 +161,7 @@ def scenario(
     month = max({c["month"] for c in ledger.charges})
     rows_out = reports.usage_report(ledger, largest, month, "csv").count("\n") - 1
     usage_s = time.monotonic() - t0
-    control = control_idle(s)
+    control = control_idle(s, len(tenants))
     return {
         **charged,
         "tenants_load_s": round(load_s, 1),
@@ -178,10 +180,11 @@ def scenario(
     }
 
 
-def control_idle(s: Settings, measure_s: float = 30, settle_max_s: float = 900) -> dict[str, Any]:
+def control_idle(s: Settings, tenants: int, measure_s: float = 30, settle_max_s: float = 900) -> dict[str, Any]:
     """An idle control worker with every tenant configured: CPU share of a core and RSS,
-    measured once it has handled the backlog of ledger records it starts with (the
-    charges and events the run left) and nothing has come for 15 s; mails go to a sink."""
+    measured once its directory holds all `tenants` (/health says how many), it has
+    handled the backlog of ledger records it starts with (the charges and events the run
+    left) and nothing has come for 15 s; mails go to a sink."""
     from aiosmtpd.controller import Controller
 
     class Sink:
@@ -202,7 +205,7 @@ def control_idle(s: Settings, measure_s: float = 30, settle_max_s: float = 900) 
         while time.monotonic() - t0 < settle_max_s:
             time.sleep(3)
             handled = _control_handled(http)
-            if handled != last:
+            if handled != last or _control_tenants(http) < tenants:  # still reading
                 last, still_since = handled, time.monotonic()
             elif handled >= 0 and time.monotonic() - still_since >= 15:
                 break
@@ -225,10 +228,20 @@ def control_idle(s: Settings, measure_s: float = 30, settle_max_s: float = 900) 
         smtp.stop()
 
 
+def _control_tenants(port: int) -> int:
+    """How many tenants the control worker's directory holds (its /health), -1 if it does
+    not answer yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            return int(json.loads(resp.read()).get("tenants", -1))
+    except urllib.error.HTTPError as err:  # 503 while Redis or the broker is away: it says too
+        return int(json.loads(err.read()).get("tenants", -1))
+    except (OSError, ValueError):
+        return -1
+
+
 def _control_handled(port: int) -> float:
     """callcharge_control_records_total of the control worker, all topics but the timer."""
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
