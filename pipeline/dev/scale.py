@@ -91,7 +91,13 @@ def _keys_memory(settings: Settings, pattern: str) -> tuple[int, int]:
 
 
 def scenario(
-    settings: Settings, name: str, tenants: list[dict[str, Any]], n: int, db: int, full: bool = True
+    settings: Settings,
+    name: str,
+    tenants: list[dict[str, Any]],
+    n: int,
+    db: int,
+    full: bool = True,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Load `tenants`, charge `n` CDRs with one worker and measure; `full`: also rebuild,
     the largest tenant's usage report and an idle control worker."""
@@ -130,7 +136,9 @@ def scenario(
     r.config_set("auto-aof-rewrite-percentage", 0)  # the AOF's growth is the bytes written
     mem0, aof0 = _redis_info(s)
     print(f"[{name}] charging {n} CDRs, one worker process ...", flush=True)
-    cdr_s, _, cpu_us, children = measured_runs(s, "charge", 1, high)
+    cdr_s, report_text, cpu_us, children = measured_runs(s, "charge", 1, high, profile)
+    if profile:
+        print(report_text)
     mem1, aof1 = _redis_info(s)
     r.config_set("auto-aof-rewrite-percentage", rewrite or "100")
     seen_keys, seen_bytes = _keys_memory(s, keyspace.SEEN_PATTERN)
@@ -269,8 +277,14 @@ def run(settings: Settings, n: int, users: int, tenants_n: int, largest: int) ->
     try:
         small = scenario(settings, "200 tenants", traffic.tenants(200, seed=21, prefix="p200-"), n, 1)
         big_platform = platform(tenants_n, users, largest)
+        if own:  # each platform on a fresh broker: the embedded one slows as it fills
+            stack.down(settings)
+            stack.up(settings, fresh=True)
         large = scenario(settings, f"{tenants_n} tenants", big_platform, n, 2)
         biggest = max(big_platform, key=lambda t: len(t["users"]))
+        if own:
+            stack.down(settings)
+            stack.up(settings, fresh=True)
         alone = scenario(settings, f"the {largest}-user tenant alone", [biggest], n // 2, 3, full=False)
     finally:
         if own:
@@ -314,7 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=1_000_000)
     p.add_argument("--largest", type=int, default=300_000)
     p.add_argument("--out", default="bench/scale.json")
+    p.add_argument("--profile", action="store_true", help="only charge the large platform, with a cProfile printed")
     args = p.parse_args(argv)
+    if args.profile:
+        settings = Settings.from_env()
+        own = not all(v.startswith("running") for v in stack.status(settings).values())
+        if own:
+            stack.up(settings, fresh=True)
+        try:
+            tenants = platform(args.tenants, args.users, args.largest)
+            print(scenario(settings, "profile", tenants, args.cdrs, 2, full=False, profile=True))
+        finally:
+            if own:
+                stack.down(settings)
+        return 0
     result = run(Settings.from_env(), args.cdrs, args.users, args.tenants, args.largest)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
