@@ -16,13 +16,13 @@ import uuid
 from typing import Any, cast
 
 import faust
-import redis
 from aiohttp import web as aiohttp_web
 from confluent_kafka import KafkaException, Producer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.adapters import reports, strict_json
+from pipeline.adapters.health import CHECK_TIMEOUT_S, Readiness
 from pipeline.adapters.records import tenant_to_avro
 from pipeline.config import Settings
 from pipeline.control import api_input, openapi
@@ -133,19 +133,16 @@ def register(app: faust.App, settings: Settings, control: Control, rates: RateCa
                 raise Refused(400, "body must be a JSON object")
             return data
 
+    readiness = Readiness(
+        {"redis": store.r.ping, "broker": lambda: out.list_topics(settings.topic.commands, timeout=CHECK_TIMEOUT_S)}
+    )
+
     @app.page("/health")
     async def health(web: Any, request: Request) -> Response:
         """Readiness: Redis answers a ping (balances come from it) and the broker a metadata
         request (commands go through it), each within 2 s. 503 with what is wrong
         otherwise, so a probe or a load balancer takes the worker out."""
-        loop = asyncio.get_running_loop()
-        checks: dict[str, str] = {}
-        for name, ask in (("redis", store.r.ping), ("broker", lambda: out.list_topics(timeout=2))):
-            try:
-                await loop.run_in_executor(None, ask)
-                checks[name] = "ok"
-            except (redis.RedisError, KafkaException) as exc:
-                checks[name] = f"{type(exc).__name__}: {exc}"[:300]
+        checks = await asyncio.get_running_loop().run_in_executor(None, readiness.answer)
         ok = all(v == "ok" for v in checks.values())
         body = {"status": "ok" if ok else "unavailable", **checks, "tenants": len(directory.books)}
         return web.json(body, status=200 if ok else 503)
