@@ -4,7 +4,6 @@ the servers named by KAFKA_BOOTSTRAP and REDIS_URL when both are set."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from hypothesis import settings as hypothesis_settings
 
 from pipeline.config import Settings
 from pipeline.dev import stack
+from pipeline.dev.mailsink import free_port
 
 # No per-example deadline: how fast an example runs is the benchmark's business, never a
 # test's (a deadline fails a correct example on a busy machine, e.g. two test processes on
@@ -21,10 +21,7 @@ hypothesis_settings.register_profile("callcharge", deadline=None)
 hypothesis_settings.load_profile("callcharge")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_free_port = free_port  # a loopback port free now
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import logging
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pipeline.adapters.readback import read_all
 from pipeline.adapters.reports import chart, check_month, read_ledger, statement_report
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
+from pipeline.dev.mailsink import MailSink, free_port
 from pipeline.ops.publish import ingest, publish_tenants
 from pipeline.ops.rate import rate
 from pipeline.ops.rebuild import rebuild
@@ -222,26 +221,14 @@ class ControlRun:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.token = uuid.uuid4().hex
-        self.port = _free_port()
-        self.emails: list[str] = []
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.smtp: Any = None
+        self.smtp: MailSink | None = None
 
     def __enter__(self) -> ControlRun:
-        smtp_port = _free_port()
+        smtp_port = free_port()
         try:
-            from aiosmtpd.controller import Controller
-
-            sink = self
-
-            class Handler:
-                async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                    sink.emails.extend(envelope.rcpt_tos)
-                    return "250 OK"
-
-            logging.getLogger("mail.log").setLevel(logging.WARNING)
-            self.smtp = Controller(Handler(), hostname="127.0.0.1", port=smtp_port)
-            self.smtp.start()
+            self.smtp = MailSink(smtp_port).start()
         except ImportError:
             print("   (aiosmtpd not installed: emails are retried until an SMTP server answers)")
         s = self.settings
@@ -305,18 +292,13 @@ class ControlRun:
             bal = self.api(f"/v1/tenants/{tid}/balance") or {}
             tx = (self.api(f"/v1/tenants/{tid}/transactions") or {}).get("transactions", [])
             kinds = sorted({t["type"] for t in tx if t["type"] != "charge"})
-            mails = sum(1 for e in self.emails if e.endswith(f"@{name}.example"))
+            sent = self.smtp.recipients if self.smtp is not None else []
+            mails = sum(1 for e in sent if e.endswith(f"@{name}.example"))
             lines.append(
                 f"{name:<13} balance {bal.get('balance', '?'):>7} USD  lots {len(bal.get('lots', []))}  "
                 f"{', '.join(kinds) or 'no funding events'}; {mails} emails to admins"
             )
         return lines
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _summary(charges: list[dict[str, Any]], events: list[dict[str, Any]], tenants: list[dict[str, Any]]) -> None:

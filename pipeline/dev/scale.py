@@ -37,6 +37,7 @@ from pipeline.adapters.records import cdr_to_avro
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.dev.bench import _cpu_s, _fresh_redis_db, _produce, measured_runs
+from pipeline.dev.mailsink import MailSink, free_port
 from pipeline.ops.publish import publish_tenants
 from pipeline.ops.rebuild import rebuild
 from processors.inputs import Rejected, cdr_from_dict
@@ -193,15 +194,8 @@ def control_idle(s: Settings, tenants: int, measure_s: float = 30, settle_max_s:
     measured once its directory holds all `tenants` (/health says how many), it has
     handled the backlog of ledger records it starts with (the charges and events the run
     left) and nothing has come for 15 s; mails go to a sink."""
-    from aiosmtpd.controller import Controller
-
-    class Sink:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            return "250 OK"
-
-    smtp = Controller(Sink(), hostname="127.0.0.1", port=_free_port())
-    smtp.start()
-    http = _free_port()
+    smtp = MailSink().start()
+    http = free_port()
     env = s.to_env(metrics_port=0, log_level="WARNING", http_port=http, smtp_port=smtp.port)
     with open(os.devnull, "wb") as devnull:
         proc = subprocess.Popen(
@@ -260,14 +254,6 @@ def _control_handled(port: int) -> float:
         for line in text.splitlines()
         if line.startswith("callcharge_control_records_total{") and 'topic="timer"' not in line
     )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(settings: Settings, n: int, users: int, tenants_n: int, largest: int) -> dict[str, Any]:

@@ -12,12 +12,9 @@ double payment or double email.
 
 from __future__ import annotations
 
-import email
 import json
-import logging
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +31,7 @@ from pipeline.adapters.readback import read_all
 from pipeline.adapters.records import cdr_to_avro
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
+from pipeline.dev.mailsink import MailSink, free_port
 from pipeline.ops.publish import publish_tenants
 from pipeline.ops.rebuild import rebuild
 from processors.engine import Engine
@@ -42,37 +40,6 @@ from processors.model import Cdr
 from processors.rating import RateCard
 
 METHODS = ["pm_card_ok", "pm_card_ok", "pm_card_timeout", "pm_card_expired", "pm_card_declined"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Mailbox:
-    """A loopback SMTP server counting messages by Message-ID (a notification's id)."""
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.ids: Counter[str] = Counter()
-        box = self
-
-        class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-                # parsed as a mail reader does: a long Message-ID is folded onto a second line
-                message_id = email.message_from_bytes(envelope.content)["Message-ID"]
-                box.ids[" ".join(str(message_id or "(none)").split())] += 1
-                return "250 OK"
-
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
-        self.port = _free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        self.controller.stop()
 
 
 def _hostile(
@@ -109,11 +76,11 @@ def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path 
     rng = random.Random(seed)
     state = Path(tempfile.mkdtemp(prefix="callcharge-soak-"))
     settings = Settings.from_env(
-        {}, state_dir=state, broker_port=_free_port(), redis_port=_free_port(), session_timeout_ms=6000
+        {}, state_dir=state, broker_port=free_port(), redis_port=free_port(), session_timeout_ms=6000
     )
     print(f"soak: fresh embedded stack in {state}")
     stack.up(settings)
-    mailbox = Mailbox()
+    mailbox = MailSink().start()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         create_topics(settings)
@@ -147,7 +114,7 @@ def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path 
         control_env = {
             **env,
             "CALLCHARGE_SMTP_PORT": str(mailbox.port),
-            "CALLCHARGE_HTTP_PORT": str(_free_port()),
+            "CALLCHARGE_HTTP_PORT": str(free_port()),
             "CALLCHARGE_CONTROL_TICK_S": "0.5",
             "CALLCHARGE_RECHARGE_BACKOFF_S": "1",
             "CALLCHARGE_RECHARGE_BACKOFF_CAP_S": "4",
@@ -218,7 +185,7 @@ def _verify(
     tenants: list[dict[str, Any]],
     good: list[dict[str, Any]],
     hostile: list[tuple[str, bytes, str, dict[str, Any] | None]],
-    mailbox: Mailbox,
+    mailbox: MailSink,
     kills: int,
     control_kills: int,
     elapsed: float,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import EXIT_BAD_INPUT, EXIT_CANNOT
-
-
-def nobody() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from pipeline.dev.mailsink import free_port  # nothing listens there
 
 
 def run(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CALLCHARGE_") and k not in ("LOG_FORMAT",)}
-    base |= {"KAFKA_BOOTSTRAP": f"127.0.0.1:{nobody()}", "REDIS_URL": f"redis://127.0.0.1:{nobody()}/0"}
+    base |= {"KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args], env=base | env, capture_output=True, text=True, timeout=60
