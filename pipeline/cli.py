@@ -123,7 +123,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_charge(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import wiring
     from pipeline.adapters.health import serve_worker
-    from pipeline.charging.worker import tune_runtime
+    from pipeline.charging.runtime import tune_runtime
 
     registry = CollectorRegistry()
     worker = wiring.charging_worker(settings, registry)

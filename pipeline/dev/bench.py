@@ -34,7 +34,7 @@ from pipeline.adapters.codec import Codec
 from pipeline.adapters.files import load_rates
 from pipeline.adapters.kafka import consumer, create_topics, producer, take_batch
 from pipeline.adapters.records import cdr_decoder, cdr_to_avro, charge_encoder
-from pipeline.charging.worker import tune_runtime
+from pipeline.charging.runtime import tune_runtime
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.errors import FatalError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from pipeline.charging.worker import GC_BETWEEN_BATCHES, GC_SAFETY_NET, collect_between_batches
+from pipeline.charging.runtime import GC_BETWEEN_BATCHES, GC_SAFETY_NET, collect_between_batches
 
 
 class Node:

@@ -1,0 +1,307 @@
+"""Steps 3 to 5 of a batch: read each tenant's state, fold its calls, apply the result to
+Redis with a compare-and-set (`pipeline.adapters.store`, `lua/apply*.lua`).
+
+A tenant's state this worker wrote last is kept in memory (`StateCache`) and step 3 skips
+reading it: step 5's compare-and-set on the version is what makes that safe. Any other
+write (the control worker's funding, a rebuild) moved the version, so the apply answers
+CONFLICT and the tenant is read and folded again."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from typing import Protocol
+
+from pipeline.adapters.codec import Codec
+from pipeline.adapters.metrics import ChargingMetrics
+from pipeline.adapters.records import charge_encoder, event_to_avro
+from pipeline.adapters.store import CHARGES, EVENTS, Snapshot, StoredCall, call_ttl_s, pack_call
+from pipeline.charging.intake import Directory, Item
+from pipeline.charging.runtime import Faults
+from pipeline.config import Settings
+from processors.admission import Origin, fold_batch
+from processors.charging import Book
+from processors.inputs import DeadLetterReason, Rejected
+from processors.ledger import TenantState
+from processors.rating import RateCard
+
+log = logging.getLogger(__name__)
+
+MAX_CAS_RETRIES = 20
+STATE_CACHE_TENANTS = 50_000  # states kept from this worker's own writes (least recently used go)
+
+Write = tuple[str, int, TenantState, dict[str, bytes]]  # tenant, expected version, state, {call id: result}
+
+
+class StateStore(Protocol):
+    """What the worker asks of the Redis store (`pipeline.adapters.store.Store`)."""
+
+    def snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]: ...
+    def apply(self, writes: list[Write], ttl_s: int) -> list[tuple[int, int]]: ...
+    def forget_outputs(self, keys: list[bytes]) -> None: ...
+    def drop_committed_outputs(self) -> None: ...
+
+
+class Status(IntEnum):
+    """What the apply script answers per tenant (with a value: see each)."""
+
+    WRITTEN = 1  # state and calls recorded; the value is the new version
+    CONFLICT = 0  # another writer moved the version; the value is the current one
+    SEEN = -1  # a call id of the batch is already recorded (a redelivery or a duplicate)
+
+
+class StateCache:
+    """tenant -> (version, state) as this worker last wrote them, least recently used
+    dropped past `limit`. Cleared on every assignment change and every Redis error."""
+
+    def __init__(self, limit: int = STATE_CACHE_TENANTS) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[str, tuple[int, TenantState]] = OrderedDict()
+
+    def __contains__(self, tenant_id: str) -> bool:
+        return tenant_id in self._kept
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, tenant_id: str) -> tuple[int, TenantState]:
+        return self._kept[tenant_id]
+
+    def put(self, tenant_id: str, version: int, state: TenantState) -> None:
+        self._kept[tenant_id] = (version, state)
+        self._kept.move_to_end(tenant_id)
+        if len(self._kept) > self.limit:
+            self._kept.popitem(last=False)
+
+    def drop(self, tenant_id: str) -> bool:
+        return self._kept.pop(tenant_id, None) is not None
+
+    def clear(self) -> None:
+        self._kept.clear()
+
+
+class StateApply:
+    """Steps 3-5 for a batch: every tenant's calls charged against its state, atomically."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        store: StateStore,
+        rates: RateCard,
+        metrics: ChargingMetrics,
+        directory: Directory,
+        faults: Faults,
+    ) -> None:
+        self.codec = codec
+        self.store = store
+        self.rates = rates
+        self.metrics = metrics
+        self.directory = directory
+        self.faults = faults
+        self.window_days = settings.dedup_window_days
+        self._window = timedelta(days=settings.dedup_window_days)
+        self._skew = timedelta(seconds=settings.clock_skew_s)
+        self._ttl = call_ttl_s(settings.dedup_window_days)
+        self._encode_charge = charge_encoder(codec)
+        self.states = StateCache()
+        self._batch = 0
+        self._applier = ThreadPoolExecutor(1, thread_name_prefix="redis-apply")
+
+    def close(self) -> None:
+        self._applier.shutdown()
+
+    def charge(self, items: list[Item], batch: int, while_applying: Callable[[], None] | None = None) -> None:
+        """Charge the batch's CDRs: sets each Item's records (or its reject). A tenant that
+        cannot be read, or whose state keeps moving under us, has its CDRs rejected; every
+        other tenant goes on. `while_applying` runs beside the Redis round trip."""
+        self._batch = batch
+        pending: dict[str, list[Item]] = defaultdict(list)
+        for item in items:
+            if item.cdr is not None:
+                pending[item.cdr.tenant_id].append(item)
+        with_calls: set[str] = set()  # tenants whose batch holds a call id seen before
+        now = datetime.now(UTC)  # charged_at of this batch's charges
+        window = (now - self._window, now + self._skew)  # the start times admitted (oldest, latest)
+        for _attempt in range(MAX_CAS_RETRIES):
+            if not pending:
+                return
+            snaps, wanted = self._read(pending, with_calls)  # step 3
+            writes = self._fold_all(pending, snaps, now, window)  # step 4
+            results = self._apply(writes, while_applying)  # step 5
+            while_applying = None
+            pending = self._settle(pending, writes, results, wanted, with_calls)
+        # A tenant whose state keeps changing under us (another writer, a hand edit) is set
+        # aside: its CDRs wait in the DLQ to be re-driven, every other tenant goes on.
+        for tid, its in pending.items():
+            log.error("tenant %s: state kept changing under us %d times; its CDRs go to the DLQ", tid, MAX_CAS_RETRIES)
+            for item in its:
+                item.reject = Rejected(
+                    DeadLetterReason.STATE_CONFLICT,
+                    f"tenant {tid}: state kept changing during {MAX_CAS_RETRIES} attempts; "
+                    "re-drive once a single writer remains",
+                )
+
+    def _read(
+        self, pending: dict[str, list[Item]], with_calls: set[str]
+    ) -> tuple[dict[str, Snapshot], dict[str, list[str]]]:
+        """Step 3: one Redis round trip for the tenants not kept (and, for a tenant whose
+        batch holds a call id already recorded, the stored result of each of its calls)."""
+        snaps: dict[str, Snapshot] = {}
+        wanted: dict[str, list[str]] = {}
+        for t, its in pending.items():
+            if t in self.states and t not in with_calls:
+                version, state = self.states.get(t)
+                snaps[t] = Snapshot(t, version, state, {})
+            else:
+                wanted[t] = [i.cdr.call_id for i in its if i.cdr] if t in with_calls else []
+        if wanted:
+            snaps.update(self.store.snapshots(wanted))
+        self.faults.after(3, self._batch)
+        return snaps, wanted
+
+    def _fold_all(
+        self,
+        pending: dict[str, list[Item]],
+        snaps: dict[str, Snapshot],
+        now: datetime,
+        window: tuple[datetime, datetime],
+    ) -> list[Write]:
+        """Step 4 for every tenant; a tenant whose state cannot be read leaves `pending`."""
+        writes = []
+        for tid, its in list(pending.items()):
+            snap = snaps[tid]
+            if snap.unreadable is not None:
+                # No balance to charge against: this tenant's CDRs wait in the DLQ for
+                # `callcharge rebuild` and a redrive; every other tenant goes on.
+                log.error("%s", snap.unreadable)
+                for item in its:
+                    item.reject = Rejected(
+                        DeadLetterReason.STATE_UNREADABLE, f"{snap.unreadable}; then re-drive this dead letter"
+                    )
+                del pending[tid]
+                continue
+            book = self.directory.get(tid)
+            assert book is not None
+            state, new_calls = self.fold(book, snap.state, snap.calls, its, now, window)
+            writes.append((tid, snap.version, state, new_calls))
+        self.faults.after(4, self._batch)
+        return writes
+
+    def _apply(self, writes: list[Write], while_applying: Callable[[], None] | None) -> list[tuple[Status, int]]:
+        """Step 5: one round trip (the worker's longest wait), with other work beside it."""
+        if while_applying is None:
+            results = self.store.apply(writes, self._ttl)
+        else:
+            pending_apply = self._applier.submit(self.store.apply, writes, self._ttl)
+            try:
+                while_applying()
+            finally:
+                results = pending_apply.result()
+        return [(Status(status), value) for status, value in results]
+
+    def _settle(
+        self,
+        pending: dict[str, list[Item]],
+        writes: list[Write],
+        results: list[tuple[Status, int]],
+        wanted: dict[str, list[str]],
+        with_calls: set[str],
+    ) -> dict[str, list[Item]]:
+        """Keep what was written; what was not is read and folded again (returned)."""
+        retry = {}
+        for (tid, _, state, _), (status, value) in zip(writes, results, strict=True):
+            if status is Status.WRITTEN:
+                state.pools_dirty.clear()  # its drawn pools are in Redis now
+                self.states.put(tid, value, state)
+                continue
+            if self.states.drop(tid) and tid not in wanted:
+                self.metrics.state_cache_stale.inc()  # another writer moved it: read it again
+            elif status is Status.CONFLICT:
+                self.metrics.cas_conflicts.inc()
+            retry[tid] = pending[tid]
+            if status is Status.SEEN:
+                with_calls.add(tid)
+        self.faults.after(5, self._batch)
+        return retry
+
+    def fold(
+        self,
+        book: Book,
+        stored_state: TenantState | None,
+        stored: dict[str, StoredCall],
+        items: list[Item],
+        now: datetime,
+        window: tuple[datetime, datetime],
+    ) -> tuple[TenantState, dict[str, bytes]]:
+        """Step 4 for one tenant: `processors.admission.fold_batch`, then the encoding.
+
+        A call whose records cannot be encoded (a value past a field's range that the core's
+        bounds did not catch) goes to the DLQ with its reason, and the tenant's batch is
+        folded again without it: one call never stops its tenant, the worker or the others."""
+        while True:
+            try:
+                return self._fold_once(book, stored_state, stored, items, now, window)
+            except _Unencodable as exc:
+                log.error("tenant %s: call %s cannot be encoded: %s", book.tenant.tenant_id, exc.call_id, exc.why)
+                exc.item.reject = Rejected(
+                    DeadLetterReason.MONEY_OUT_OF_RANGE,
+                    f"tenant {book.tenant.tenant_id}: call {exc.call_id}: its records cannot be encoded: {exc.why}",
+                )
+                items = [item for item in items if item is not exc.item]
+
+    def _fold_once(
+        self,
+        book: Book,
+        stored_state: TenantState | None,
+        stored: dict[str, StoredCall],
+        items: list[Item],
+        now: datetime,
+        window: tuple[datetime, datetime],
+    ) -> tuple[TenantState, dict[str, bytes]]:
+        folded = fold_batch(
+            book,
+            stored_state,
+            [(item.cdr, Origin(item.partition, item.offset)) for item in items if item.cdr is not None],
+            {call_id: Origin(s.partition, s.offset) for call_id, s in stored.items()},
+            self.rates,
+            window[0],
+            self.window_days,
+            latest=window[1],
+        )
+        currency = book.tenant.currency
+        encode_charge = self._encode_charge
+        new_calls: dict[str, bytes] = {}
+        for item, outcome in zip(items, folded.outcomes, strict=True):
+            charge = outcome.charge
+            if charge is not None:  # the usual case first
+                partition, offset = item.partition, item.offset
+                try:
+                    records: tuple[tuple[int, bytes], ...] = ((CHARGES, encode_charge(charge, partition, offset, now)),)
+                    if outcome.events:
+                        records += tuple(
+                            (EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency)))
+                            for e in outcome.events
+                        )
+                except (OverflowError, ValueError, TypeError) as exc:
+                    raise _Unencodable(item, charge.call_id, str(exc)) from None
+                item.reject, item.records, item.charge = None, records, charge
+                new_calls[charge.call_id] = pack_call(partition, offset, records)
+                continue
+            item.reject, item.records, item.charge = outcome.reject, (), None
+            if outcome.replay:
+                item.records = stored[outcome.cdr.call_id].records
+                self.metrics.replayed.inc()
+        return folded.state, new_calls
+
+
+class _Unencodable(Exception):
+    """A charged call of a tenant's batch whose records cannot be encoded (`fold`)."""
+
+    def __init__(self, item: Item, call_id: str, why: str) -> None:
+        super().__init__(why)
+        self.item, self.call_id, self.why = item, call_id, why
