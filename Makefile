@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo check test test-fast test-unit test-clocks test-integration lint format bench bench-scale soak stack-up stack-down clean
+.PHONY: help setup demo check test test-fast test-unit test-component test-clocks test-integration lint format bench bench-scale soak stack-up stack-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -45,14 +45,17 @@ test: $(STAMP) $(FAST) ## lint (ruff, mypy), unit and integration tests (integra
 	$(MAKE) --no-print-directory test-clocks
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-check: $(STAMP) $(FAST) ## the fast loop, about 2 minutes: lint (ruff, mypy) and the unit tests (no servers)
+check: $(STAMP) $(FAST) ## the fast loop, under 3 minutes: lint (ruff, mypy), the unit and component tests (no servers)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy processors pipeline
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q -n 2 tests/unit tests/component
 
 test-unit: $(STAMP) $(FAST) ## unit tests only (no servers)
 	$(BIN)/python -m pytest -q tests/unit
+
+test-component: $(STAMP) $(FAST) ## component tests only: the workers in process on in-memory clients (pipeline/dev/testing.py)
+	$(BIN)/python -m pytest -q tests/component
 
 # The wall clocks the unit tier also runs at (UTC), by Debian's faketime (libfaketime under
 # the interpreter: every clock read, ours and the libraries', starts there and runs on):
@@ -66,7 +69,7 @@ test-clocks: $(STAMP) $(FAST) ## the unit tests at pinned clocks (a month's firs
 	@mkdir -p .callcharge/clocks; printf '%s\n' $(CLOCKS) | xargs -P 2 -I{} sh -c '\
 	  log=.callcharge/clocks/{}.log; \
 	  if faketime -f "@$$(echo {} | tr T " ")" $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit \
-	      -o addopts="--strict-markers" \
+	      -o addopts="--strict-markers" tests/component \
 	      --deselect tests/unit/test_compiled_core.py::test_the_unit_suite_passes_on_the_python_source \
 	      --ignore tests/unit/test_newcomer.py >$$log 2>&1; \
 	  then echo "unit tests at {} UTC: $$(tail -n 1 $$log)"; \

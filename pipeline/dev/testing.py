@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipeline.adapters.store import Snapshot, StoredCall, _parse_state
 from pipeline.charging.apply import Status
+from pipeline.errors import StateUnreadable
 from processors.charging import Book, prepare
 from processors.ledger import TenantState
 from processors.model import Tenant
@@ -230,7 +231,10 @@ class MemoryStore:
                     calls[c] = StoredCall(*self.seen[tid][c], ())
             version = int(fields.get(b"ver", b"0"))
             raw = fields.get(b"state")
-            out[tid] = Snapshot(tid, version, _parse_state(tid, raw, fields) if raw else None, calls)
+            try:
+                out[tid] = Snapshot(tid, version, _parse_state(tid, raw, fields) if raw else None, calls)
+            except StateUnreadable as exc:
+                out[tid] = Snapshot(tid, version, None, calls, exc)
         return out
 
     def apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
