@@ -26,7 +26,8 @@ from pipeline.adapters.health import CHECK_TIMEOUT_S, Readiness
 from pipeline.adapters.records import tenant_to_avro
 from pipeline.config import Settings
 from pipeline.control import api_input, openapi
-from pipeline.control.lifecycle import REMOVE, Control
+from pipeline.control.funding import REMOVE
+from pipeline.control.lifecycle import Control
 from pipeline.control.openapi import NUMBER
 from pipeline.control.tokens import Principal, Tokens
 from pipeline.errors import InputError, Refused, StateUnreadable
