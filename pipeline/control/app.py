@@ -38,18 +38,79 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError, KafkaException, OutputsN
 MAX_TRIES = 5  # then a record that keeps failing is dead-lettered, never retried for ever
 
 
-def build_app(settings: Settings, control: Control, rates: RateCard, out: Producer) -> faust.App:
-    """The faust app around `control` (clients built by `pipeline.wiring`)."""
-    codec = control.codec
-    directory = control.directory
-    metrics = control.metrics
-    t = settings.topic
+class Runner:
+    """Runs each handler of the control worker until it succeeds, and produces what it
+    returns. An unreachable Redis or broker is waited out (with back-off; a shutdown cancels
+    the wait). Any other failure is the record's own (invalid, out of range, conflicting):
+    after MAX_TRIES it goes to the dead-letter topic with its reason, and the stream behind
+    it goes on."""
 
+    def __init__(self, app: faust.App, settings: Settings, control: Control, out: Producer) -> None:
+        self.app, self.control, self.out = app, control, out
+        self.metrics = control.metrics
+        self.dlq = settings.topic.dlq
+
+    def emit(self, outputs: list[Output]) -> None:
+        for topic, key, value in outputs:
+            self.out.produce(topic, key=key, value=value)
+        if self.out.flush(30):
+            raise OutputsNotAcknowledged("control outputs not acknowledged by the broker")
+
+    async def run(self, topic: str, fn: Callable[[], list[Output] | None], source: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        tries, pause = 0, 0.5
+        while True:
+            try:
+                outputs = await loop.run_in_executor(None, fn)
+                if outputs:
+                    await loop.run_in_executor(None, self.emit, outputs)
+                self.metrics.handled.labels(topic).inc()
+                return
+            except TRANSIENT as exc:
+                self.metrics.errors.labels(topic).inc()
+                log.warning("control handler for %s waits for Redis/Kafka (%s); retrying in %.1fs", topic, exc, pause)
+            except Exception as exc:
+                self.metrics.errors.labels(topic).inc()
+                tries += 1
+                if source is not None and tries >= MAX_TRIES:
+                    log.error("control record %s/%s/%s failed %d times (%s): dead-lettered", *source[:3], tries, exc)
+                    await loop.run_in_executor(None, self.emit, [self.dead_letter(source, exc)])
+                    self.metrics.dead_letters.labels(DeadLetterReason.UNPROCESSABLE.value).inc()
+                    return
+                log.exception("control handler for %s failed (try %d of %d)", topic, tries, MAX_TRIES)
+            if self.app.should_stop:  # shutting down: the record is redelivered to whoever runs next
+                log.warning("control handler for %s gives up its retries: the worker is stopping", topic)
+                raise asyncio.CancelledError
+            await asyncio.sleep(pause)
+            pause = min(5.0, pause * 2)
+
+    def dead_letter(self, source: tuple[str, int, int, bytes | None, bytes], exc: Exception) -> Output:
+        topic, partition, offset, key, value = source
+        record = dead_letter(
+            topic,
+            partition,
+            offset,
+            key,
+            value,
+            DeadLetterReason.UNPROCESSABLE,
+            f"{type(exc).__name__}: {exc}"[:500],
+            self.control.now(),
+        )
+        return self.dlq, key or b"", self.control.codec.encode("dead_letter", record)
+
+
+def origin(event: Any) -> tuple[str, int, int, bytes | None, bytes]:
+    m = event.message
+    return m.topic, m.partition, m.offset, m.key, event.value
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The faust app with callcharge's broker, web server and logging settings."""
     # faust configures logging itself when its worker starts: JSON lines stay JSON
     json_logs: dict[str, Any] = {}
     if settings.log_format == "json":
         json_logs["logging_config"] = logs.dict_config(settings.log_level)
-    app = faust.App(
+    return faust.App(
         f"callcharge-control{settings.topic_prefix and '-' + settings.topic_prefix.strip('-')}",
         broker=f"kafka://{settings.bootstrap}",
         broker_credentials=kafka.faust_credentials(settings),
@@ -67,65 +128,19 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
         web_application_options={"middlewares": [api.json_errors]},
         **json_logs,
     )
+
+
+def build_app(settings: Settings, control: Control, rates: RateCard, out: Producer) -> faust.App:
+    """The faust app around `control` (clients built by `pipeline.wiring`): an agent per
+    topic, the timer, the directory's catch-up, and the HTTP API."""
+    app = faust_app(settings)
+    runner = Runner(app, settings, control, out)
+    run = runner.run
+    t = settings.topic
     commands = app.topic(t.commands, value_serializer="raw", key_serializer="raw")
     events = app.topic(t.balance_events, value_serializer="raw", key_serializer="raw")
     charges = app.topic(t.charges, value_serializer="raw", key_serializer="raw")
-
-    def emit(outputs: list[Output]) -> None:
-        for topic, key, value in outputs:
-            out.produce(topic, key=key, value=value)
-        if out.flush(30):
-            raise OutputsNotAcknowledged("control outputs not acknowledged by the broker")
-
-    async def run(topic: str, fn: Callable[[], list[Output] | None], source: Any = None) -> None:
-        """Run a handler until it succeeds. An unreachable Redis or broker is waited out
-        (with back-off; a shutdown cancels the wait). Any other failure is the record's own
-        (invalid, out of range, conflicting): after MAX_TRIES it goes to the dead-letter
-        topic with its reason, and the stream behind it goes on."""
-        loop = asyncio.get_running_loop()
-        tries, pause = 0, 0.5
-        while True:
-            try:
-                outputs = await loop.run_in_executor(None, fn)
-                if outputs:
-                    await loop.run_in_executor(None, emit, outputs)
-                metrics.handled.labels(topic).inc()
-                return
-            except TRANSIENT as exc:
-                metrics.errors.labels(topic).inc()
-                log.warning("control handler for %s waits for Redis/Kafka (%s); retrying in %.1fs", topic, exc, pause)
-            except Exception as exc:
-                metrics.errors.labels(topic).inc()
-                tries += 1
-                if source is not None and tries >= MAX_TRIES:
-                    log.error("control record %s/%s/%s failed %d times (%s): dead-lettered", *source[:3], tries, exc)
-                    await loop.run_in_executor(None, emit, [dead_letter_out(source, exc)])
-                    metrics.dead_letters.labels(DeadLetterReason.UNPROCESSABLE.value).inc()
-                    return
-                log.exception("control handler for %s failed (try %d of %d)", topic, tries, MAX_TRIES)
-            if app.should_stop:  # shutting down: the record is redelivered to whoever runs next
-                log.warning("control handler for %s gives up its retries: the worker is stopping", topic)
-                raise asyncio.CancelledError
-            await asyncio.sleep(pause)
-            pause = min(5.0, pause * 2)
-
-    def dead_letter_out(source: tuple[str, int, int, bytes | None, bytes], exc: Exception) -> Output:
-        topic, partition, offset, key, value = source
-        record = dead_letter(
-            topic,
-            partition,
-            offset,
-            key,
-            value,
-            DeadLetterReason.UNPROCESSABLE,
-            f"{type(exc).__name__}: {exc}"[:500],
-            control.now(),
-        )
-        return t.dlq, key or b"", codec.encode("dead_letter", record)
-
-    def origin(event: Any) -> tuple[str, int, int, bytes | None, bytes]:
-        m = event.message
-        return m.topic, m.partition, m.offset, m.key, event.value
+    directory = control.directory
 
     @app.agent(commands)
     async def on_command(stream: Any) -> None:
@@ -150,6 +165,5 @@ def build_app(settings: Settings, control: Control, rates: RateCard, out: Produc
     async def warm() -> None:
         await asyncio.get_running_loop().run_in_executor(None, directory.catch_up)
 
-    # -- HTTP -----------------------------------------------------------------------------
     api.register(app, settings, control, rates, out)
     return app
