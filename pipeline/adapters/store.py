@@ -423,19 +423,6 @@ class Store:
                 f"state written but not on {self.replicas_ack} replica(s) within {WAIT_TIMEOUT_MS} ms"
             )
 
-    def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
-        """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""
-        key = tenant_key(tenant_id)
-        stale = [f for f in cast(list[bytes], self.r.hkeys(key)) if f.startswith(b"p:")]
-        pipe = self.r.pipeline(transaction=True)
-        if stale:
-            pipe.hdel(key, *stale)
-        mapping: dict[str | bytes, str | int] = {"state": state.to_json(pools=False), "ver": version}
-        mapping.update({POOL + k: v for k, v in state.pool_used.items()})
-        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        pipe.execute()
-        state.pools_dirty.clear()
-
     def save_config(self, tenant_id: str, config_json: str, offset: int) -> None:
         self.r.hset(tenant_key(tenant_id), mapping={"config": config_json, "config_ver": offset})
 
@@ -448,6 +435,44 @@ class Store:
             return None
         raw = self.r.get(key)
         return json.loads(raw) if raw else None
+
+    def load_config(self, tenant_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(tenant_key(tenant_id), "config")
+        return json.loads(raw) if raw else None
+
+    @property
+    def admin(self) -> StoreAdmin:
+        """Rebuild's and the checks' operations (scans, overwrites)."""
+        return StoreAdmin(self.r, self.window_days)
+
+    def state(self, tenant_id: str) -> tuple[int, TenantState | None]:
+        """(version, state); raises StateUnreadable rather than pass off a bad state as none."""
+        snap = self.snapshots({tenant_id: []})[tenant_id]
+        if snap.unreadable is not None:
+            raise snap.unreadable
+        return snap.version, snap.state
+
+
+class StoreAdmin:
+    """What `callcharge rebuild` and the checks do to the store besides charging: a state
+    overwritten, the tenants and seen calls found by scanning, the seen index restored."""
+
+    def __init__(self, client: redis.Redis, window_days: int) -> None:
+        self.r = client
+        self.window_days = window_days
+
+    def put_state(self, tenant_id: str, state: TenantState, version: int) -> None:
+        """Overwrite a tenant's state (rebuild, workers stopped) at `version`."""
+        key = tenant_key(tenant_id)
+        stale = [f for f in cast(list[bytes], self.r.hkeys(key)) if f.startswith(b"p:")]
+        pipe = self.r.pipeline(transaction=True)
+        if stale:
+            pipe.hdel(key, *stale)
+        mapping: dict[str | bytes, str | int] = {"state": state.to_json(pools=False), "ver": version}
+        mapping.update({POOL + k: v for k, v in state.pool_used.items()})
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        pipe.execute()
+        state.pools_dirty.clear()
 
     def scan(self, match: str) -> Iterator[str]:
         """Key names matching `match` on every primary (a scan: for checks, not the hot path)."""
@@ -482,14 +507,3 @@ class Store:
             pipe.hsetnx(key, call_digest(call_id), _LOCATOR.pack(partition, offset))
             pipe.expireat(key, seen.expires)
         return sum(1 for i, n in enumerate(pipe.execute()) if i % 2 == 0 and n)
-
-    def load_config(self, tenant_id: str) -> dict[str, Any] | None:
-        raw = self.r.hget(tenant_key(tenant_id), "config")
-        return json.loads(raw) if raw else None
-
-    def state(self, tenant_id: str) -> tuple[int, TenantState | None]:
-        """(version, state); raises StateUnreadable rather than pass off a bad state as none."""
-        snap = self.snapshots({tenant_id: []})[tenant_id]
-        if snap.unreadable is not None:
-            raise snap.unreadable
-        return snap.version, snap.state

@@ -104,11 +104,11 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None, fo
         configured_tenants(settings, codec) if only else tenants
     )
     ledger_tenants = set(charges) | set(events) | set(tenants)
-    in_redis = store.stored_tenants() if only is None else ({only} & store.stored_tenants())
+    in_redis = store.admin.stored_tenants() if only is None else ({only} & store.admin.stored_tenants())
     report.unbacked_tenants = in_redis - ledger_tenants
     for tid in sorted(in_redis):
         charged = {call_digest(rec["call_id"]) for rec, _ in charges.get(tid, ())}
-        seen = store.seen_calls(tid)  # the control worker's operations (partition -1) aside
+        seen = store.admin.seen_calls(tid)  # the control worker's operations (partition -1) aside
         lacking = sum(1 for digest, (partition, _) in seen.items() if partition >= 0 and digest not in charged)
         if lacking:
             report.unbacked_calls[tid] = lacking
@@ -135,7 +135,7 @@ def rebuild(settings: Settings, check: bool = False, only: str | None = None, fo
         else:
             report.differing[tid] = diffs
             if not check:
-                store.put_state(tid, state, snap.version + 1)
+                store.admin.put_state(tid, state, snap.version + 1)
                 report.rebuilt += 1
         if not check:
             _restore_calls(store, tid, charges[tid], ttl, now, report)
@@ -158,6 +158,6 @@ def _restore_calls(
         for rec, _ in charges
         if (rec["charged_at"] + ttl - now).total_seconds() >= 1
     ]
-    restored = store.restore_seen(tid, calls)
+    restored = store.admin.restore_seen(tid, calls)
     report.calls_restored += restored
     report.calls_present += len(calls) - restored

@@ -278,7 +278,7 @@ def test_a_state_another_writer_changed_is_read_again_not_overwritten(env: Env) 
         assert state is not None
         bought = datetime.now(UTC) - timedelta(days=30)  # valid for every call of the traffic
         fund(tenant_from_dict(tenants[0]), state, "outside-lot", 7_000_000, bought, bought)
-        store.put_state(tid, state, version + 1)
+        store.admin.put_state(tid, state, version + 1)
         env.ingest(cdrs[20:])
         charge_until(40)
         assert counted("callcharge_state_cache_stale_total") == 1
