@@ -419,6 +419,55 @@ def _fresh_redis_db(settings: Settings, db: int) -> Settings:
     return s
 
 
+def _encoded(codec: Codec, rows: list[dict[str, Any]], call_prefix: str = "") -> list[tuple[bytes, bytes]]:
+    """(key, Avro value) of each CDR row, its call id prefixed."""
+    values = []
+    for row in rows:
+        cdr = cdr_from_dict({**row, "call_id": call_prefix + row["call_id"]})
+        assert not isinstance(cdr, Rejected), cdr
+        values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
+    return values
+
+
+def _throughput_rounds(
+    s: Settings, high: dict[int, int], counts: list[int], rounds: int, profile: bool
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The passthrough and the charging worker side by side, `rounds` times at each process
+    count: medians per count, and the profile reports."""
+    runs: dict[str, list[float]] = {f"{mode}x{k}": [] for k in counts for mode in ("raw", "charge")}
+    cpu: dict[str, list[float]] = {f"{mode}x{k}": [] for k in counts for mode in ("raw", "charge")}
+    reports = []
+    db = 0
+    for r in range(rounds):
+        for k in counts:
+            print(f"round {r + 1}/{rounds}: raw transactional passthrough, {k} process(es) ...")
+            raw_s, _, raw_cpu = measured(s, "raw", k, high)
+            runs[f"rawx{k}"].append(raw_s)
+            cpu[f"rawx{k}"].append(raw_cpu)
+            print(f"round {r + 1}/{rounds}: charging worker, {k} process(es) ...")
+            db = db % 14 + 1  # 1..14 for charging runs, 15 for the latency run
+            cdr_s, report, charge_cpu = measured(
+                _fresh_redis_db(s, db), "charge", k, high, profile and r == 0 and k == 1
+            )
+            runs[f"chargex{k}"].append(cdr_s)
+            cpu[f"chargex{k}"].append(charge_cpu)
+            reports.append(report)
+    median = {key: statistics.median(v) for key, v in runs.items()}
+    by_processes = {
+        str(k): {
+            "raw_passthrough_cdr_per_s": round(median[f"rawx{k}"]),
+            "charging_worker_cdr_per_s": round(median[f"chargex{k}"]),
+            "ratio": round(median[f"chargex{k}"] / median[f"rawx{k}"], 3),
+            "raw_runs": [round(x) for x in runs[f"rawx{k}"]],
+            "charging_runs": [round(x) for x in runs[f"chargex{k}"]],
+            "charging_cpu_us_per_cdr": round(statistics.median(cpu[f"chargex{k}"]), 1),
+            "passthrough_cpu_us_per_msg": round(statistics.median(cpu[f"rawx{k}"]), 1),
+        }
+        for k in counts
+    }
+    return by_processes, reports
+
+
 def run(
     settings: Settings,
     n: int,
@@ -448,63 +497,25 @@ def run(
         tenants = traffic.tenants(tenants_n, seed=21, prefix=f"b{tag}-")
         publish_tenants(s, tenants)
         rows = traffic.cdrs(tenants, n + int(rate * seconds) + 1, seed=22)  # + the warm-up message
-        values = []
-        for row in rows:
-            cdr = cdr_from_dict(row)
-            assert not isinstance(cdr, Rejected), cdr
-            values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
+        values = _encoded(codec, rows)
         print(f"producing {n} CDRs ({tenants_n} tenants) ...")
         high = _produce(s, s.topic.cdr, values[:n])
         counts = sorted({1, processes})
-        runs: dict[str, list[float]] = {f"{mode}x{k}": [] for k in counts for mode in ("raw", "charge")}
-        cpu: dict[str, list[float]] = {f"{mode}x{k}": [] for k in counts for mode in ("raw", "charge")}
         print(f"latency at {rate} CDR/s for {seconds:.0f}s, on the broker still fresh ...")
         lat = _latency_run(s, tag, "lat", tenants, values[n:], rate, seconds, load_linger_ms)
-        reports = []
-        db = 0
-        for r in range(rounds):
-            for k in counts:
-                print(f"round {r + 1}/{rounds}: raw transactional passthrough, {k} process(es) ...")
-                raw_s, _, raw_cpu = measured(s, "raw", k, high)
-                runs[f"rawx{k}"].append(raw_s)
-                cpu[f"rawx{k}"].append(raw_cpu)
-                print(f"round {r + 1}/{rounds}: charging worker, {k} process(es) ...")
-                db = db % 14 + 1  # 1..14 for charging runs, 15 for the latency run
-                cdr_s, report, charge_cpu = measured(
-                    _fresh_redis_db(s, db), "charge", k, high, profile and r == 0 and k == 1
-                )
-                runs[f"chargex{k}"].append(cdr_s)
-                cpu[f"chargex{k}"].append(charge_cpu)
-                reports.append(report)
-        median = {key: statistics.median(v) for key, v in runs.items()}
-        by_processes = {
-            str(k): {
-                "raw_passthrough_cdr_per_s": round(median[f"rawx{k}"]),
-                "charging_worker_cdr_per_s": round(median[f"chargex{k}"]),
-                "ratio": round(median[f"chargex{k}"] / median[f"rawx{k}"], 3),
-                "raw_runs": [round(x) for x in runs[f"rawx{k}"]],
-                "charging_runs": [round(x) for x in runs[f"chargex{k}"]],
-                "charging_cpu_us_per_cdr": round(statistics.median(cpu[f"chargex{k}"]), 1),
-                "passthrough_cpu_us_per_msg": round(statistics.median(cpu[f"rawx{k}"]), 1),
-            }
-            for k in counts
-        }
+        by_processes, reports = _throughput_rounds(s, high, counts, rounds, profile)
         print("stage ceilings (rating alone, Avro alone) ...")
         ceilings = stage_ceilings(s, tenants, rows[:n], values[:n])
-        half = max(1, round(median["chargex1"] / 2))
+        half = max(1, round(by_processes["1"]["charging_worker_cdr_per_s"] / 2))
         if own_stack:  # latency is measured on a fresh broker: the embedded one slows as it fills
             stack.down(settings)
             stack.up(settings)
             create_topics(s)
             publish_tenants(s, tenants)
         print(f"latency at half the one-process throughput ({half} CDR/s) for {seconds:.0f}s ...")
-        more = []
-        for row in traffic.cdrs(tenants, int(half * seconds) + 1, seed=23):
-            cdr = cdr_from_dict({**row, "call_id": "half-" + row["call_id"]})
-            assert not isinstance(cdr, Rejected), cdr
-            more.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
+        more = _encoded(codec, traffic.cdrs(tenants, int(half * seconds) + 1, seed=23), "half-")
         lat_half = _latency_run(s, tag, "half", tenants, more, half, seconds, load_linger_ms)
-        best = max(counts, key=lambda k: median[f"chargex{k}"] / median[f"rawx{k}"])
+        best = max(counts, key=lambda k: by_processes[str(k)]["ratio"])
         result = {
             "cdrs": n,
             "tenants": tenants_n,

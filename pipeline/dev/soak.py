@@ -72,6 +72,66 @@ def _hostile(
     return out
 
 
+Message = tuple[str, bytes, str, dict[str, Any] | None]  # key, value, kind, the CDR row (good ones)
+
+
+def _publish_traffic(
+    settings: Settings, rng: random.Random, seed: int, n_cdrs: int
+) -> tuple[list[dict[str, Any]], list[Message], list[Message]]:
+    """40 tenants (auto-recharge on, payment methods mixed) and their CDRs with 1 % hostile
+    messages among them, published: (tenants, every message in order, the hostile ones)."""
+    tenants = traffic.tenants(40, seed=seed)
+    for t in tenants:
+        t["payment_method"] = rng.choice(METHODS)
+        if "auto_recharge" in t:
+            t["auto_recharge"]["enabled"] = True
+    publish_tenants(settings, tenants)
+    good = traffic.cdrs(tenants, n_cdrs, seed=seed + 1)
+    codec = Codec(settings.schemas_dir)
+    hostile = _hostile(rng, codec, good, n_cdrs // 100)
+    messages: list[Message] = [
+        (c["tenant_id"], codec.encode("cdr", cdr_to_avro(cdr_from_dict(c))), "good", c)  # type: ignore[arg-type]
+        for c in good
+    ]
+    for h in hostile:
+        messages.insert(rng.randrange(len(messages) + 1), h)
+    p = producer(settings)
+    for key, value, _, _ in messages:
+        while True:
+            try:
+                p.produce(settings.topic.cdr, key=key.encode(), value=value)
+                break
+            except BufferError:
+                p.poll(0.5)
+    assert p.flush(120) == 0
+    print(f"soak: produced {len(good)} CDRs and {len(hostile)} hostile messages")
+    return tenants, messages, hostile
+
+
+class _Fleet:
+    """The worker processes of the soak, each logging to a file of its own."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, args: list[str], environ: dict[str, str]) -> None:
+        with open(self.logs / f"{name}-{time.monotonic_ns()}.log", "wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", *args], env=environ, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def signal(self, name: str, sig: int, timeout: float | None = None) -> None:
+        self.procs[name].send_signal(sig)
+        self.procs[name].wait(timeout)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path = Path("bench/soak.json")) -> int:
     rng = random.Random(seed)
     state = Path(tempfile.mkdtemp(prefix="callcharge-soak-"))
@@ -81,35 +141,11 @@ def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path 
     print(f"soak: fresh embedded stack in {state}")
     stack.up(settings)
     mailbox = MailSink().start()
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    (state / "logs").mkdir()
+    fleet = _Fleet(state / "logs")
     try:
         create_topics(settings)
-        tenants = traffic.tenants(40, seed=seed)
-        for t in tenants:
-            t["payment_method"] = rng.choice(METHODS)
-            if "auto_recharge" in t:
-                t["auto_recharge"]["enabled"] = True
-        publish_tenants(settings, tenants)
-        good = traffic.cdrs(tenants, n_cdrs, seed=seed + 1)
-        codec = Codec(settings.schemas_dir)
-        hostile = _hostile(rng, codec, good, n_cdrs // 100)
-        messages: list[tuple[str, bytes, str, dict[str, Any] | None]] = [
-            (c["tenant_id"], codec.encode("cdr", cdr_to_avro(cdr_from_dict(c))), "good", c)  # type: ignore[arg-type]
-            for c in good
-        ]
-        for h in hostile:
-            messages.insert(rng.randrange(len(messages) + 1), h)
-        p = producer(settings)
-        for key, value, _, _ in messages:
-            while True:
-                try:
-                    p.produce(settings.topic.cdr, key=key.encode(), value=value)
-                    break
-                except BufferError:
-                    p.poll(0.5)
-        assert p.flush(120) == 0
-        print(f"soak: produced {len(good)} CDRs and {len(hostile)} hostile messages")
-
+        tenants, messages, hostile = _publish_traffic(settings, rng, seed, n_cdrs)
         env = settings.to_env(log_level="WARNING", metrics_port=0)
         control_env = {
             **env,
@@ -119,18 +155,9 @@ def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path 
             "CALLCHARGE_RECHARGE_BACKOFF_S": "1",
             "CALLCHARGE_RECHARGE_BACKOFF_CAP_S": "4",
         }
-        logs = state / "logs"
-        logs.mkdir()
-
-        def start(name: str, args: list[str], environ: dict[str, str]) -> None:
-            with open(logs / f"{name}-{time.monotonic_ns()}.log", "wb") as log:
-                procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "pipeline.cli", *args], env=environ, stdout=log, stderr=subprocess.STDOUT
-                )
-
-        start("control", ["control"], control_env)
+        fleet.start("control", ["control"], control_env)
         for w in ("w1", "w2"):
-            start(w, ["charge"], env)
+            fleet.start(w, ["charge"], env)
         t0 = time.monotonic()
         done_kills = control_kills = 0
         redis_restarted = False
@@ -140,42 +167,35 @@ def run(n_cdrs: int = 200_000, kills: int = 20, seed: int = 20261127, out: Path 
             # is ever assigned again); Apache Kafka does not need this spacing.
             time.sleep(rng.uniform(3.0, 7.0))
             victim = rng.choice(["w1", "w2"])
-            procs[victim].send_signal(signal.SIGKILL)
-            procs[victim].wait()
+            fleet.signal(victim, signal.SIGKILL)
             done_kills += 1
-            start(victim, ["charge"], env)
+            fleet.start(victim, ["charge"], env)
             if done_kills == kills // 2 and not redis_restarted:
                 stack.down(settings, only="redis")
                 time.sleep(1)
                 stack.up(settings, only="redis")
                 redis_restarted = True
             if done_kills % 7 == 3:  # recharges are requested all along: kill the control worker among them
-                procs["control"].send_signal(signal.SIGKILL)
-                procs["control"].wait()
+                fleet.signal("control", signal.SIGKILL)
                 control_kills += 1
-                start("control", ["control"], control_env)
+                fleet.start("control", ["control"], control_env)
         print(f"soak: {done_kills} SIGKILLs, Redis restarted, {control_kills} control kills; draining")
         for w in ("w1", "w2"):
-            procs[w].send_signal(signal.SIGTERM)
-            procs[w].wait(60)
-        start("w1", ["charge", "--exit-when-idle", "10"], env)
+            fleet.signal(w, signal.SIGTERM, 60)
+        fleet.start("w1", ["charge", "--exit-when-idle", "10"], env)
         try:
-            procs["w1"].wait(1200)
+            fleet.procs["w1"].wait(1200)
         except subprocess.TimeoutExpired:
             print("soak: the last worker did not drain the topic within 20 minutes (stalled)")
         time.sleep(15)  # let the control worker finish recharges and emails
-        procs["control"].send_signal(signal.SIGTERM)
-        procs["control"].wait(60)
+        fleet.signal("control", signal.SIGTERM, 60)
         elapsed = time.monotonic() - t0
         # what the stream carries, in its order: a call published twice is charged where it
         # first comes (the copy may come first), and pools are drawn in that order
         in_order = [cdr for _, _, _, cdr in messages if cdr is not None]
         return _verify(settings, tenants, in_order, hostile, mailbox, done_kills, control_kills, elapsed, out)
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        fleet.close()
         mailbox.stop()
         stack.down(settings)
 
