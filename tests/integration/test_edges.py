@@ -45,6 +45,65 @@ def cdr(tid: str, cid: str, start: datetime, minutes: int, to: str, **extra: Any
 
 def test_edges_stream_exactly_as_offline_rating_says(env: Env) -> None:
     t = env.tag
+    tenants, lines, graph_rows = edge_inputs(t)
+    work = env.work
+    (work / "tenants.json").write_text(json.dumps(tenants))
+    (work / "cdrs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    page = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#...pstnCallLogRow)", "value": graph_rows}
+    (work / "graph.json").write_text(json.dumps(page))
+
+    publish_tenants(env.settings, tenants)
+    plain = env.cli("ingest", str(work / "cdrs.jsonl"))
+    assert plain.returncode == 0, plain.stderr
+    refused = env.cli("ingest", str(work / "graph.json"))  # no tenant anywhere: every row refused, said why
+    assert refused.returncode == 3 and "missing field tenantId" in refused.stderr, refused
+    typo = env.cli("ingest", str(work / "graph.json"), "--tenant", f"{t}graph")  # no prefix matching
+    assert typo.returncode == 2 and "unrecognized arguments" in typo.stderr
+    raw = env.cli("ingest", str(work / "graph.json"), "--tenant-id", f"{t}graph")
+    assert raw.returncode == 0 and "produced 2 CDRs" in raw.stdout, raw
+    assert wait_exit(env.worker()) == 0
+
+    offline = env.cli(
+        "rate",
+        "--tenants",
+        str(work / "tenants.json"),
+        "--cdrs",
+        str(work / "cdrs.jsonl"),
+        str(work / "graph.json"),
+        "--tenant-id",
+        f"{t}graph",
+        "--rates",
+        str(env.settings.rates_file),
+    )
+    assert offline.returncode == 0, offline.stderr
+    rows = [json.loads(x) for x in offline.stdout.splitlines()]
+    want = {
+        r["call_id"]: (r["classification"], parse_money(r["amount"]), parse_money(r["balance_after"]), r["flags"])
+        for r in rows
+        if "classification" in r
+    }
+    want_events = {(r["event_id"], r["type"]) for r in rows if "type" in r}
+
+    charges = env.charges(min_count=len(want))
+    got = {c["call_id"]: (c["classification"], c["amount"], c["balance_after"], c["flags"]) for c in charges}
+    assert got == want
+    got_events = {(e["event_id"], e["type"]) for e in env.read(env.settings.topic.balance_events)}
+    assert got_events == want_events
+
+    # what each class must show, beyond streaming == offline
+    assert "late_after_expiry" in got["late-2"][3] and got["late-1"][3] == []
+    # event ids are scoped by tenant: "<tenant>:<cause>:<type>"
+    expired = [e[0].split(":", 1)[1] for e in got_events if e[1] == "credits_expired"]
+    assert expired == ["expire:old:credits_expired"]
+    zero = [e[0].split(":", 1)[1] for e in got_events if e[1] == "balance_zero"]
+    assert zero == ["never-1:balance_zero"]  # once, on the first billable charge
+    assert got["bot-in"][:2] == ("billable", parse_money("0.104"))  # 4 min toll-free from a US fixed line x 0.026
+    assert got["graph-aa"][0] == "billable" and got["graph-aa"][3] == []
+    assert got["graph-out"][0] == "billable"
+
+
+def edge_inputs(t: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The edge scenario's tenants, CDR lines and Graph rows (tenant ids prefixed by `t`)."""
     expired_at = NOW - timedelta(days=5)  # 5 days ago: past the 72 h lateness once a call ends now
     tenants = [
         {
@@ -129,57 +188,4 @@ def test_edges_stream_exactly_as_offline_rating_says(env: Env) -> None:
             "usageCountryCode": "US",
         },
     ]
-    work = env.work
-    (work / "tenants.json").write_text(json.dumps(tenants))
-    (work / "cdrs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    page = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#...pstnCallLogRow)", "value": graph_rows}
-    (work / "graph.json").write_text(json.dumps(page))
-
-    publish_tenants(env.settings, tenants)
-    plain = env.cli("ingest", str(work / "cdrs.jsonl"))
-    assert plain.returncode == 0, plain.stderr
-    refused = env.cli("ingest", str(work / "graph.json"))  # no tenant anywhere: every row refused, said why
-    assert refused.returncode == 3 and "missing field tenantId" in refused.stderr, refused
-    typo = env.cli("ingest", str(work / "graph.json"), "--tenant", f"{t}graph")  # no prefix matching
-    assert typo.returncode == 2 and "unrecognized arguments" in typo.stderr
-    raw = env.cli("ingest", str(work / "graph.json"), "--tenant-id", f"{t}graph")
-    assert raw.returncode == 0 and "produced 2 CDRs" in raw.stdout, raw
-    assert wait_exit(env.worker()) == 0
-
-    offline = env.cli(
-        "rate",
-        "--tenants",
-        str(work / "tenants.json"),
-        "--cdrs",
-        str(work / "cdrs.jsonl"),
-        str(work / "graph.json"),
-        "--tenant-id",
-        f"{t}graph",
-        "--rates",
-        str(env.settings.rates_file),
-    )
-    assert offline.returncode == 0, offline.stderr
-    rows = [json.loads(x) for x in offline.stdout.splitlines()]
-    want = {
-        r["call_id"]: (r["classification"], parse_money(r["amount"]), parse_money(r["balance_after"]), r["flags"])
-        for r in rows
-        if "classification" in r
-    }
-    want_events = {(r["event_id"], r["type"]) for r in rows if "type" in r}
-
-    charges = env.charges(min_count=len(want))
-    got = {c["call_id"]: (c["classification"], c["amount"], c["balance_after"], c["flags"]) for c in charges}
-    assert got == want
-    got_events = {(e["event_id"], e["type"]) for e in env.read(env.settings.topic.balance_events)}
-    assert got_events == want_events
-
-    # what each class must show, beyond streaming == offline
-    assert "late_after_expiry" in got["late-2"][3] and got["late-1"][3] == []
-    # event ids are scoped by tenant: "<tenant>:<cause>:<type>"
-    expired = [e[0].split(":", 1)[1] for e in got_events if e[1] == "credits_expired"]
-    assert expired == ["expire:old:credits_expired"]
-    zero = [e[0].split(":", 1)[1] for e in got_events if e[1] == "balance_zero"]
-    assert zero == ["never-1:balance_zero"]  # once, on the first billable charge
-    assert got["bot-in"][:2] == ("billable", parse_money("0.104"))  # 4 min toll-free from a US fixed line x 0.026
-    assert got["graph-aa"][0] == "billable" and got["graph-aa"][3] == []
-    assert got["graph-out"][0] == "billable"
+    return tenants, lines, graph_rows

@@ -113,38 +113,8 @@ def test_streaming_charges_what_offline_rate_charges_for_guids_in_any_case_and_d
             }
         )
     (tmp_path / "cdrs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    rows = []
-    for i, call_type in enumerate(["ByotIn", "ByotOut", "ByotOutUserForwarding", "ByotInOverflow"]):
-        s = t0 + timedelta(minutes=5 * i, seconds=30)
-        rows.append(
-            {
-                "id": f"9e8bba57-dc14-533a-a7dd-f0da6575ee{i:02d}",
-                "correlationId": "b0e5a1a9-1c55-4b4f-9d55-1b9d52c8b3f1",
-                "userId": USERS[i % 2].lower(),
-                "userPrincipalName": "richard.malk@contoso.com",
-                "userDisplayName": "Richard Malk",
-                "startDateTime": s.isoformat().replace("+00:00", "Z"),
-                "inviteDateTime": s.isoformat().replace("+00:00", "Z"),
-                "failureDateTime": None,
-                "endDateTime": (s + timedelta(seconds=43)).isoformat().replace("+00:00", "Z"),
-                "duration": 43,
-                "callType": call_type,
-                "successfulCall": True,
-                "callerNumber": "+12345678***",
-                "calleeNumber": "+01234567***",
-                "mediaPathLocation": "USWE",
-                "signalingLocation": "EUNO",
-                "finalSipCode": 0,
-                "callEndSubReason": 540000,
-                "finalSipCodePhrase": "BYE",
-                "trunkFullyQualifiedDomainName": "tll-audiocodes01.adatum.biz",
-                "mediaBypassEnabled": False,
-            }
-        )
-    graph = {
-        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.callRecords.directRoutingLogRow)",
-        "value": rows,
-    }
+    graph = direct_routing_response(t0)
+    rows = graph["value"]
     (tmp_path / "dr.json").write_text(json.dumps(graph))
 
     loaded = env.cli("tenants", "load", str(tmp_path / "tenants.json"))
@@ -180,3 +150,40 @@ def test_streaming_charges_what_offline_rate_charges_for_guids_in_any_case_and_d
     kinds = Counter(c["classification"] for c in streamed.values())
     assert kinds["not_charged"] >= len(rows) and kinds["included"] > 0 and kinds["billable"] > 0, kinds
     assert not env.read(env.settings.topic.dlq)  # nothing unknown, nothing refused
+
+
+def direct_routing_response(t0: datetime) -> dict[str, Any]:
+    """A getDirectRoutingCalls response in Graph's documented shape: four Byot* call types,
+    masked numbers, user ids in lower case."""
+    rows = []
+    for i, call_type in enumerate(["ByotIn", "ByotOut", "ByotOutUserForwarding", "ByotInOverflow"]):
+        s = t0 + timedelta(minutes=5 * i, seconds=30)
+        rows.append(
+            {
+                "id": f"9e8bba57-dc14-533a-a7dd-f0da6575ee{i:02d}",
+                "correlationId": "b0e5a1a9-1c55-4b4f-9d55-1b9d52c8b3f1",
+                "userId": USERS[i % 2].lower(),
+                "userPrincipalName": "richard.malk@contoso.com",
+                "userDisplayName": "Richard Malk",
+                "startDateTime": s.isoformat().replace("+00:00", "Z"),
+                "inviteDateTime": s.isoformat().replace("+00:00", "Z"),
+                "failureDateTime": None,
+                "endDateTime": (s + timedelta(seconds=43)).isoformat().replace("+00:00", "Z"),
+                "duration": 43,
+                "callType": call_type,
+                "successfulCall": True,
+                "callerNumber": "+12345678***",
+                "calleeNumber": "+01234567***",
+                "mediaPathLocation": "USWE",
+                "signalingLocation": "EUNO",
+                "finalSipCode": 0,
+                "callEndSubReason": 540000,
+                "finalSipCodePhrase": "BYE",
+                "trunkFullyQualifiedDomainName": "tll-audiocodes01.adatum.biz",
+                "mediaBypassEnabled": False,
+            }
+        )
+    return {
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.callRecords.directRoutingLogRow)",
+        "value": rows,
+    }
