@@ -10,8 +10,8 @@ COPY processors processors
 COPY schemas schemas
 # The hot path compiled with mypyc, as `make setup` does on a development machine: the
 # pure charging core (processors/, processors/native.py) and, in the same group, the
-# generated Avro module (pipeline/adapters/avro_fast.py). The compiler stays in this stage; the extensions
-# ship in the wheel beside their modules (package data), and the runtime stage is the same
+# generated Avro module (pipeline/adapters/avro/fast.py). The compiler stays in this stage; the extensions
+# ship in the wheel in their packages' _build/DIGEST directories (package data), and the runtime stage is the same
 # Python, so it loads them. The build fails here rather than ship an image that runs slow.
 COPY deploy/requirements.lock /tmp/requirements.lock
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \

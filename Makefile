@@ -27,11 +27,12 @@ $(STAMP): pyproject.toml
 
 # The hot path compiled with mypyc where a C compiler exists (pure Python otherwise; it says
 # which): the charging core (processors/) and, in the same mypyc group, the generated Avro
-# module (pipeline/adapters/avro_fast.py). Rebuilt when a source changes.
-FAST    := pipeline/adapters/.avro_fast.built
-$(FAST): $(STAMP) pipeline/adapters/avro_fast.py pipeline/adapters/avro_prims.py $(wildcard processors/*.py)
+# module (pipeline/adapters/avro/fast.py), into build directories named by the sources'
+# digest (processors/native.py). Rebuilt when a source changes.
+FAST    := build/.core.built
+$(FAST): $(STAMP) pipeline/adapters/avro/fast.py pipeline/adapters/avro/prims.py $(wildcard processors/*.py)
 	$(BIN)/python -m pipeline.dev.build
-	@touch $@
+	@mkdir -p build && touch $@
 
 setup: $(STAMP) $(FAST) ## create .venv, install callcharge with test extras, compile the hot path (Avro and the charging core: mypyc, or pure Python without a C compiler); redis-server and promtool if missing (root)
 
@@ -107,4 +108,4 @@ stack-down: $(STAMP) ## stop exactly the processes stack-up started
 	$(BIN)/callcharge stack down
 
 clean: ## remove the venv and local state
-	rm -rf $(VENV) $(FAST) pipeline/adapters/avro_fast*.so processors/*.so processors/.native.sha256 build .callcharge .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) processors/_build pipeline/adapters/avro/_build build .callcharge .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -7,7 +7,8 @@ Rooms by role, imports pointing one way (tests/unit/test_layering.py):
     ops/           operator commands
     wiring         the one place clients are built
     charging/      the charging worker      control/   the control worker
-    adapters/      Kafka, Redis, Avro, files, metrics, tenant directory
+    reports/       the ledger read back; finance's reports and the chart
+    adapters/      Kafka, Redis, Avro (avro/), files, metrics, tenant directory
     config, errors
     processors/    the pure core
 """

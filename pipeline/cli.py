@@ -218,11 +218,11 @@ def _write(text: str, out: str | None) -> None:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters import reports
+    from pipeline.reports import finance
 
     try:
-        ledger = reports.read_ledger(settings, args.tenant)
-        month = reports.check_month(args.month, ledger.tenants[args.tenant], datetime.now(UTC))
+        ledger = finance.read_ledger(settings, args.tenant)
+        month = finance.check_month(args.month, ledger.tenants[args.tenant], datetime.now(UTC))
     except InputError as exc:
         print(f"callcharge report: {exc}", file=sys.stderr)
         return 2
@@ -232,15 +232,15 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             print("callcharge report chart: --out F.png is required", file=sys.stderr)
             return 2
         with _output(args.out) as path:
-            written = reports.chart(ledger, args.tenant, month, path)
+            written = finance.chart(ledger, args.tenant, month, path)
         print(f"chart of {args.tenant} for {month} written to {written}")
         return 0
     if args.kind == "usage":
-        _write(reports.usage_report(ledger, args.tenant, month, fmt), args.out)
+        _write(finance.usage_report(ledger, args.tenant, month, fmt), args.out)
     elif args.kind == "pools":
-        _write(reports.pools_report(ledger, args.tenant, month, fmt), args.out)
+        _write(finance.pools_report(ledger, args.tenant, month, fmt), args.out)
     else:
-        text, st = reports.statement_report(ledger, args.tenant, month, fmt)
+        text, st = finance.statement_report(ledger, args.tenant, month, fmt)
         _write(text, args.out)
         if not st.adds_up:
             print("callcharge report: the statement does not add up: the ledger is incomplete", file=sys.stderr)
@@ -249,23 +249,23 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters import reports
+    from pipeline.reports import finance
 
     try:
-        start, end = reports.parse_day(args.start, "--from"), reports.parse_day(args.end, "--to")
+        start, end = finance.parse_day(args.start, "--from"), finance.parse_day(args.end, "--to")
         if end < start:
             raise InputError("--to is before --from")
-        ledger = reports.read_ledger(settings, args.tenant)
+        ledger = finance.read_ledger(settings, args.tenant)
     except InputError as exc:
         print(f"callcharge export: {exc}", file=sys.stderr)
         return 2
-    _write(reports.export_charges(ledger, start, end, args.format), args.out)
+    _write(finance.export_charges(ledger, start, end, args.format), args.out)
     return 0
 
 
 def cmd_rerate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.adapters.reports import parse_day
     from pipeline.ops.rerate import rerate_calls
+    from pipeline.reports.finance import parse_day
 
     try:
         since = parse_day(args.since, "--since") if args.since else None

@@ -14,7 +14,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.files import load_rates
 from pipeline.adapters.health import CHECK_TIMEOUT_S, Readiness

@@ -5,4 +5,6 @@ Time always comes in as an argument; state is folded, never read from the outsid
 
 from . import native
 
-native.check()  # before any module of the core loads: the compiled build only if it is of these sources
+# before any module of the core loads: the compiled build goes on the path only if it is
+# of these sources (processors/native.py)
+native.choose(__path__)

@@ -170,7 +170,7 @@ def cdr_from_dict(d: Mapping[str, Any], duration_tolerance_s: int = DURATION_TOL
 def cdr_from_record(r: dict[str, Any], duration_tolerance_s: int = DURATION_TOLERANCE_S) -> Cdr | Rejected:
     """A CDR from a decoded record of the cdr schema (the JSON form's field names, values
     already typed: datetimes and ints), checked as every input form is. The charging
-    worker's per-CDR path (pipeline.adapters.records.cdr_from_avro)."""
+    worker's per-CDR path (pipeline.adapters.avro.records.cdr_from_avro)."""
     try:
         # positional, in Cdr's field order (about half the cost of keywords on the hot path;
         # tests/unit/test_avro_compiled.py round-trips every traffic shape)

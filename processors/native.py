@@ -1,36 +1,33 @@
 """Which build of the pure core runs: mypyc-compiled, or the Python source beside it.
 
-`make setup` (`python -m pipeline.dev.build`) compiles the modules in COMPILED with mypyc
-where a C compiler exists: one extension per module plus their shared library
-(`processors/_native__mypyc*.so`), and `processors/.native.sha256`, the digest of the
-sources it compiled. Python prefers an extension to the source beside it, so an extension
-left behind by an edit would run yesterday's rules: `processors/__init__.py` calls
-`check()` before any module of the core loads, and when the sources differ from what was
-compiled, the core runs from source (with a warning) until the next `make setup`.
-`use_source()` asks for the source on purpose (the test that compares the two builds).
-This module and `errors.py`, `frozen.py` and `__init__.py` are never compiled.
+`make setup` (`python -m pipeline.dev.build`) compiles the group, the modules in COMPILED
+and the COMPANIONS, with mypyc where a C compiler exists, into directories named by the
+digest of the sources it compiled: `processors/_build/DIGEST/` (one extension per module
+and the group's shared library, `_native__mypyc*.so`) and, for each companion, `_build/
+DIGEST/` in the companion's own package.
 
-COMPANIONS are modules outside the core compiled into the same group: the generated Avro
-code (`pipeline/adapters/avro_fast.py`) reads the core's `Charge` attribute by attribute,
-and only code compiled with a class reads its attributes directly. They follow the core:
-their sources are in the digest, and when the core runs from source they do too (compiled
-code of the group must never meet the source's classes). `pipeline/adapters/__init__.py`
-imports this package first, so the check runs before any companion loads.
+One mechanism chooses: `processors/__init__.py` calls `choose()` before any module of the
+core loads. The digest of the sources as they are now names the only build that may run;
+if it exists, it goes first on the package's `__path__` and Python loads its extensions
+ahead of the sources. A build of other sources (an edit since `make setup`) has another
+name and is never on the path: the source runs, with a warning. No import hook, no second
+check: a companion's package puts its own build of the same digest on its path
+(`companion()`), so compiled code of the group never meets the source's classes.
+`python -X callcharge_core=source` runs the source on purpose (the test that compares the
+builds).
+This module and `errors.py`, `frozen.py` and `__init__.py` are never compiled.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import sys
 import sysconfig
 import warnings
-from collections.abc import Sequence
-from importlib.machinery import ModuleSpec
 from pathlib import Path
-from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 COMPILED = (
     "admission",
     "calendar",
@@ -48,70 +45,73 @@ COMPILED = (
     "rerate",
     "tables",
 )
-# module -> its source, relative to the project root (HERE.parent)
-COMPANIONS = {"pipeline.adapters.avro_fast": "pipeline/adapters/avro_fast.py"}
-DIGEST_FILE = HERE / ".native.sha256"
-SHARED_LIB = "processors._native"  # mypyc's group name: the library is processors/_native__mypyc*.so
+# module -> its source, relative to the project root
+COMPANIONS = {"pipeline.adapters.avro.fast": "pipeline/adapters/avro/fast.py"}
+SHARED_LIB = "processors._native"  # mypyc's group name: the library is _native__mypyc*.so
+BUILDS = "_build"  # in each package of the group: one directory per digest
+ASK_SOURCE = "callcharge_core"  # python -X callcharge_core=source: the Python source, whatever is built
 
 _mode = "pure Python (not compiled: run make setup where a C compiler exists)"
+_chosen: str | None = None  # the digest whose build runs
 
 
 def sources() -> dict[str, Path]:
     """Every module of the group (dotted name) and its source file."""
     out = {f"processors.{name}": HERE / f"{name}.py" for name in COMPILED}
-    out.update({module: HERE.parent / path for module, path in COMPANIONS.items()})
+    out.update({module: ROOT / path for module, path in COMPANIONS.items()})
     return out
 
 
 def sources_digest() -> str:
+    """The name of the build of these sources: 16 hex digits of their SHA-256."""
     h = hashlib.sha256()
     for module, path in sources().items():
-        name = module.removeprefix("processors.")  # the core's entries as they always were
-        h.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b"") + b"\0")
-    return h.hexdigest()
+        h.update(module.encode() + b"\0" + (path.read_bytes() if path.exists() else b"") + b"\0")
+    return h.hexdigest()[:16]
 
 
-def extensions() -> list[Path]:
-    """The group's extension modules present beside their sources."""
+def build_dir(module: str, digest: str) -> Path:
+    """Where the build `digest` keeps `module`'s extension: its package's `_build/DIGEST`."""
+    return sources()[module].parent / BUILDS / digest
+
+
+def extensions(digest: str) -> list[Path]:
+    """The group's extension modules present in build `digest`."""
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    return [p for p in (path.with_name(path.stem + suffix) for path in sources().values()) if p.exists()]
+    found = [build_dir(m, digest) / (m.rpartition(".")[2] + suffix) for m in sources()]
+    return [p for p in found if p.exists()]
 
 
-class _SourceFinder:
-    """Finds the core's modules as their .py source, ahead of the extensions beside them."""
-
-    def find_spec(self, name: str, path: Sequence[str] | None, target: ModuleType | None = None) -> ModuleSpec | None:
-        source = sources().get(name)
-        return importlib.util.spec_from_file_location(name, source) if source is not None else None
-
-
-def use_source(reason: str) -> None:
-    """Run the core from its Python source from here on (before any of it is imported)."""
-    global _mode
-    loaded = [m for m in sources() if m in sys.modules]
-    if loaded:
-        raise RuntimeError(f"use_source() after {loaded[0]} was imported")
-    if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _SourceFinder())
-    _mode = f"pure Python ({reason})"
-
-
-def check() -> None:
-    """Called by processors/__init__.py: use the extensions only if they are of these sources."""
-    global _mode
-    if not extensions():
+def choose(package_path: list[str]) -> None:
+    """Called by processors/__init__.py with its `__path__`: the build of these sources
+    first on it, when there is one."""
+    global _mode, _chosen
+    if sys._xoptions.get(ASK_SOURCE) == "source":  # an interpreter option: the core reads no environment
+        _mode = f"pure Python (asked: -X {ASK_SOURCE}=source)"
         return
-    recorded = DIGEST_FILE.read_text().strip() if DIGEST_FILE.exists() else ""
-    if recorded != sources_digest():
+    builds = HERE / BUILDS
+    if not builds.is_dir() or not any(builds.iterdir()):
+        return
+    digest = sources_digest()
+    if not (builds / digest).is_dir():
         warnings.warn(
             "processors/: the compiled core is not of these sources (edited since `make setup`?); "
             "running the Python source",
             RuntimeWarning,
             stacklevel=2,
         )
-        use_source("the compiled core is stale: run make setup")
+        _mode = "pure Python (the compiled core is stale: run make setup)"
         return
+    package_path.insert(0, str(builds / digest))
+    _chosen = digest
     _mode = "compiled with mypyc"
+
+
+def companion(package_path: list[str], package_dir: Path) -> None:
+    """Called by a companion's package with its `__path__`: its build of the digest the
+    core chose first on it (none when the core runs from source)."""
+    if _chosen is not None and (package_dir / BUILDS / _chosen).is_dir():
+        package_path.insert(0, str(package_dir / BUILDS / _chosen))
 
 
 def mode() -> str:

@@ -12,9 +12,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import tenant_from_avro, user_from_avro
 from pipeline.adapters.kafka import consumer
-from pipeline.adapters.records import tenant_from_avro, user_from_avro
 from pipeline.adapters.store import Store
 from pipeline.config import Settings
 from pipeline.errors import PoisonError

@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Protocol
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import charge_encoder, event_to_avro
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.records import charge_encoder, event_to_avro
 from pipeline.adapters.store import CHARGES, EVENTS, Snapshot, StoredCall, call_ttl_s, pack_call
 from pipeline.charging.intake import Directory, Item
 from pipeline.charging.runtime import Faults

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import dead_letter
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.records import dead_letter
 from pipeline.adapters.store import CHARGES, DLQ, EVENTS, out_key
 from pipeline.charging.apply import StateStore
 from pipeline.charging.intake import Item

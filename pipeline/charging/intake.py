@@ -11,9 +11,9 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, Message
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import cdr_decoder
 from pipeline.adapters.kafka import take_batch
-from pipeline.adapters.records import cdr_decoder
 from pipeline.charging.runtime import Faults
 from pipeline.config import Settings
 from pipeline.errors import PoisonError

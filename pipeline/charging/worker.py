@@ -52,7 +52,7 @@ from typing import Any, Protocol
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from pipeline.adapters.codec import Codec, avro_mode
+from pipeline.adapters.avro.codec import Codec, avro_mode
 from pipeline.adapters.metrics import ChargingMetrics
 from pipeline.charging.apply import StateApply, StateStore
 from pipeline.charging.backlog import BacklogWatch, Probe

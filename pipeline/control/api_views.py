@@ -11,13 +11,13 @@ from typing import Any
 
 from faust.web import Request, Response
 
-from pipeline.adapters import reports
-from pipeline.adapters.records import tenant_to_avro
+from pipeline.adapters.avro.records import tenant_to_avro
 from pipeline.control import api_input
 from pipeline.control.api_base import COMMAND_ID, PRINCIPAL, Api
 from pipeline.control.funding import REMOVE
 from pipeline.control.openapi import NUMBER
 from pipeline.errors import InputError, Refused
+from pipeline.reports import finance
 from processors.control import authorize
 from processors.inputs import Rejected, check
 from processors.model import Cdr
@@ -194,17 +194,17 @@ class Report(Api):
         month_arg = request.query.get("month")
         loop = asyncio.get_running_loop()
         try:
-            ledger = await loop.run_in_executor(None, reports.read_ledger, self.ctx.settings, tenant_id)
-            month = reports.check_month(month_arg, ledger.tenants[tenant_id], self.ctx.control.now())
+            ledger = await loop.run_in_executor(None, finance.read_ledger, self.ctx.settings, tenant_id)
+            month = finance.check_month(month_arg, ledger.tenants[tenant_id], self.ctx.control.now())
         except InputError as exc:  # a month that has not begun: a rule, not the document (422)
             raise Refused(422 if "in the future" in str(exc) else 400, f"month: {exc}") from None
         if self.kind == "statement":
             fmt = "json" if want_json else "text"
-            text, _ = reports.statement_report(ledger, tenant_id, month, fmt)
+            text, _ = finance.statement_report(ledger, tenant_id, month, fmt)
             content_type = "application/json" if want_json else "text/plain"
         else:
             fmt = "json" if want_json else "csv"
-            build = reports.usage_report if self.kind == "usage" else reports.pools_report
+            build = finance.usage_report if self.kind == "usage" else finance.pools_report
             text = build(ledger, tenant_id, month, fmt)
             content_type = "application/json" if want_json else "text/csv"
         ext = "json" if want_json else ("txt" if self.kind == "statement" else "csv")

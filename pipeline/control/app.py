@@ -22,7 +22,7 @@ import redis
 from confluent_kafka import KafkaException, Producer
 
 from pipeline.adapters import kafka, logs
-from pipeline.adapters.records import dead_letter
+from pipeline.adapters.avro.records import dead_letter
 from pipeline.config import Settings
 from pipeline.control import api
 from pipeline.control.lifecycle import Control, Output

@@ -10,10 +10,10 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import event_to_avro
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.metrics import ControlMetrics
-from pipeline.adapters.records import event_to_avro
 from pipeline.config import Settings
 from pipeline.control.clock import Clock, utc_now
 from pipeline.control.ledger_ops import LedgerOps

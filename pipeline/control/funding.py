@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from pipeline.adapters.records import tenant_record
+from pipeline.adapters.avro.records import tenant_record
 from pipeline.control.desk import Desk, Output
 from pipeline.errors import Refused
 from processors.charging import Book

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from pipeline.adapters import keyspace
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
 from pipeline.control.desk import text
 
 # Balance events kept in the transaction history, with the sign of their amount. Sign 0:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from pipeline.adapters.codec import Codec
-from pipeline.adapters.records import event_to_avro
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import event_to_avro
 from pipeline.adapters.store import EVENTS, Store, StoredCall
 from pipeline.errors import RetriableError
 from processors.charging import Book

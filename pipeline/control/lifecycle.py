@@ -19,10 +19,10 @@ from typing import Any
 
 import redis
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import event_from_avro
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.metrics import ControlMetrics
-from pipeline.adapters.records import event_from_avro
 from pipeline.config import Settings
 from pipeline.control.clock import Clock, utc_now
 from pipeline.control.desk import Desk, Output

@@ -30,10 +30,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from pipeline import wiring
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import cdr_decoder, cdr_to_avro, charge_encoder
 from pipeline.adapters.files import load_rates
 from pipeline.adapters.kafka import consumer, create_topics, producer, take_batch
-from pipeline.adapters.records import cdr_decoder, cdr_to_avro, charge_encoder
 from pipeline.charging.runtime import tune_runtime
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic

@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import wiring
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.kafka import create_topics, producer
-from pipeline.adapters.readback import read_all
-from pipeline.adapters.reports import chart, check_month, read_ledger, statement_report
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.dev.mailsink import MailSink, free_port
 from pipeline.ops.publish import ingest, publish_tenants
 from pipeline.ops.rate import rate
 from pipeline.ops.rebuild import rebuild
+from pipeline.reports.finance import chart, check_month, read_ledger, statement_report
+from pipeline.reports.readback import read_all
 from processors.ledger import TenantState
 from processors.money import format_money, parse_money
 

@@ -29,17 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import wiring
-from pipeline.adapters import keyspace, reports
-from pipeline.adapters.codec import Codec
+from pipeline.adapters import keyspace
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import cdr_to_avro
 from pipeline.adapters.directory import TenantDirectory
 from pipeline.adapters.kafka import create_topics
-from pipeline.adapters.records import cdr_to_avro
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.dev.bench import _cpu_s, _fresh_redis_db, _produce, measured_runs
 from pipeline.dev.mailsink import MailSink, free_port
 from pipeline.ops.publish import publish_tenants
 from pipeline.ops.rebuild import rebuild
+from pipeline.reports import finance
 from processors.inputs import Rejected, cdr_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,9 +167,9 @@ def scenario(
     report = rebuild(s, check=True)
     rebuild_s = time.monotonic() - t0
     t0 = time.monotonic()
-    ledger = reports.read_ledger(s, largest)
+    ledger = finance.read_ledger(s, largest)
     month = max({c["month"] for c in ledger.charges})
-    rows_out = reports.usage_report(ledger, largest, month, "csv").count("\n") - 1
+    rows_out = finance.usage_report(ledger, largest, month, "csv").count("\n") - 1
     usage_s = time.monotonic() - t0
     control = control_idle(s, len(tenants))
     return {

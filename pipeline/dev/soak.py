@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import wiring
-from pipeline.adapters.codec import HEADER_LEN, Codec
+from pipeline.adapters.avro.codec import HEADER_LEN, Codec
+from pipeline.adapters.avro.records import cdr_to_avro
 from pipeline.adapters.kafka import create_topics, producer
-from pipeline.adapters.readback import read_all
-from pipeline.adapters.records import cdr_to_avro
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.dev.mailsink import MailSink, free_port
 from pipeline.ops.publish import publish_tenants
 from pipeline.ops.rebuild import rebuild
+from pipeline.reports.readback import read_all
 from processors.engine import Engine
 from processors.inputs import Rejected, cdr_from_dict, tenant_from_dict
 from processors.model import Cdr

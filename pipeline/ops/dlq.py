@@ -22,11 +22,11 @@ from typing import Any
 
 from pipeline import wiring
 from pipeline.adapters import keyspace
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.kafka import producer
-from pipeline.adapters.readback import read_all
 from pipeline.config import Settings
 from pipeline.errors import FatalError
+from pipeline.reports.readback import read_all
 from processors.inputs import DeadLetterReason
 
 NOT_REDRIVABLE: dict[str, str] = {

@@ -12,11 +12,11 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import cdr_to_avro, tenant_record, user_key, user_record
 from pipeline.adapters.files import read_cdr_lines
 from pipeline.adapters.kafka import producer
 from pipeline.adapters.progress import Progress
-from pipeline.adapters.records import cdr_to_avro, tenant_record, user_key, user_record
 from pipeline.config import Settings
 from pipeline.errors import FatalError
 from processors.inputs import (

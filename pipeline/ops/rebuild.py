@@ -25,13 +25,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline import wiring
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import event_from_avro
 from pipeline.adapters.directory import configured_tenants
-from pipeline.adapters.readback import read_all
-from pipeline.adapters.records import event_from_avro
 from pipeline.adapters.store import Store, call_digest, call_ttl_s
 from pipeline.config import Settings
 from pipeline.errors import FatalError
+from pipeline.reports.readback import read_all
 from processors.model import Event
 from processors.replay import LedgerGap, differences, state_from_ledger
 

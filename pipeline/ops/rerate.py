@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import wiring
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import charge_to_avro, event_to_avro
 from pipeline.adapters.files import load_rates
 from pipeline.adapters.kafka import producer
-from pipeline.adapters.records import charge_to_avro, event_to_avro
-from pipeline.adapters.reports import read_ledger
 from pipeline.adapters.store import CHARGES, EVENTS
 from pipeline.config import Settings
 from pipeline.control.ledger_ops import LedgerOps
 from pipeline.errors import FatalError
+from pipeline.reports.finance import read_ledger
 from processors import rerate
 from processors.charging import Book, prepare
 from processors.ledger import TenantState

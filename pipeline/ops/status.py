@@ -14,11 +14,11 @@ from confluent_kafka import KafkaException
 
 from pipeline import wiring
 from pipeline.adapters.kafka import consumer
-from pipeline.adapters.readback import read_all
 from pipeline.charging.backlog import Probe
 from pipeline.config import Settings
 from pipeline.errors import FatalError
 from pipeline.ops.dlq import letters
+from pipeline.reports.readback import read_all
 
 
 def status(settings: Settings) -> tuple[list[str], int]:

@@ -9,10 +9,10 @@ from typing import Any, cast
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import cdr_to_avro
 from pipeline.adapters.files import load_rates
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.records import cdr_to_avro
 from pipeline.charging.runtime import Faults
 from pipeline.charging.worker import ChargingWorker
 from pipeline.config import Settings

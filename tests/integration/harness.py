@@ -16,11 +16,11 @@ from typing import Any
 import redis
 
 from pipeline import wiring
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.kafka import create_topics, producer
-from pipeline.adapters.readback import read_all
 from pipeline.config import Settings
 from pipeline.ops.publish import ingest, publish_tenants
+from pipeline.reports.readback import read_all
 from processors.engine import Engine, event_to_dict
 from processors.inputs import cdr_from_dict, tenant_from_dict
 from processors.ledger import TenantState

@@ -13,15 +13,15 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import cdr_to_avro
 from pipeline.adapters.kafka import producer
-from pipeline.adapters.readback import read_all
-from pipeline.adapters.records import cdr_to_avro
-from pipeline.adapters.reports import check_month, read_ledger, statement_report
 from pipeline.adapters.store import Store, tenant_key
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.ops.publish import publish_tenants
+from pipeline.reports.finance import check_month, read_ledger, statement_report
+from pipeline.reports.readback import read_all
 from processors.inputs import cdr_from_dict
 from tests.conftest import _free_port
 from tests.integration.harness import Env, assert_exact, kill, wait_exit, wait_for

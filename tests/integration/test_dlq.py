@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.adapters.records import cdr_to_avro
+from pipeline.adapters.avro.records import cdr_to_avro
 from pipeline.dev import traffic
 from pipeline.ops.publish import publish_tenants
 from processors.inputs import cdr_from_dict

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters.reports import read_ledger, statement_report
 from pipeline.control.tokens import new_token
+from pipeline.reports.finance import read_ledger, statement_report
 from processors.calendar import month_key
 from tests.integration.conftest import Inbox
 from tests.integration.harness import Env, wait_exit, wait_for

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.adapters.reports import read_ledger, statement_report
 from pipeline.ops.publish import publish_tenants
+from pipeline.reports.finance import read_ledger, statement_report
 from tests.integration.harness import REPO, Env, wait_exit
 
 pytestmark = pytest.mark.integration

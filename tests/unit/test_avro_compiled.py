@@ -13,8 +13,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.adapters.avro_compiled import LONG_MAX, LONG_MIN, compile_reader, compile_writer, read_long
-from pipeline.adapters.codec import HEADER_LEN, Codec
+from pipeline.adapters.avro.codec import HEADER_LEN, Codec
+from pipeline.adapters.avro.compiler import LONG_MAX, LONG_MIN, compile_reader, compile_writer, read_long
 from pipeline.config import Settings
 from pipeline.errors import DecodeError, Unsupported
 
@@ -196,8 +196,8 @@ def test_a_charge_encoded_straight_from_the_object_is_the_dict_paths_bytes() -> 
     generator makes (pools, lots, deficits, tariffs or none, flags)."""
     from dataclasses import replace
 
+    from pipeline.adapters.avro.records import charge_encoder, charge_to_avro
     from pipeline.adapters.files import load_rates
-    from pipeline.adapters.records import charge_encoder, charge_to_avro
     from pipeline.dev import traffic
     from processors.engine import Engine
     from processors.inputs import cdr_from_dict, tenant_from_dict
@@ -231,7 +231,7 @@ def _fast_impls() -> list[Any]:
     source file loaded as plain Python: both must be fastavro's bytes."""
     import importlib.util
 
-    from pipeline.adapters import avro_fast
+    from pipeline.adapters.avro import fast as avro_fast
     from pipeline.dev.build import FAST
 
     spec = importlib.util.spec_from_file_location("avro_fast_as_source", FAST)
@@ -257,8 +257,8 @@ def test_avro_fast_is_what_the_schemas_make() -> None:
 
 
 def test_the_codec_uses_the_generated_code_for_the_newest_schemas() -> None:
-    from pipeline.adapters import avro_fast
-    from pipeline.adapters.avro_compiled import schema_digest
+    from pipeline.adapters.avro import fast as avro_fast
+    from pipeline.adapters.avro.compiler import schema_digest
 
     for kind, sv in CODEC.current.items():
         write, read = avro_fast.CODE[schema_digest(sv.schema)]
@@ -268,7 +268,7 @@ def test_the_codec_uses_the_generated_code_for_the_newest_schemas() -> None:
 @pytest.mark.parametrize("impl", FAST_IMPLS)
 @pytest.mark.parametrize("kind", sorted(CODEC.current))
 def test_generated_code_matches_fastavro(impl: Any, kind: str) -> None:
-    from pipeline.adapters.avro_compiled import schema_digest
+    from pipeline.adapters.avro.compiler import schema_digest
 
     sv = CODEC.current[kind]
     write, read = impl.CODE[schema_digest(sv.schema)]
@@ -303,9 +303,9 @@ def test_generated_read_long_refuses_what_is_not_a_long(impl: Any, raw: bytes) -
 def test_generated_charge_object_writer_is_fastavros_bytes(impl: Any) -> None:
     """Every traffic shape of Charge, written straight from the object by the generated
     code, is the bytes fastavro writes for its dict."""
-    from pipeline.adapters.avro_compiled import schema_digest
+    from pipeline.adapters.avro.compiler import schema_digest
+    from pipeline.adapters.avro.records import charge_to_avro
     from pipeline.adapters.files import load_rates
-    from pipeline.adapters.records import charge_to_avro
     from pipeline.dev import traffic
     from processors.engine import Engine
     from processors.inputs import cdr_from_dict, tenant_from_dict
@@ -374,7 +374,7 @@ def test_every_traffic_cdr_comes_back_from_avro_equal() -> None:
     given (each a distinct value), and either routing."""
     from dataclasses import replace
 
-    from pipeline.adapters.records import cdr_from_avro, cdr_to_avro
+    from pipeline.adapters.avro.records import cdr_from_avro, cdr_to_avro
     from pipeline.dev import traffic
     from processors.inputs import cdr_from_dict
     from processors.model import Cdr
@@ -406,7 +406,7 @@ def _outcome(decode: Any, data: bytes) -> Any:
 
 
 def _cdr_decoders() -> Any:
-    from pipeline.adapters.records import cdr_decoder
+    from pipeline.adapters.avro.records import cdr_decoder
 
     return cdr_decoder(CODEC, 60)
 
@@ -415,7 +415,7 @@ DECODE_CDR = _cdr_decoders()
 
 
 def _by_record(data: bytes) -> Any:
-    from pipeline.adapters.records import cdr_from_avro
+    from pipeline.adapters.avro.records import cdr_from_avro
 
     return cdr_from_avro(CODEC.decoder("cdr")(data), 60)
 
@@ -442,26 +442,3 @@ def test_the_worker_reads_a_cdr_message_as_the_record_path_does(record: dict[str
     bad = message[:i] + bytes([message[i] ^ data.draw(st.integers(1, 255))]) + message[i + 1 :]
     for garbage in (bad, message[:i], message + b"\x00"):
         assert _outcome(DECODE_CDR, garbage) == _outcome(_by_record, garbage)
-
-
-def test_a_compiled_avro_fast_built_from_another_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An extension left from an older avro_fast.py (the source changed, `make setup` not
-    run again) would shadow the new source: the codec loads the source file instead."""
-    from pipeline.adapters import avro_fast, codec
-
-    monkeypatch.setattr(avro_fast, "SOURCE_DIGEST", "built-from-another-text")
-    loaded = codec._load_fast()
-    assert loaded is not avro_fast and str(loaded.__file__).endswith("avro_fast.py")
-    assert loaded.SOURCE_DIGEST != "built-from-another-text"
-    assert set(loaded.CODE) == set(avro_fast.CODE)
-
-
-def test_without_a_c_compiler_the_build_says_pure_python_and_leaves_the_tree_alone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from pipeline.dev import build
-
-    before = sorted(build.FAST.parent.glob("avro_fast*"))
-    monkeypatch.setattr(build.shutil, "which", lambda _: None)
-    assert build.compile_core().startswith("pure Python (no C compiler")  # avro_fast is in its group
-    assert sorted(build.FAST.parent.glob("avro_fast*")) == before

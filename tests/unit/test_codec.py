@@ -9,7 +9,7 @@ import pytest
 from fastavro import parse_schema
 from fastavro.validation import validate
 
-from pipeline.adapters.codec import MARKER, Codec
+from pipeline.adapters.avro.codec import MARKER, Codec
 from pipeline.config import Settings
 from pipeline.errors import DecodeError, UnknownSchemaError
 

@@ -186,8 +186,14 @@ def rated() -> str:
 
 
 def _run_pure(code: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    prelude = "from processors import native\nnative.use_source('asked by the test')\n"
-    return subprocess.run([sys.executable, "-c", prelude + code], cwd=cwd, capture_output=True, text=True, timeout=600)
+    prelude = "from processors import native\n"
+    return subprocess.run(
+        [sys.executable, "-X", f"{native.ASK_SOURCE}=source", "-c", prelude + code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @needs_compiled
@@ -195,7 +201,7 @@ def test_the_python_source_rates_exactly_as_the_compiled_core() -> None:
     proc = _run_pure("from tests.unit.test_compiled_core import rated\nprint(native.mode())\nprint(rated())")
     assert proc.returncode == 0, proc.stderr
     mode, digest = proc.stdout.split("\n")[:2]
-    assert mode == "pure Python (asked by the test)"
+    assert mode == "pure Python (asked: -X callcharge_core=source)"
     assert digest == rated()
 
 
@@ -203,12 +209,10 @@ def test_the_python_source_rates_exactly_as_the_compiled_core() -> None:
 def test_the_generated_avro_follows_the_core_to_its_source() -> None:
     """avro_fast is compiled in the core's group: when the core runs from source, so does
     it (compiled code of the group must never meet the source's classes)."""
-    proc = _run_pure(
-        "from pipeline.adapters import avro_fast, codec\nprint(avro_fast.__file__)\nprint(codec.avro_mode())"
-    )
+    proc = _run_pure("from pipeline.adapters.avro import codec, fast\nprint(fast.__file__)\nprint(codec.avro_mode())")
     assert proc.returncode == 0, proc.stderr
     path, mode = proc.stdout.split("\n")[:2]
-    assert path == str(ROOT / "pipeline" / "adapters" / "avro_fast.py")
+    assert path == str(ROOT / "pipeline" / "adapters" / "avro" / "fast.py")
     assert mode.startswith("generated Python")
 
 
@@ -223,9 +227,18 @@ def test_the_unit_suite_passes_on_the_python_source() -> None:
 def test_a_compiled_core_older_than_its_sources_is_not_used(tmp_path: Path) -> None:
     shutil.copytree(CORE, tmp_path / "processors", ignore=shutil.ignore_patterns("__pycache__"))
     for source in native.COMPANIONS.values():  # compiled in the same group: in its digest
-        (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
+        package = (ROOT / source).parent
+        while (package / "__init__.py").exists() and package != ROOT:  # the package and its parents
+            target = tmp_path / package.relative_to(ROOT)
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(package / "__init__.py", target / "__init__.py")
+            package = package.parent
         shutil.copy(ROOT / source, tmp_path / source)
-    probe = "import processors.native as n, processors.charging as c; print(n.mode()); print(c.__file__)"
+        shutil.copytree((ROOT / source).parent / native.BUILDS, (tmp_path / source).parent / native.BUILDS)
+    probe = (
+        "import processors.native as n, processors.charging as c, pipeline.adapters.avro.fast as f\n"
+        "print(n.mode()); print(c.__file__); print(f.__file__)"
+    )
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -240,15 +253,16 @@ def test_a_compiled_core_older_than_its_sources_is_not_used(tmp_path: Path) -> N
     fresh = run()
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.split("\n")[:1] == ["compiled with mypyc"]
-    assert fresh.stdout.split("\n")[1].endswith(".so")
+    assert fresh.stdout.split("\n")[1].endswith(".so") and fresh.stdout.split("\n")[2].endswith(".so")
 
     with (tmp_path / "processors" / "charging.py").open("a") as f:
         f.write("\n# an edit made after make setup\n")
     stale = run()
     assert stale.returncode == 0, stale.stderr
-    mode, path = stale.stdout.split("\n")[:2]
+    mode, path, fast = stale.stdout.split("\n")[:3]
     assert mode == "pure Python (the compiled core is stale: run make setup)"
     assert path == str(tmp_path / "processors" / "charging.py")
+    assert fast == str(tmp_path / "pipeline" / "adapters" / "avro" / "fast.py")  # it follows the core
     assert "the compiled core is not of these sources" in stale.stderr
 
 
@@ -257,7 +271,7 @@ def test_without_a_c_compiler_the_core_build_says_pure_python_and_leaves_the_tre
 ) -> None:
     from pipeline.dev import build
 
-    before = sorted(CORE.glob("*.so")) + sorted(CORE.glob(".native*"))
+    before = build.builds()
     monkeypatch.setattr(build.shutil, "which", lambda _: None)
-    assert build.compile_core().startswith("pure Python (no C compiler")
-    assert sorted(CORE.glob("*.so")) + sorted(CORE.glob(".native*")) == before
+    assert build.compile_core().startswith("pure Python (no C compiler")  # fast.py is in its group
+    assert build.builds() == before

@@ -7,8 +7,8 @@ import importlib.util
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.adapters.codec import Codec
-from pipeline.adapters.records import charge_to_avro
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import charge_to_avro
 from pipeline.config import Settings
 from processors.charging import charge_call, prepare
 from processors.inputs import tenant_from_dict

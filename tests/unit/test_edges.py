@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import cdr_from_avro, cdr_to_avro
 from pipeline.adapters.files import read_cdr_lines
-from pipeline.adapters.records import cdr_from_avro, cdr_to_avro
 from pipeline.config import Settings
 from processors.charging import charge_call, prepare
 from processors.control import authorize, funding_refusal, notifications, service_state

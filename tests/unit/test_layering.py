@@ -1,6 +1,7 @@
 """The folder listing is the architecture: imports point one way, and there is no cycle.
 
-    cli  ->  dev/  ->  ops/  ->  wiring  ->  charging/ | control/  ->  adapters/  ->  config, errors  ->  processors/
+    cli -> dev/ -> ops/ -> wiring -> charging/ | control/ -> reports/ -> adapters/ -> config, errors
+        -> processors/
 
 A module may import from its own room and from rooms to its right; charging/ and control/
 are two workers that share adapters/ and never import each other. Imports inside functions
@@ -21,12 +22,13 @@ RANK = {
     "pipeline.config": 1,
     "pipeline.errors": 1,
     "pipeline.adapters": 2,
-    "pipeline.charging": 3,
-    "pipeline.control": 3,
-    "pipeline.wiring": 4,
-    "pipeline.ops": 5,
-    "pipeline.dev": 6,
-    "pipeline.cli": 7,
+    "pipeline.reports": 3,
+    "pipeline.charging": 4,
+    "pipeline.control": 4,
+    "pipeline.wiring": 5,
+    "pipeline.ops": 6,
+    "pipeline.dev": 7,
+    "pipeline.cli": 8,
 }
 
 

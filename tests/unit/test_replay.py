@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.adapters.records import charge_to_avro, event_from_avro, event_to_avro
+from pipeline.adapters.avro.records import charge_to_avro, event_from_avro, event_to_avro
 from pipeline.config import Settings
 from pipeline.dev import traffic
 from processors.engine import Engine

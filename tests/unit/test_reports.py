@@ -12,11 +12,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st_
 
-from pipeline.adapters.codec import Codec
-from pipeline.adapters.records import charge_to_avro, event_from_avro, event_to_avro
-from pipeline.adapters.reports import POOL_COLUMNS, POOL_HEADERS, check_month, render
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import charge_to_avro, event_from_avro, event_to_avro
 from pipeline.config import Settings
 from pipeline.errors import InputError
+from pipeline.reports.finance import POOL_COLUMNS, POOL_HEADERS, check_month, render
 from processors import reports
 from processors.engine import Engine
 from processors.inputs import cdr_from_dict, tenant_from_dict
@@ -191,7 +191,7 @@ def test_masking_follows_the_tenant_country_table() -> None:
 def test_the_chart_is_a_png_of_the_stated_size_plotting_the_ledgers_series(tmp_path: Any) -> None:
     import struct
 
-    from pipeline.adapters import chart
+    from pipeline.reports import chart
 
     charges, events = ledger()
     data = reports.chart_data(FR, charges, events, "2026-11")

@@ -14,8 +14,8 @@ import pytest
 
 import schemas
 from pipeline.adapters import strict_json
-from pipeline.adapters.codec import Codec
-from pipeline.adapters.records import tenant_from_avro, tenant_record, tenant_to_avro
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import tenant_from_avro, tenant_record, tenant_to_avro
 from processors.admission import Origin, fold_batch
 from processors.charging import prepare
 from processors.control import authorize, service_state
@@ -257,7 +257,7 @@ def test_fold_of_a_batch_with_an_out_of_range_call_charges_the_rest() -> None:
 
 # -- 7. closed months stay closed ----------------------------------------------------------------
 def test_a_rerating_after_the_month_closed_is_posted_in_the_open_month() -> None:
-    from pipeline.adapters.records import charge_to_avro
+    from pipeline.adapters.avro.records import charge_to_avro
     from processors import rerate
     from processors.reports import statement
 

@@ -15,12 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
+from pipeline.adapters.avro.records import event_from_avro
 from pipeline.adapters.directory import configured_tenants
-from pipeline.adapters.readback import read_all
-from pipeline.adapters.records import event_from_avro
 from pipeline.config import Settings
 from pipeline.errors import InputError
+from pipeline.reports.readback import read_all
 from processors import reports
 from processors.calendar import month_key
 from processors.ledger import ALLOWED_LATENESS
@@ -121,7 +121,7 @@ def statement_report(ledger: Ledger, tenant_id: str, month: str, fmt: str) -> tu
 
 
 def chart(ledger: Ledger, tenant_id: str, month: str, out: Path) -> Path:
-    from pipeline.adapters import chart as charts
+    from pipeline.reports import chart as charts
 
     tenant = ledger.tenants[tenant_id]
     data = reports.chart_data(tenant, ledger.charges, ledger.events, month, ledger.lateness, ledger.recorded)

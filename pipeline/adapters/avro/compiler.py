@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.avro_prims import (
+from pipeline.adapters.avro.prims import (
     _SMALL,
     _VARINT,
     EPOCH,
@@ -58,7 +58,6 @@ __all__ = [
     "reader_source",
     "schema_digest",
     "schema_files",
-    "source_digest",
     "writer_source",
 ]
 
@@ -73,13 +72,8 @@ def schema_files(schemas_dir: Path) -> list[tuple[str, int, Any]]:
 
 
 def schema_digest(schema: Any) -> str:
-    """What identifies a schema's text for the generated code (`avro_fast.py`)."""
+    """What identifies a schema's text for the generated code (`fast.py`)."""
     return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def source_digest(body: str) -> str:
-    """The digest `avro_fast.py` ends with: of its text before that last line."""
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 # -- writer compiler ---------------------------------------------------------------------
@@ -90,7 +84,7 @@ class _Gen:
         self.lines: list[str] = []
         self.n = 0
         # typed: every local is declared at the top of the function with its type, for
-        # mypyc (`avro_fast.py`); untyped code is what `exec` compiles at start-up
+        # mypyc (`fast.py`); untyped code is what `exec` compiles at start-up
         self.typed = typed
         self.decls: dict[str, str] = {}
         self.vocabulary: frozenset[str] = frozenset()  # fields written through write_vocab

@@ -1,6 +1,6 @@
 """The Avro primitives every compiled writer and reader calls: varints, strings,
 timestamps. Typed for mypyc: `make setup` compiles this module with the generated
-`avro_fast.py` where a C compiler exists; as plain Python it behaves the same."""
+`fast.py` where a C compiler exists; as plain Python it behaves the same."""
 
 from __future__ import annotations
 

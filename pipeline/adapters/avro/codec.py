@@ -6,13 +6,12 @@ from the writer's version to the newest version (the reader schema) of that reco
 No schema registry server is needed.
 
 Records are written, and read when the writer is the newest version, by code compiled
-from each schema (`avro_compiled.py`); fastavro resolves older writers and explains a
+from each schema (`compiler.py`); fastavro resolves older writers and explains a
 datum that does not fit.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -24,13 +23,12 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from pipeline.adapters.avro_compiled import (
+from pipeline.adapters.avro.compiler import (
     Access,
     compile_reader,
     compile_writer,
     schema_digest,
     schema_files,
-    source_digest,
 )
 from pipeline.errors import DecodeError, UnknownSchemaError, Unsupported
 
@@ -41,25 +39,15 @@ log = logging.getLogger(__name__)
 
 
 def _load_fast() -> Any:
-    """`avro_fast` (the generated code, compiled by mypyc where `make setup` could), or
-    None if it cannot be imported: then every schema is compiled here with `exec`. A
-    compiled extension built from another text of avro_fast.py (the source changed since
-    `make setup`) is not used: the source itself is loaded instead."""
+    """`fast` (the generated code, compiled by mypyc where `make setup` could: which build
+    loads is chosen once, in processors/native.py), or None if it cannot be imported: then
+    every schema is compiled here with `exec`."""
     try:
-        from pipeline.adapters import avro_fast
+        from pipeline.adapters.avro import fast
 
-        source = Path(__file__).with_name("avro_fast.py")
-        body, _, _ = source.read_text().rpartition("SOURCE_DIGEST")
-        if avro_fast.SOURCE_DIGEST == source_digest(body):
-            return avro_fast
-        log.warning("the compiled avro_fast is stale (rebuild with `make setup`); using avro_fast.py as Python")
-        spec = importlib.util.spec_from_file_location("pipeline.adapters._avro_fast_source", source)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        return fast
     except Exception as exc:  # a broken build must not stop the pipeline
-        log.warning("pipeline.adapters.avro_fast cannot be used (%s); Avro runs as exec-compiled Python", exc)
+        log.warning("pipeline.adapters.avro.fast cannot be used (%s); Avro runs as exec-compiled Python", exc)
         return None
 
 
@@ -69,12 +57,12 @@ _FAST = _load_fast()
 def avro_mode() -> str:
     """How the hot path's Avro runs, in words (the worker logs it at start)."""
     if _FAST is None:
-        return "exec-compiled Python (avro_fast unavailable)"
+        return "exec-compiled Python (pipeline.adapters.avro.fast unavailable)"
     if str(getattr(_FAST, "__file__", "")).endswith(".py"):
-        from processors import native  # avro_fast is compiled in the core's group: it runs as the core does
+        from processors import native  # fast is compiled in the core's group: it runs as the core does
 
-        return f"generated Python (pipeline/adapters/avro_fast.py; the core's group runs {native.mode()})"
-    return "compiled with mypyc (pipeline/adapters/avro_fast, in the core's group)"
+        return f"generated Python (pipeline/adapters/avro/fast.py; the core's group runs {native.mode()})"
+    return "compiled with mypyc (pipeline/adapters/avro/fast, in the core's group)"
 
 
 @dataclass(frozen=True)
@@ -83,7 +71,7 @@ class SchemaVersion:
     version: int
     fingerprint: bytes
     parsed: Any
-    # Straight-line Python for this exact schema (pipeline/adapters/avro_compiled.py), or None
+    # Straight-line Python for this exact schema (pipeline/adapters/avro/compiler.py), or None
     # where the schema uses a type the compiler does not handle: fastavro serves it.
     write: Callable[[dict[str, Any]], bytes] | None = None
     read: Callable[[bytes, int], tuple[dict[str, Any], int]] | None = None
@@ -106,7 +94,7 @@ class Codec:
         # The write hint marks the dict as parsed: without it fastavro re-parses the
         # schema on every read and write (measured: 2x slower encode, 2.4x slower decode).
         fast = _FAST.CODE.get(schema_digest(schema)) if _FAST is not None else None
-        if fast is not None:  # generated from this very schema text (avro_fast.py)
+        if fast is not None:  # generated from this very schema text (fast.py)
             write, read = fast
         else:
             try:
@@ -144,12 +132,12 @@ class Codec:
         """`encode(obj, *extra) -> bytes` of the newest `kind`, reading the fields straight
         off a domain object (`access`): no dict in between, the same bytes as
         `encode(kind, to_record(obj, *extra))`, which serves whatever does not fit.
-        `fast`: use avro_fast's generated writer for `kind` (records.charge_encoder only)."""
+        `fast`: use the generated writer (`fast`) for `kind` (records.charge_encoder only)."""
         sv = self.current[kind]
         header = MARKER + sv.fingerprint
         generated = _FAST.OBJECT_WRITERS.get((kind, schema_digest(sv.schema))) if _FAST is not None else None
         try:
-            # avro_fast's was generated with the access of records.charge_encoder (a test
+            # fast's was generated with the access of records.charge_encoder (a test
             # keeps them equal); any other object encoder is compiled here
             write = (
                 generated if generated is not None and fast else compile_writer(sv.schema, access, extra, vocabulary)
@@ -166,10 +154,10 @@ class Codec:
         return encode
 
     def object_reader(self, kind: str) -> tuple[bytes, Callable[[bytes, int], tuple[Any, int]]] | None:
-        """(header, read) for the newest `kind`: `read(data, HEADER_LEN)` is avro_fast's
+        """(header, read) for the newest `kind`: `read(data, HEADER_LEN)` is fast.py's
         domain object built straight from a message that starts with `header`, and the
         position it read to (a caller checks that is the end, and otherwise decodes with
-        `decode`, which says what is wrong). None when avro_fast has no such reader."""
+        `decode`, which says what is wrong). None when fast.py has no such reader."""
         sv = self.current[kind]
         read = _FAST.OBJECT_READERS.get((kind, schema_digest(sv.schema))) if _FAST is not None else None
         return None if read is None else (MARKER + sv.fingerprint, read)

@@ -23,7 +23,7 @@ from processors.money import format_money
 # core does it (compiled with the rest of it), the same mapping as the JSON form's.
 cdr_from_avro = cdr_from_record
 
-# The newest cdr schema read straight into a Cdr (avro_fast's `read_cdr_object`, generated
+# The newest cdr schema read straight into a Cdr (fast.py's `read_cdr_object`, generated
 # with `cdr_build`): Cdr's arguments in order, each the schema field of that name, but for
 # these; a missing routing is a calling plan's, as `cdr_from_record` has it.
 CDR_CLASS = "processors.model.Cdr"
@@ -58,7 +58,7 @@ def cdr_build(record: str, fields: dict[str, str]) -> str | None:
 
 def cdr_decoder(codec: Any, duration_tolerance_s: int) -> Callable[[bytes], Cdr | Rejected]:
     """`decode(message) -> Cdr | Rejected`: `cdr_from_avro(codec.decoder("cdr")(message))`
-    with the same answer, straight from the bytes where avro_fast has a `Cdr` reader for
+    with the same answer, straight from the bytes where fast.py has a `Cdr` reader for
     the newest schema (no record dict in between). Bad bytes raise the codec's error."""
     plain = codec.decoder("cdr")
 
@@ -176,7 +176,7 @@ _CHARGE_FIELDS = {
 
 # The charge's strings that come from a small vocabulary (a tenant's users, lots and
 # plans, the classifications, countries, months, rate ids): the writer encodes each
-# distinct value once (`avro_prims.write_vocab`). Call ids, conference ids and numbers are
+# distinct value once (`prims.write_vocab`). Call ids, conference ids and numbers are
 # a long tail and are encoded every time.
 CHARGE_VOCABULARY = frozenset(
     {
@@ -214,7 +214,7 @@ CHARGE_CLASSES = {
 }
 
 
-def _charge_access(record: str, field: str, value: str) -> str:
+def charge_access(record: str, field: str, value: str) -> str:
     if record == "Charge" and field in _CHARGE_FIELDS:
         return _CHARGE_FIELDS[field]
     return f"{value}.{field}"
@@ -224,7 +224,7 @@ def charge_encoder(codec: Any) -> Callable[[Charge, int, int, datetime], bytes]:
     """`encode(charge, partition, offset, charged_at)`: the bytes of
     `codec.encode("charge", charge_to_avro(...))` without building the dict."""
     fn: Callable[[Charge, int, int, datetime], bytes] = codec.object_encoder(
-        "charge", _charge_access, CHARGE_EXTRA, charge_to_avro, fast=True, vocabulary=CHARGE_VOCABULARY
+        "charge", charge_access, CHARGE_EXTRA, charge_to_avro, fast=True, vocabulary=CHARGE_VOCABULARY
     )
     return fn
 

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from pipeline.adapters import progress
-from pipeline.adapters.codec import Codec
+from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.kafka import consumer
 from pipeline.adapters.progress import Progress
 from pipeline.config import Settings
