@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 # digest (processors/native.py). Rebuilt when a source changes.
 FAST    := build/.core.built
 $(FAST): $(STAMP) pipeline/adapters/avro/fast.py pipeline/adapters/avro/prims.py $(wildcard processors/*.py)
+	@rm -f processors/*.so processors/.native.sha256 pipeline/adapters/avro_fast*.so  # the in-place layout of earlier versions
 	$(BIN)/python -m pipeline.dev.build
 	@mkdir -p build && touch $@
 

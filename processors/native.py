@@ -86,6 +86,10 @@ def choose(package_path: list[str]) -> None:
     """Called by processors/__init__.py with its `__path__`: the build of these sources
     first on it, when there is one."""
     global _mode, _chosen
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    beside = sorted(p.name for p in HERE.glob("*" + suffix))
+    if beside:  # an in-place build (before _build/) would load ahead of the sources, stale or not
+        raise RuntimeError(f"processors/: remove the extensions beside the sources ({beside[0]}, ...): run make setup")
     if sys._xoptions.get(ASK_SOURCE) == "source":  # an interpreter option: the core reads no environment
         _mode = f"pure Python (asked: -X {ASK_SOURCE}=source)"
         return

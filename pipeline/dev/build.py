@@ -44,6 +44,10 @@ def builds() -> list[Path]:
 def remove_builds() -> None:
     for d in builds():
         shutil.rmtree(d)
+    # the in-place layout of earlier versions: extensions beside the sources
+    for legacy in [*native.HERE.glob("*.so"), *(ROOT / "pipeline" / "adapters").glob("avro_fast*.so")]:
+        legacy.unlink()
+    (native.HERE / ".native.sha256").unlink(missing_ok=True)
     shutil.rmtree(ROOT / "build" / "mypyc", ignore_errors=True)
 
 
