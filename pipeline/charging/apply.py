@@ -187,8 +187,11 @@ class StateApply:
                 continue
             book = self.directory.get(tid)
             assert book is not None
-            state, new_calls = self.fold(book, snap.state, snap.calls, its, now, window)
-            writes.append((tid, snap.version, state, new_calls))
+            folded = self.fold(book, snap.state, snap.calls, its, now, window)
+            if folded is None:  # its state could not be read again: as above
+                del pending[tid]
+                continue
+            writes.append((tid, snap.version, *folded))
         self.faults.after(4, self._batch)
         return writes
 
@@ -237,22 +240,36 @@ class StateApply:
         items: list[Item],
         now: datetime,
         window: tuple[datetime, datetime],
-    ) -> tuple[TenantState, dict[str, bytes]]:
+    ) -> tuple[TenantState, dict[str, bytes]] | None:
         """Step 4 for one tenant: `processors.admission.fold_batch`, then the encoding.
+
+        The fold works on `stored_state` itself, not a copy (a copy costs a dict of every
+        pool the tenant drew this month, per batch): whatever does not end in a write drops
+        the state this worker keeps (`_settle`, and a Redis error clears them all).
 
         A call whose records cannot be encoded (a value past a field's range that the core's
         bounds did not catch) goes to the DLQ with its reason, and the tenant's batch is
-        folded again without it: one call never stops its tenant, the worker or the others."""
+        folded again without it, on its state as Redis has it: one call never stops its
+        tenant, the worker or the others. None: that state could not be read again."""
+        tid = book.tenant.tenant_id
         while True:
             try:
                 return self._fold_once(book, stored_state, stored, items, now, window)
             except _Unencodable as exc:
-                log.error("tenant %s: call %s cannot be encoded: %s", book.tenant.tenant_id, exc.call_id, exc.why)
+                log.error("tenant %s: call %s cannot be encoded: %s", tid, exc.call_id, exc.why)
                 exc.item.reject = Rejected(
                     DeadLetterReason.MONEY_OUT_OF_RANGE,
-                    f"tenant {book.tenant.tenant_id}: call {exc.call_id}: its records cannot be encoded: {exc.why}",
+                    f"tenant {tid}: call {exc.call_id}: its records cannot be encoded: {exc.why}",
                 )
                 items = [item for item in items if item is not exc.item]
+                if stored_state is not None:  # folded in place: the state as stored, again
+                    self.states.drop(tid)
+                    again = self.store.snapshots({tid: []})[tid]
+                    if again.unreadable is not None:
+                        for item in items:
+                            item.reject = Rejected(DeadLetterReason.STATE_UNREADABLE, str(again.unreadable))
+                        return None
+                    stored_state = again.state  # a version moved since fails the compare-and-set
 
     def _fold_once(
         self,
@@ -271,6 +288,7 @@ class StateApply:
             self.rates,
             window[0],
             self.window_days,
+            in_place=True,
             latest=window[1],
         )
         currency = book.tenant.currency

@@ -4,6 +4,7 @@ charges, what each crash point leaves, and every way a batch is handed back."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,25 @@ def test_a_state_that_keeps_moving_goes_to_the_dlq_after_the_retries(world: Worl
     assert letters and {d["reason"] for d in letters} == {"state_conflict"}
     assert f"{MAX_CAS_RETRIES} attempts" in letters[0]["detail"]
     assert tid not in {c["tenant_id"] for c in world.charges()}
+
+
+def test_a_call_that_cannot_be_encoded_is_set_aside_and_its_tenant_charged_without_it(world: World) -> None:
+    """The safety net behind the core's money bounds: a charge whose record cannot be
+    encoded goes to the DLQ (money_out_of_range) and its tenant's batch is folded again
+    without it, from the state as stored (the fold works in place)."""
+    w = world.worker()
+    w.run_once()  # the tenants' states are kept in memory now: the next fold starts from them
+    bad = world.published[150]
+    encode = w.state._encode_charge
+
+    def refuse_one(charge: Any, partition: int, offset: int, now: Any) -> bytes:
+        if charge.call_id == bad["call_id"]:
+            raise OverflowError("int too big to fit an Avro long")
+        return encode(charge, partition, offset, now)
+
+    w.state._encode_charge = refuse_one  # type: ignore[method-assign]
+    world.run(w)
+    letters = world.dead_letters()
+    assert [(d["reason"], bad["call_id"] in d["detail"]) for d in letters] == [("money_out_of_range", True)]
+    world.published.remove(bad)  # offline rating without it
+    assert_charged_once_as_offline(world)
