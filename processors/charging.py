@@ -124,6 +124,21 @@ def prepare(tenant: Tenant, lateness: timedelta = ALLOWED_LATENESS) -> Book:
     return Book(tenant, pools, plans, lateness)
 
 
+def pool_fields(book: Book, cdr: Cdr) -> list[str]:
+    """Every `pool_used` key charging `cdr` can read or draw: its month (`month_key` of its
+    start, as `charge_call` takes it) of the user's plan pool, if the user has a plan, and
+    of the tenant's Zone A pool, both dimensions. The worker reads these from Redis, not
+    every pool of the tenant (tests/unit/test_admission.py holds the fold on them alone
+    equal to the fold on all)."""
+    month = month_key(cdr.start, book.tenant.time_zone)
+    plan = book.plans.get(cdr.user_id)
+    zone = f"{month}|{ZONE_A_POOL}|"
+    if plan is None:
+        return [zone + "dom", zone + "intl"]
+    own = f"{month}|{plan[1]}|"
+    return [own + "dom", own + "intl", zone + "dom", zone + "intl"]
+
+
 def pool_available(book: Book, state: TenantState, pool: str, dim: str, month: str) -> int:
     total_dom, total_intl = book.pools.get(pool, (0, 0))
     used_dom = state.pool_used.get(f"{month}|{pool}|dom", 0)

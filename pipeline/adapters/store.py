@@ -257,17 +257,34 @@ class Store:
             raise redis.ConnectionError(f"Redis Cluster is failing over: {exc}") from exc
 
     def snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
-        """State, version and any stored results for {tenant: [call ids]} in one round trip."""
-        with self._available():
-            return self._snapshots(wanted)
+        """State (with every pool), version and any stored results for {tenant: [call ids]}
+        in one round trip."""
+        return self.read(wanted, {}, {})[0]
 
-    def _snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
+    def read(
+        self, wanted: dict[str, list[str]], pools: dict[str, list[str]], topups: dict[str, list[str]]
+    ) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]]]:
+        """One round trip for the charging worker's step 3. `wanted`: tenants to read (state,
+        version, the stored results of the call ids given); `pools`: for a tenant of
+        `wanted`, the pool fields to read with it (its other pools are not read; a tenant
+        not in `pools` is read whole); `topups`: tenants whose state the worker keeps, for
+        which only these pool fields are read. Returns the snapshots and, per topped-up
+        tenant, the pools found ({} for pools never drawn)."""
+        with self._available():
+            return self._read(wanted, pools, topups)
+
+    def _read(
+        self, wanted: dict[str, list[str]], pools: dict[str, list[str]], topups: dict[str, list[str]]
+    ) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]]]:
         pipe = self.r.pipeline(transaction=False)
         order = list(wanted)
         seen = SeenWindow.at(time.time(), self.window_days)
         epochs = seen.epochs()
         for tid in order:
-            pipe.hgetall(tenant_key(tid))  # the state, its version and its pools' fields
+            if tid in pools:  # the state, its version and the pools its calls can draw
+                pipe.hmget(tenant_key(tid), [b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]])
+            else:  # the state, its version and every pool's field
+                pipe.hgetall(tenant_key(tid))
             ids = wanted[tid]
             if ids:  # asked only on replays: their outputs, else where the index saw them
                 for c in ids:  # one GET each (a Cluster pipeline refuses MGET)
@@ -275,10 +292,17 @@ class Store:
                 digests = [call_digest(c) for c in ids]
                 for e in epochs:
                     pipe.hmget(seen_key(tid, e), digests)
+        for tid, keys in topups.items():
+            pipe.hmget(tenant_key(tid), [(POOL + k).encode() for k in keys])
         replies = iter(pipe.execute())
         out = {}
         for tid in order:
-            fields = cast(dict[bytes, bytes], next(replies))
+            reply = next(replies)
+            if tid in pools:
+                names = [b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]]
+                fields = {n: v for n, v in zip(names, reply, strict=True) if v is not None}
+            else:
+                fields = cast(dict[bytes, bytes], reply)
             state_raw, ver_raw = fields.get(b"state"), fields.get(b"ver")
             ids = wanted[tid]
             calls: dict[str, StoredCall] = {}
@@ -299,7 +323,11 @@ class Store:
                 out[tid] = Snapshot(tid, int(ver_raw or 0), None, calls, exc)
                 continue
             out[tid] = Snapshot(tid, int(ver_raw or 0), state, calls)
-        return out
+        topped = {}
+        for tid, keys in topups.items():
+            values = next(replies)
+            topped[tid] = {k: int(v) for k, v in zip(keys, values, strict=True) if v is not None}
+        return out, topped
 
     def forget_outputs(self, keys: list[bytes]) -> None:
         """Drop the output records of calls whose transaction has committed. On a standalone

@@ -24,7 +24,7 @@ from pipeline.charging.intake import Directory, Item
 from pipeline.charging.runtime import Faults
 from pipeline.config import Settings
 from processors.admission import Origin, fold_batch
-from processors.charging import Book
+from processors.charging import Book, pool_fields
 from processors.inputs import DeadLetterReason, Rejected
 from processors.ledger import TenantState
 from processors.rating import RateCard
@@ -41,6 +41,9 @@ class StateStore(Protocol):
     """What the worker asks of the Redis store (`pipeline.adapters.store.Store`)."""
 
     def snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]: ...
+    def read(
+        self, wanted: dict[str, list[str]], pools: dict[str, list[str]], topups: dict[str, list[str]]
+    ) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]]]: ...
     def apply(self, writes: list[Write], ttl_s: int) -> list[tuple[int, int]]: ...
     def forget_outputs(self, keys: list[bytes]) -> None: ...
     def drop_committed_outputs(self) -> None: ...
@@ -54,13 +57,18 @@ class Status(IntEnum):
     SEEN = -1  # a call id of the batch is already recorded (a redelivery or a duplicate)
 
 
+Loaded = set[str] | None  # the pool fields a kept state holds as Redis has them; None: every one
+
+
 class StateCache:
-    """tenant -> (version, state) as this worker last wrote them, least recently used
-    dropped past `limit`. Cleared on every assignment change and every Redis error."""
+    """tenant -> (version, state, the pools it holds) as this worker last wrote them, least
+    recently used dropped past `limit`. Cleared on every assignment change and every Redis
+    error. A state holds the pools its calls could draw since it was read (`pool_fields`),
+    not every pool of the tenant: the next batch reads the ones it lacks."""
 
     def __init__(self, limit: int = STATE_CACHE_TENANTS) -> None:
         self.limit = limit
-        self._kept: OrderedDict[str, tuple[int, TenantState]] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[int, TenantState, Loaded]] = OrderedDict()
 
     def __contains__(self, tenant_id: str) -> bool:
         return tenant_id in self._kept
@@ -68,11 +76,11 @@ class StateCache:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def get(self, tenant_id: str) -> tuple[int, TenantState]:
+    def get(self, tenant_id: str) -> tuple[int, TenantState, Loaded]:
         return self._kept[tenant_id]
 
-    def put(self, tenant_id: str, version: int, state: TenantState) -> None:
-        self._kept[tenant_id] = (version, state)
+    def put(self, tenant_id: str, version: int, state: TenantState, loaded: Loaded) -> None:
+        self._kept[tenant_id] = (version, state, loaded)
         self._kept.move_to_end(tenant_id)
         if len(self._kept) > self.limit:
             self._kept.popitem(last=False)
@@ -109,6 +117,7 @@ class StateApply:
         self._ttl = call_ttl_s(settings.dedup_window_days)
         self._encode_charge = charge_encoder(codec)
         self.states = StateCache()
+        self._loaded: dict[str, Loaded] = {}  # this attempt's tenants: the pools their states hold
         self._batch = 0
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="redis-apply")
 
@@ -150,17 +159,40 @@ class StateApply:
         self, pending: dict[str, list[Item]], with_calls: set[str]
     ) -> tuple[dict[str, Snapshot], dict[str, list[str]]]:
         """Step 3: one Redis round trip for the tenants not kept (and, for a tenant whose
-        batch holds a call id already recorded, the stored result of each of its calls)."""
+        batch holds a call id already recorded, the stored result of each of its calls).
+        Of a tenant's pools only those its calls can draw are read (`pool_fields`): what a
+        read costs grows with the batch, not with the tenant's users."""
         snaps: dict[str, Snapshot] = {}
         wanted: dict[str, list[str]] = {}
+        pools: dict[str, list[str]] = {}
+        topups: dict[str, list[str]] = {}
+        self._loaded = {}
         for t, its in pending.items():
+            book = self.directory.get(t)
+            assert book is not None
+            needed = {k for i in its if i.cdr is not None for k in pool_fields(book, i.cdr)}
             if t in self.states and t not in with_calls:
-                version, state = self.states.get(t)
+                version, state, loaded = self.states.get(t)
                 snaps[t] = Snapshot(t, version, state, {})
+                missing = needed - loaded if loaded is not None else set()
+                if missing:
+                    topups[t] = sorted(missing)
+                    loaded.update(missing)  # type: ignore[union-attr]
+                self._loaded[t] = loaded
             else:
                 wanted[t] = [i.cdr.call_id for i in its if i.cdr] if t in with_calls else []
-        if wanted:
-            snaps.update(self.store.snapshots(wanted))
+                pools[t] = sorted(needed)
+        if wanted or topups:
+            fresh, topped = self.store.read(wanted, pools, topups)
+            snaps.update(fresh)
+            for t, found in topped.items():
+                kept = snaps[t].state
+                assert kept is not None
+                kept.pool_used.update(found)
+            for t in wanted:
+                read = snaps[t].state
+                # a state written before pools had fields of their own holds all of them
+                self._loaded[t] = None if read is not None and read.pools_dirty else set(pools[t])
         self.faults.after(3, self._batch)
         return snaps, wanted
 
@@ -220,7 +252,7 @@ class StateApply:
         for (tid, _, state, _), (status, value) in zip(writes, results, strict=True):
             if status is Status.WRITTEN:
                 state.pools_dirty.clear()  # its drawn pools are in Redis now
-                self.states.put(tid, value, state)
+                self.states.put(tid, value, state, self._loaded.get(tid, set()))
                 continue
             if self.states.drop(tid) and tid not in wanted:
                 self.metrics.state_cache_stale.inc()  # another writer moved it: read it again

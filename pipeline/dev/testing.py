@@ -218,11 +218,22 @@ class MemoryStore:
         self.fail_applies = 0  # the next this many applies raise ConnectionError ...
         self.fail_after_write = False  # ... after their writes landed (the answer was lost)
         self.applies = 0
+        self.reads: list[tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]] = []
 
     def snapshots(self, wanted: dict[str, list[str]]) -> dict[str, Snapshot]:
+        return self.read(wanted, {}, {})[0]
+
+    def read(
+        self, wanted: dict[str, list[str]], pools: dict[str, list[str]], topups: dict[str, list[str]]
+    ) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]]]:
+        """As Store.read: a tenant in `pools` is read with those pool fields only."""
+        self.reads.append((dict(wanted), dict(pools), dict(topups)))
         out = {}
         for tid, ids in wanted.items():
             fields = dict(self.hashes.get(tid, {}))
+            if tid in pools:
+                keep = {b"state", b"ver", *[b"p:" + k.encode() for k in pools[tid]]}
+                fields = {n: v for n, v in fields.items() if n in keep}
             calls: dict[str, StoredCall] = {}
             for c in ids:
                 if (tid, c) in self.outputs:
@@ -235,7 +246,11 @@ class MemoryStore:
                 out[tid] = Snapshot(tid, version, _parse_state(tid, raw, fields) if raw else None, calls)
             except StateUnreadable as exc:
                 out[tid] = Snapshot(tid, version, None, calls, exc)
-        return out
+        topped = {}
+        for tid, keys in topups.items():
+            h = self.hashes.get(tid, {})
+            topped[tid] = {k: int(h[b"p:" + k.encode()]) for k in keys if b"p:" + k.encode() in h}
+        return out, topped
 
     def apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
         self.applies += 1

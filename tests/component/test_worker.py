@@ -4,14 +4,16 @@ charges, what each crash point leaves, and every way a batch is handed back."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from pipeline.charging.apply import MAX_CAS_RETRIES
+from pipeline.dev import traffic
 from pipeline.errors import FatalError
 from processors.replay import differences
-from tests.component.conftest import World
+from tests.component.conftest import START, World
 
 
 def assert_charged_once_as_offline(world: World) -> None:
@@ -163,4 +165,36 @@ def test_a_call_that_cannot_be_encoded_is_set_aside_and_its_tenant_charged_witho
     letters = world.dead_letters()
     assert [(d["reason"], bad["call_id"] in d["detail"]) for d in letters] == [("money_out_of_range", True)]
     world.published.remove(bad)  # offline rating without it
+    assert_charged_once_as_offline(world)
+
+
+def test_a_state_is_read_with_the_pools_its_calls_can_draw_not_every_pool() -> None:
+    """What a read after a cache miss costs grows with the batch, not with the tenant's users
+    and pools; a kept state reads only the pools it lacks."""
+    tenants = traffic.tenants(1, seed=9, users_per_tenant=80, start=START - timedelta(days=20))
+    for u in tenants[0]["users"]:
+        u["licences"], u["usage_country"], u["dialout_policy"] = ["MCOPSTN8", "MCOPSTNPP"], "US", None
+    tenants[0]["country"], tenants[0]["currency"], tenants[0]["time_zone"] = "US", "USD", "America/New_York"
+    world = World(tenants)
+    calls = traffic.cdrs(tenants, 300, seed=10, start=START, span=timedelta(days=3))
+    world.publish(calls[:-3])
+    world.run(world.worker())
+    tid = tenants[0]["tenant_id"]
+    drawn = sum(k.startswith(b"p:") for k in world.store.hashes[tid])
+    world.store.reads.clear()
+    world.publish(calls[-3:])
+    w = world.worker()  # a new worker: nothing kept
+    world.run(w)
+    wanted, pools, _ = world.store.reads[0]
+    assert tid in wanted and len(pools[tid]) <= 4 * 3 < drawn, (pools, drawn)
+    world.store.reads.clear()
+    world.publish(
+        [
+            dict(c, call_id=c["call_id"] + "-next", user_id=u["user_id"])
+            for c, u in zip(calls[:3], tenants[0]["users"][-3:], strict=True)
+        ]
+    )
+    world.run(w)  # the state is kept: only the pools it lacks are read
+    wanted, pools, topups = world.store.reads[0]
+    assert tid not in wanted and 0 < len(topups[tid]) <= 4 * 3, topups
     assert_charged_once_as_offline(world)

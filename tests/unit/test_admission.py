@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import Settings
+from pipeline.dev import traffic
 from processors.admission import Origin, fold_batch, unknown_tenant
-from processors.charging import prepare
+from processors.charging import pool_fields, prepare
 from processors.engine import Engine
-from processors.inputs import DeadLetterReason, tenant_from_dict
-from processors.ledger import open_state
+from processors.inputs import DeadLetterReason, cdr_from_dict, tenant_from_dict
+from processors.ledger import TenantState, open_state
 from processors.model import Cdr
 from processors.money import parse_money
+from processors.rating import RateCard
 from tests.helpers import fixture_rates, tenant_entry
 
 RATES = fixture_rates()
@@ -100,3 +106,42 @@ def test_the_engine_runs_the_same_rules() -> None:
     assert getattr(again, "reason", None) == DeadLetterReason.DUPLICATE
     stranger = Cdr("x", "nobody", "u1", "user_out", "+12125550100", "+442071234567", NOW, NOW, 0)
     assert getattr(engine.admit_and_charge(stranger), "reason", None) == DeadLetterReason.UNKNOWN_TENANT
+
+
+# The worker reads from Redis only the pools its batch's calls can draw (`pool_fields`), not
+# every pool of the tenant: folding on those alone must charge exactly as folding on all.
+POOL_START = datetime(2026, 10, 20, tzinfo=UTC)  # the calls span a month start in every zone
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**6), batch=st.integers(1, 60))
+@example(seed=7, batch=25)
+def test_a_fold_on_the_batchs_pool_fields_alone_charges_as_a_fold_on_every_pool(seed: int, batch: int) -> None:
+    rates = RateCard.from_csv_text(Settings().rates_file.read_text())
+    entries = traffic.tenants(3, seed=seed, users_per_tenant=12, start=POOL_START - timedelta(days=40))
+    books = {e["tenant_id"]: prepare(tenant_from_dict(e)) for e in entries}
+    calls = [
+        cdr_from_dict(d) for d in traffic.cdrs(entries, 400, seed=seed + 1, start=POOL_START, span=timedelta(days=25))
+    ]
+    full: dict[str, TenantState] = {}
+    for first in range(0, len(calls), batch):
+        by_tenant: dict[str, list[Cdr]] = {}
+        for c in calls[first : first + batch]:
+            assert isinstance(c, Cdr)
+            by_tenant.setdefault(c.tenant_id, []).append(c)
+        for tid, cdrs in by_tenant.items():
+            book, state = books[tid], full.get(tid, TenantState())
+            fields = {k for c in cdrs for k in pool_fields(book, c)}
+            partial = state.copy()
+            partial.pool_used = {k: v for k, v in state.pool_used.items() if k in fields}
+            origins = [(c, Origin(0, first + i)) for i, c in enumerate(cdrs)]
+            everything = fold_batch(book, state, origins, {}, rates)
+            alone = fold_batch(book, partial, origins, {}, rates)
+            assert [(o.charge, o.events, o.reject) for o in alone.outcomes] == [
+                (o.charge, o.events, o.reject) for o in everything.outcomes
+            ]
+            assert {k: everything.state.pool_used.get(k) for k in fields} == {
+                k: alone.state.pool_used.get(k) for k in fields
+            }
+            assert set(alone.state.pool_used) <= fields
+            full[tid] = everything.state
