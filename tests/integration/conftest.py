@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.dev.mailsink import MailSink
-from tests.integration.harness import Env
+from tests.integration.harness import RUNNING, Env
 
 
 @pytest.fixture
@@ -25,11 +25,6 @@ def smtp() -> Any:
     inbox = MailSink().start()
     yield inbox
     inbox.stop()
-
-
-# Every worker process a test starts (ControlProc and the like) is SIGKILLed after the test,
-# whatever it asserted: a leftover worker keeps retrying a broker that is gone.
-RUNNING: list[Any] = []
 
 
 @pytest.fixture(autouse=True)

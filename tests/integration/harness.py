@@ -7,9 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from pipeline import wiring
 from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.kafka import create_topics, producer
 from pipeline.config import Settings
+from pipeline.dev.mailsink import MailSink, free_port
 from pipeline.ops.publish import ingest, publish_tenants
 from pipeline.reports.readback import read_all
 from processors.engine import Engine, event_to_dict
@@ -244,3 +248,144 @@ def wait_for(predicate: Any, timeout: float = 60, every: float = 0.2) -> None:
             return
         time.sleep(every)
     raise AssertionError("condition not reached in time")
+
+
+# Every worker process a test starts (ControlProc and the like) is SIGKILLed after the test,
+# whatever it asserted (tests/integration/conftest.py): a leftover worker keeps retrying a
+# broker that is gone.
+RUNNING: list[Any] = []
+
+
+TOKEN = "test-token-123"
+
+
+class ControlProc:
+    def __init__(self, env: Env, smtp: MailSink, clock_offset_s: float = 0.0, **extra: str) -> None:
+        self.env = env
+        self.command = ["-m", "pipeline.cli", "control"]
+        if clock_offset_s:
+            self.command = ["-m", "tests.integration.fake_clock_control", str(clock_offset_s)]
+        self.port = free_port()
+        self.extra = {
+            "CALLCHARGE_HTTP_PORT": str(self.port),
+            "CALLCHARGE_API_TOKEN": TOKEN,
+            "CALLCHARGE_SMTP_PORT": str(smtp.port),  # type: ignore[attr-defined]
+            "CALLCHARGE_CONTROL_TICK_S": "0.5",
+            "CALLCHARGE_RECHARGE_BACKOFF_S": "1",
+            "CALLCHARGE_RECHARGE_BACKOFF_CAP_S": "2",
+            **extra,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ControlProc:
+        self.log_path = self.env.work / f"control-{time.monotonic_ns()}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.command],
+                cwd=REPO,
+                env=self.env.environ(**self.extra),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        RUNNING.append(self)
+        wait_for(lambda: self.get("/health")[0] == 200, timeout=60)
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        kill(self.proc)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw[:1] in (b"{", b"[") else raw
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            return err.code, json.loads(raw) if raw[:1] == b"{" else raw
+        except OSError:
+            return 0, None
+
+    def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return self.call("GET", path, **kw)
+
+
+def tenant(
+    tid: str,
+    funding: str,
+    method: str = "pm_card_ok",
+    channel: str = "direct",
+    auto: dict[str, Any] | None = None,
+    purchased: datetime | None = None,
+) -> dict[str, Any]:
+    purchased = purchased or datetime.now(UTC) - timedelta(days=5)
+    return {
+        "tenant_id": tid,
+        "country": "US",
+        "currency": "USD",
+        "channel": channel,
+        "payment_method": method,
+        "users": [
+            {"user_id": "u1", "usage_country": "US", "licences": ["PAYG", "MCOPSTNPP"]},
+            {
+                "user_id": "admin1",
+                "usage_country": "US",
+                "licences": [],
+                "roles": ["Teams Administrator"],
+                "email": f"admin1@{tid}.example",
+            },
+            {
+                "user_id": "admin2",
+                "usage_country": "US",
+                "licences": [],
+                "roles": ["Billing Administrator"],
+                "email": f"admin2@{tid}.example",
+            },
+            {
+                "user_id": "nobody",
+                "usage_country": "US",
+                "licences": [],
+                "roles": ["Reader"],
+                "email": f"reader@{tid}.example",
+            },
+        ],
+        **({"auto_recharge": auto} if auto else {}),
+        "funding": [{"lot_id": f"{tid}-L1", "amount": funding, "purchased_at": purchased.isoformat()}],
+    }
+
+
+def calls(tid: str, n: int, minutes: int, start: int = 0) -> list[dict[str, Any]]:
+    t0 = datetime.now(UTC) - timedelta(hours=2)
+    out = []
+    for i in range(start, start + n):
+        s = t0 + timedelta(minutes=i)
+        out.append(
+            {
+                "call_id": f"{tid}-c{i}",
+                "tenant_id": tid,
+                "user_id": "u1",
+                "call_type": "user_out",
+                "caller_number": "+12125550100",
+                "callee_number": "+12125550123",
+                "start_time": s.isoformat(),
+                "end_time": (s + timedelta(minutes=minutes)).isoformat(),
+                "duration_s": minutes * 60,
+            }
+        )
+    return out
+
+
+def events(env: Env, tid: str) -> list[dict[str, Any]]:
+    return [e for e in env.read(env.settings.topic.balance_events) if e["tenant_id"] == tid]
+
+
+def service(env: Env, tid: str) -> dict[str, Any] | None:
+    states = [s for s in env.read(env.settings.topic.service_state) if s["tenant_id"] == tid]
+    return states[-1] if states else None

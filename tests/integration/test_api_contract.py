@@ -18,8 +18,7 @@ import pytest
 
 from pipeline.control.tokens import new_token
 from tests.integration.conftest import Inbox
-from tests.integration.harness import Env, kill, wait_exit
-from tests.integration.test_control import TOKEN, ControlProc, calls, tenant
+from tests.integration.harness import TOKEN, ControlProc, Env, calls, kill, tenant, wait_exit
 
 pytestmark = pytest.mark.integration
 

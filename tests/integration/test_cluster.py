@@ -16,10 +16,9 @@ from pipeline.adapters.store import tenant_key
 from pipeline.config import Settings
 from processors.money import format_money
 from tests.integration.conftest import Inbox
-from tests.integration.harness import Env, assert_exact, wait_exit, wait_for
+from tests.integration.harness import ControlProc, Env, assert_exact, wait_exit, wait_for
 from tests.integration.servers import redis_cluster
 from tests.integration.test_charging import scenario
-from tests.integration.test_control import ControlProc
 
 pytestmark = pytest.mark.integration
 

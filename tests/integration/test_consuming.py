@@ -14,8 +14,7 @@ import pytest
 
 from pipeline.config import Settings, Topics
 from tests.integration.conftest import Inbox
-from tests.integration.harness import REPO, Env, wait_exit, wait_for
-from tests.integration.test_control import ControlProc, calls, events, tenant
+from tests.integration.harness import REPO, ControlProc, Env, calls, events, tenant, wait_exit, wait_for
 
 pytestmark = pytest.mark.integration
 EXAMPLE = REPO / "docs" / "examples" / "decode_ledger.py"

@@ -15,8 +15,7 @@ from pipeline.control.tokens import new_token
 from pipeline.reports.finance import read_ledger, statement_report
 from processors.calendar import month_key
 from tests.integration.conftest import Inbox
-from tests.integration.harness import Env, wait_exit, wait_for
-from tests.integration.test_control import ControlProc, calls, events, tenant
+from tests.integration.harness import ControlProc, Env, calls, events, tenant, wait_exit, wait_for
 
 pytestmark = pytest.mark.integration
 

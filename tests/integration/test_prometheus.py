@@ -19,10 +19,9 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Inbox
-from tests.integration.harness import REPO, Env, kill, wait_for
+from tests.integration.harness import REPO, ControlProc, Env, kill, wait_for
 from tests.integration.servers import free_ports, wait_port
 from tests.integration.test_charging import scenario
-from tests.integration.test_control import ControlProc
 
 pytestmark = pytest.mark.integration
 DASHBOARD = REPO / "deploy/grafana/callcharge.json"

@@ -23,10 +23,9 @@ import pytest
 from pipeline import wiring
 from pipeline.config import Settings
 from tests.integration.conftest import Inbox
-from tests.integration.harness import Env, assert_exact, wait_exit, wait_for
+from tests.integration.harness import ControlProc, Env, assert_exact, calls, events, tenant, wait_exit, wait_for
 from tests.integration.servers import Pki, RedisProcs, TlsFront, free_ports, make_pki, start_broker, wait_port
 from tests.integration.test_charging import scenario
-from tests.integration.test_control import ControlProc, calls, events, tenant
 
 PASSWORD = "s3cret-for-callcharge"
 

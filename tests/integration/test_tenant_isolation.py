@@ -17,8 +17,7 @@ from pipeline import wiring
 from processors.money import MAX_BALANCE, format_money
 from processors.replay import differences
 from tests.integration.conftest import Inbox
-from tests.integration.harness import Env, offline, wait_exit, wait_for
-from tests.integration.test_control import ControlProc, calls, tenant
+from tests.integration.harness import ControlProc, Env, calls, offline, tenant, wait_exit, wait_for
 
 pytestmark = pytest.mark.integration
 
