@@ -139,6 +139,20 @@ def pool_fields(book: Book, cdr: Cdr) -> list[str]:
     return [own + "dom", own + "intl", zone + "dom", zone + "intl"]
 
 
+def pool_fields_of(book: Book, cdrs: list[Cdr]) -> set[str]:
+    """`pool_fields` of every call of a tenant's batch (once per user and month)."""
+    out: set[str] = set()
+    done: set[tuple[str, str]] = set()
+    zone = book.tenant.time_zone
+    for cdr in cdrs:
+        month = month_key(cdr.start, zone)
+        if (cdr.user_id, month) in done:
+            continue
+        done.add((cdr.user_id, month))
+        out.update(pool_fields(book, cdr))
+    return out
+
+
 def pool_available(book: Book, state: TenantState, pool: str, dim: str, month: str) -> int:
     total_dom, total_intl = book.pools.get(pool, (0, 0))
     used_dom = state.pool_used.get(f"{month}|{pool}|dom", 0)

@@ -24,7 +24,7 @@ from pipeline.charging.intake import Directory, Item
 from pipeline.charging.runtime import Faults
 from pipeline.config import Settings
 from processors.admission import Origin, fold_batch
-from processors.charging import Book, pool_fields
+from processors.charging import Book, pool_fields_of
 from processors.inputs import DeadLetterReason, Rejected
 from processors.ledger import TenantState
 from processors.rating import RateCard
@@ -170,7 +170,7 @@ class StateApply:
         for t, its in pending.items():
             book = self.directory.get(t)
             assert book is not None
-            needed = {k for i in its if i.cdr is not None for k in pool_fields(book, i.cdr)}
+            needed = pool_fields_of(book, [i.cdr for i in its if i.cdr is not None])
             if t in self.states and t not in with_calls:
                 version, state, loaded = self.states.get(t)
                 snaps[t] = Snapshot(t, version, state, {})

@@ -10,7 +10,9 @@ and crash points exercised in milliseconds, no broker and no Redis.
   per tenant with its version, compare-and-set per tenant (`Status`), a seen index of
   every call and the outputs of calls not yet committed; the state is kept as the JSON
   the real store writes and read back through the same parser.
-* `StaticDirectory` serves prepared books of a fixed tenant list.
+* `StaticDirectory` serves prepared books of a fixed tenant list; shared by a charging
+  worker and a control worker, it is the configuration both read (an offboarding the
+  control worker applies is seen by the charging worker at once).
 
 These are fakes: what they prove about the worker holds only as far as they keep the
 contracts above. The integration tier runs the same worker on the real broker and Redis.
@@ -313,6 +315,7 @@ class StaticDirectory:
 
     def __init__(self, tenants: Iterable[Tenant]) -> None:
         self.books: dict[str, Book] = {t.tenant_id: prepare(t) for t in tenants}
+        self.records: dict[str, dict[str, Any]] = {}  # tenant_config records as read (none here)
 
     def get(self, tenant_id: str) -> Book | None:
         return self.books.get(tenant_id)
