@@ -237,6 +237,7 @@ class StateApply:
                 read = snaps[t].state
                 # a state written before pools had fields of their own holds all of them
                 self._loaded[t] = None if read is not None and read.pools_dirty else set(pools[t])
+        self._prefetched.clear()  # read ahead for this batch only
         self.faults.after(3, self._batch)
         return snaps, wanted
 
