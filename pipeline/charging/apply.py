@@ -16,8 +16,6 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Protocol
 
-import redis
-
 from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.avro.records import charge_encoder, event_to_avro
 from pipeline.adapters.metrics import ChargingMetrics
@@ -29,7 +27,6 @@ from processors.admission import Origin, fold_batch
 from processors.charging import Book, pool_fields_of
 from processors.inputs import DeadLetterReason, Rejected
 from processors.ledger import TenantState
-from processors.model import Cdr
 from processors.rating import RateCard
 
 log = logging.getLogger(__name__)
@@ -121,9 +118,6 @@ class StateApply:
         self._encode_charge = charge_encoder(codec)
         self.states = StateCache()
         self._loaded: dict[str, Loaded] = {}  # this attempt's tenants: the pools their states hold
-        # pool fields read ahead for kept states (prefetch_pools): tenant -> (the kept
-        # state's version then, the fields read, the values found)
-        self._prefetched: dict[str, tuple[int, list[str], dict[str, int]]] = {}
         self._batch = 0
         self._applier = ThreadPoolExecutor(1, thread_name_prefix="redis-apply")
 
@@ -161,34 +155,6 @@ class StateApply:
                     "re-drive once a single writer remains",
                 )
 
-    def prefetch_pools(self, items: list[Item]) -> None:
-        """Read now the pool fields the kept states of `items`' tenants lack (the next
-        batch, while this one applies): its step 3 then has nothing to read for them. A
-        state dropped or changed meanwhile is read again as usual; a failed read is left to
-        step 3."""
-        by_tenant: dict[str, list[Cdr]] = defaultdict(list)
-        for item in items:
-            if item.cdr is not None and item.cdr.tenant_id in self.states:
-                by_tenant[item.cdr.tenant_id].append(item.cdr)
-        topups: dict[str, list[str]] = {}
-        versions: dict[str, int] = {}
-        for t, cdrs in by_tenant.items():
-            book = self.directory.get(t)
-            versions[t], _, loaded = self.states.get(t)
-            if book is None or loaded is None:
-                continue
-            missing = pool_fields_of(book, cdrs) - loaded
-            if missing:
-                topups[t] = sorted(missing)
-        if not topups:
-            return
-        try:
-            _, found = self.store.read({}, {}, topups)
-        except (redis.ConnectionError, redis.TimeoutError):
-            return
-        for t, keys in topups.items():
-            self._prefetched[t] = (versions[t], keys, found.get(t, {}))
-
     def _read(
         self, pending: dict[str, list[Item]], with_calls: set[str]
     ) -> tuple[dict[str, Snapshot], dict[str, list[str]]]:
@@ -208,16 +174,6 @@ class StateApply:
             if t in self.states and t not in with_calls:
                 version, state, loaded = self.states.get(t)
                 snaps[t] = Snapshot(t, version, state, {})
-                ahead = self._prefetched.pop(t, None)
-                # Read while the last batch applied, and good if the state moved by at most
-                # that batch's own write since (which drew none of these fields): a retried
-                # write means another writer came between. Any writer after it moves the
-                # version, and this batch's compare-and-set fails and reads again.
-                if ahead is not None and loaded is not None and version - ahead[0] in (0, 1):
-                    _, fields, values = ahead
-                    unread = [k for k in fields if k not in loaded]
-                    state.pool_used.update({k: values[k] for k in unread if k in values})
-                    loaded.update(unread)
                 missing = needed - loaded if loaded is not None else set()
                 if missing:
                     topups[t] = sorted(missing)
@@ -237,7 +193,6 @@ class StateApply:
                 read = snaps[t].state
                 # a state written before pools had fields of their own holds all of them
                 self._loaded[t] = None if read is not None and read.pools_dirty else set(pools[t])
-        self._prefetched.clear()  # read ahead for this batch only
         self.faults.after(3, self._batch)
         return snaps, wanted
 

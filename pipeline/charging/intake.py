@@ -81,10 +81,6 @@ class Intake:
             return items
         return self.fetch(timeout_s, upcoming)
 
-    def ahead(self) -> list[Item]:
-        """The batch read ahead, left where it is (empty when there is none)."""
-        return self._ahead or []
-
     def take_ahead(self) -> list[Item]:
         """The batch read ahead (it goes back with a rewind of the batch before it)."""
         items, self._ahead = self._ahead or [], None

@@ -33,10 +33,7 @@ membership, and what a failure rewinds.
 
 While step 5 waits on Redis (a durable write: the AOF is fsynced before Redis answers),
 steps 1-2 of the next batch run beside it: they touch neither Redis nor the transaction,
-and anything that rewinds a batch rewinds that one too. So does the read of the pool fields
-the next batch's kept states lack (`StateApply.prefetch_pools`): this batch does not write
-them (it draws only pools its states hold), and any other writer moves the version, which
-the next apply's compare-and-set catches.
+and anything that rewinds a batch rewinds that one too.
 
 A crash before 5 applies nothing. A crash after 5 and before 8 aborts the transaction
 (the broker does, after transaction.timeout.ms; or a living worker, once the dead one's
@@ -50,7 +47,6 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
@@ -259,7 +255,7 @@ class ChargingWorker:
         self.metrics.batch_size.observe(len(items))
         # Read ahead only when behind (a full batch): with light traffic a batch read early
         # would wait for this one's commit and then pay a commit of its own.
-        beside = self._read_ahead(batch + 1) if len(items) >= self.s.batch_size else None
+        beside = (lambda: self.intake.prefetch(batch + 1)) if len(items) >= self.s.batch_size else None
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         t0 = time.perf_counter()
         try:
@@ -288,16 +284,6 @@ class ChargingWorker:
         del items  # this batch's records go now, before the collection looks for cycles
         collect_between_batches()
         return n
-
-    def _read_ahead(self, upcoming: int) -> Callable[[], None]:
-        """What runs while Redis applies this batch: steps 1-2 of the next one, and the pool
-        fields its kept states lack (read now, not in its step 3)."""
-
-        def ahead() -> None:
-            self.intake.prefetch(upcoming)
-            self.state.prefetch_pools(self.intake.ahead())
-
-        return ahead
 
     def _rewind(self, items: list[Item]) -> None:
         """Seek back to the batch's first offsets (and the batch read after it, re-read in
