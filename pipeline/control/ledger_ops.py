@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.avro.records import event_to_avro
-from pipeline.adapters.store import EVENTS, Store, StoredCall
+from pipeline.adapters.store import EVENTS, Snapshot, Store, StoredCall
 from pipeline.errors import RetriableError
 from processors.charging import Book
 from processors.ledger import TenantState, open_state
@@ -44,7 +44,7 @@ class LedgerOps:
         tid = book.tenant.tenant_id
         currency = book.tenant.currency
         for _ in range(50):
-            snap = self.store.snapshots({tid: [op_id]})[tid]
+            snap = self._snapshot(tid, [op_id])
             if snap.unreadable is not None:  # never fold onto a state that is not there
                 raise RetriableError(str(snap.unreadable))
             prior = snap.calls.get(op_id)
@@ -62,4 +62,14 @@ class LedgerOps:
         raise RetriableError(f"tenant {tid} state kept changing under operation {op_id}")
 
     def peek(self, tenant_id: str) -> TenantState | None:
-        return self.store.state(tenant_id)[1]
+        """The tenant's state without its pools (none of the control worker's rules reads
+        them): what a read costs does not grow with the tenant's users."""
+        snap = self._snapshot(tenant_id, [])
+        if snap.unreadable is not None:
+            raise snap.unreadable
+        return snap.state
+
+    def _snapshot(self, tenant_id: str, op_ids: list[str]) -> Snapshot:
+        """State and version, no pool fields: a balance operation draws no pool, and the
+        store writes only the pools a state drew (`pools_dirty`), so none is lost."""
+        return self.store.read({tenant_id: op_ids}, {tenant_id: []}, {})[0][tenant_id]

@@ -178,3 +178,31 @@ def test_an_offboarded_tenant_stops_charging_and_keeps_its_ledger(desk: Desk) ->
     desk.world.run(desk.world.worker())
     assert [d["reason"] for d in desk.world.dead_letters()] == ["tenant_removed"]
     assert len([c for c in desk.world.charges() if c["tenant_id"] == "plain"]) == 2  # the ledger keeps them
+
+
+def test_a_funding_reads_and_writes_no_pool_and_loses_none() -> None:
+    """The control worker reads a state without its pools (a balance operation draws none):
+    the pools the charging worker drew are in the store, unchanged, after a funding."""
+    planned = tenant("plan", "20")
+    planned["users"][0]["licences"] = ["MCOPSTN1", "MCOPSTNPP"]
+    desk = Desk([planned])
+    domestic = [dict(c, callee_number="+12125550123") for c in calls("plan", 3, 10)]
+    desk.charge(domestic)
+    pools = {k: v for k, v in desk.world.store.hashes["plan"].items() if k.startswith(b"p:")}
+    assert pools  # the plan's minutes were drawn
+    command = {
+        "command_id": "c2",
+        "tenant_id": "plan",
+        "kind": "manual",
+        "amount": parse_money("60"),
+        "currency": "USD",
+        "requested_by": "finance",
+        "at": desk.now,
+    }
+    before = desk.balance("plan")
+    reads = len(desk.world.store.reads)
+    desk.emit(desk.control.handle_command(desk.world.codec.encode("funding_command", command)))
+    funding_reads = desk.world.store.reads[reads:]
+    assert desk.balance("plan") == before + parse_money("60")
+    assert {k: v for k, v in desk.world.store.hashes["plan"].items() if k.startswith(b"p:")} == pools
+    assert funding_reads and all(pools == {"plan": []} for _, pools, _ in funding_reads)  # no pool field read
