@@ -92,6 +92,22 @@ def _keys_memory(settings: Settings, pattern: str) -> tuple[int, int]:
     return n, total
 
 
+def _traffic(s: Settings, tenants: list[dict[str, Any]], n: int) -> tuple[list[Any], list[Any], dict[int, int]]:
+    """Every tenant's first call, then `n` CDRs in proportion to users, produced: (first
+    calls, every CDR, the topic's high offsets). The first calls (a state read from Redis,
+    configured lots recorded: once per tenant and worker) are charged before the clock
+    starts and measured apart; the n CDRs after them are the steady state a platform runs in."""
+    codec = Codec(s.schemas_dir)
+    warm = [traffic.cdrs([t], 1, seed=33 + i)[0] for i, t in enumerate(tenants)]
+    rows = warm + traffic.cdrs(tenants, n, seed=32, by_users=True)
+    values = []
+    for row in rows:
+        cdr = cdr_from_dict({**row, "call_id": uuid.uuid4().hex})  # 32-character call ids
+        assert not isinstance(cdr, Rejected), cdr
+        values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
+    return warm, rows, _produce(s, s.topic.cdr, values)
+
+
 def scenario(
     settings: Settings,
     name: str,
@@ -125,18 +141,7 @@ def scenario(
     directory_s = time.monotonic() - t0
     rss1 = _rss_mb()
     directory.close()
-    codec = Codec(s.schemas_dir)
-    # Every tenant's first call comes first (its state read from Redis, its configured lots
-    # recorded: once per tenant and worker), charged before the clock starts and measured
-    # apart; the n CDRs after it are the steady state a platform runs in.
-    warm = [traffic.cdrs([t], 1, seed=33 + i)[0] for i, t in enumerate(tenants)]
-    rows = warm + traffic.cdrs(tenants, n, seed=32, by_users=True)
-    values = []
-    for row in rows:
-        cdr = cdr_from_dict({**row, "call_id": uuid.uuid4().hex})  # 32-character call ids
-        assert not isinstance(cdr, Rejected), cdr
-        values.append((cdr.tenant_id.encode(), codec.encode("cdr", cdr_to_avro(cdr))))
-    high = _produce(s, s.topic.cdr, values)
+    warm, rows, high = _traffic(s, tenants, n)
     r = wiring.redis_client(s)
     rewrite = r.config_get("auto-aof-rewrite-percentage").get("auto-aof-rewrite-percentage", "100")
     r.config_set("auto-aof-rewrite-percentage", 0)  # the AOF's growth is the bytes written

@@ -153,14 +153,14 @@ def test_a_call_that_cannot_be_encoded_is_set_aside_and_its_tenant_charged_witho
     w = world.worker()
     w.run_once()  # the tenants' states are kept in memory now: the next fold starts from them
     bad = world.published[150]
-    encode = w.state._encode_charge
+    encode = w.state.folder._encode_charge
 
     def refuse_one(charge: Any, partition: int, offset: int, now: Any) -> bytes:
         if charge.call_id == bad["call_id"]:
             raise OverflowError("int too big to fit an Avro long")
         return encode(charge, partition, offset, now)
 
-    w.state._encode_charge = refuse_one  # type: ignore[method-assign]
+    w.state.folder._encode_charge = refuse_one  # type: ignore[method-assign]
     world.run(w)
     letters = world.dead_letters()
     assert [(d["reason"], bad["call_id"] in d["detail"]) for d in letters] == [("money_out_of_range", True)]
