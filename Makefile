@@ -71,7 +71,7 @@ test-clocks: $(STAMP) $(FAST) ## the unit tests at pinned clocks (a month's firs
 	@mkdir -p .callcharge/clocks; printf '%s\n' $(CLOCKS) | xargs -P 2 -I{} sh -c '\
 	  log=.callcharge/clocks/{}.log; \
 	  if faketime -f "@$$(echo {} | tr T " ")" $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit \
-	      -o addopts="--strict-markers" tests/component \
+	      -o addopts="--strict-markers" tests/component --basetemp=.callcharge/clocks/tmp-{} \
 	      --deselect tests/unit/test_compiled_core.py::test_the_unit_suite_passes_on_the_python_source \
 	      --ignore tests/unit/test_newcomer.py >$$log 2>&1; \
 	  then echo "unit tests at {} UTC: $$(tail -n 1 $$log)"; \
