@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import cache, lru_cache
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 
@@ -14,16 +14,47 @@ def zone(name: str | None) -> ZoneInfo:
 
 def month_key(at: datetime, time_zone: str | None) -> str:
     """The pool month ("2026-11") a moment belongs to, in the tenant's time zone."""
-    if 3 <= at.day <= 26:
+    day = at.day
+    if 3 <= day <= 26:
         # UTC offsets span less than two days, so mid-month the zone cannot change the month.
         return _month_text(at.year, at.month)
+    if at.tzinfo is UTC and _OFFSETS_KNOWN[0] <= at.year <= _OFFSETS_KNOWN[1]:
+        # Every zone's offset from 1970 to 2099 is within UTC-12 and UTC+14 (held by
+        # tests/unit/test_calendar.py over the tz database): a moment more than 12 hours
+        # into its month's first UTC day, or more than 14 hours before the end of its
+        # month's last, is in that month on every wall clock. Half of a month's calls in
+        # the 27th-2nd fall here; only the hours around a month's turn ask the zone.
+        if day == 1:
+            if at.hour >= 12:
+                return _month_text(at.year, at.month)
+        elif at.hour < 10 or day < _days_in(at.year, at.month):
+            return _month_text(at.year, at.month)
     local = at.astimezone(zone(time_zone))
     return _month_text(local.year, local.month)
 
 
-@cache
+_OFFSETS_KNOWN = (1970, 2099)  # years whose UTC offsets, in every zone, are within -12h and +14h
+
+
+_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _days_in(year: int, month: int) -> int:
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        return 29
+    return _DAYS[month]
+
+
+_MONTHS: dict[int, str] = {}
+
+
 def _month_text(year: int, month: int) -> str:
-    return f"{year:04d}-{month:02d}"  # formatted once per month: every call asks
+    """Formatted once per month: every call asks (a dict on an int, not a cache's tuple)."""
+    key = year * 16 + month
+    text = _MONTHS.get(key)
+    if text is None:
+        text = _MONTHS[key] = f"{year:04d}-{month:02d}"
+    return text
 
 
 @lru_cache(maxsize=4096)
