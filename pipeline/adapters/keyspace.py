@@ -8,7 +8,8 @@ one tenant is on one slot, so a script or pipeline of one tenant never crosses s
 |---|---|---|---|
 | `cc:{T}` | hash | charging worker (`state`, `ver`, `p:` pools), directory (`config`) | for ever (rebuildable) |
 | `cc:{T}:seen:E` | hash | charging worker: call-id digest -> source partition and offset | the dedup window |
-| `cc:{T}:out:ID` | string | charging worker: a call's output records | until its transaction commits |
+| `cc:{T}:outputs:E` | hash | charging worker: call digest -> its output records | until committed |
+| `cc:{T}:out:ID` | string | control worker: operation ID's output records | 400 days |
 | `cc:{T}:pay:R` | hash | control worker: recharge R's payment attempts | for ever |
 | `cc:{T}:notified:N` | string | control worker: notification N pending or mailed | 400 days |
 | `cc:{T}:history` | sorted set | control worker: the tenant's transactions (API) | the last 5 000 |
@@ -27,7 +28,8 @@ PREFIX = "cc:"
 TENANT_PATTERN = "cc:{*}"  # every tenant's state hash (SCAN MATCH)
 TENANT_KEYS_PATTERN = "cc:{*"  # every key of every tenant
 SEEN_PATTERN = "cc:{*}:seen:*"
-OUT_PATTERN = "cc:{*}:out:*"
+OUTPUTS_PATTERN = "cc:{*}:outputs:*"
+RESULT_PATTERN = "cc:{*}:out:*"
 
 RECHARGE_RETRY = "cc:recharge-retry"
 EMAIL_RETRY = "cc:email-retry"
@@ -38,8 +40,15 @@ def tenant(tenant_id: str) -> str:
     return f"cc:{{{tenant_id}}}"
 
 
-def out(tenant_id: str, call_id: str) -> str:
-    return f"cc:{{{tenant_id}}}:out:{call_id}"
+def outputs(tenant_id: str, epoch: int) -> str:
+    return f"cc:{{{tenant_id}}}:outputs:{epoch}"
+
+
+def result(tenant_id: str, op_id: str) -> str:
+    """An operation's outputs under a key of its own: the control worker's (kept 400 days,
+    looked up by id) and, until they expire, calls charged before outputs had a hash per
+    epoch (2026-12-07)."""
+    return f"cc:{{{tenant_id}}}:out:{op_id}"
 
 
 def seen(tenant_id: str, epoch: int) -> str:

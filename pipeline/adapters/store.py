@@ -10,12 +10,18 @@ Keys carry the tenant as a hash tag so every script touches one slot (Redis Clus
                         time, named by its first day: `SeenWindow`): the
                         12-byte digest of each call id charged then -> its source partition
                         and offset (12 bytes); expires once the dedup window has passed it
-    cc:{T}:out:ID       string  the exact output records of call ID with its source offset,
-                        kept until the transaction that carries them commits (the worker
-                        drops them then; the TTL is a safety net only)
+    cc:{T}:outputs:E    hash  the digest of each call charged in epoch E -> its exact output
+                        records with its source offset, kept until the transaction that
+                        carries them commits (the worker drops them then; the key expires
+                        with the epoch's seen index, a safety net only)
+    cc:{T}:out:ID       string  the records of control operation ID (400 days: looked up by
+                        id), and of calls charged before 2026-12-07 (until their TTL)
 
-The seen index is what the dedup window keeps: about 80 bytes of Redis memory per call
-(docs/benchmark.md), against the 400-600 of a key per call holding its records.
+The seen index is what the dedup window keeps: about 60 bytes of Redis memory per call
+(docs/benchmark.md), against the 400-600 of a key per call holding its records. The
+outputs wait in one hash per tenant and epoch, not a key per call: a batch writes and
+drops one field per call in one key per tenant (a key per call cost Redis a key, an expiry
+and an UNLINK each).
 
 Writes go through `lua/apply.lua` (loaded once, EVALSHA; `lua/apply_batch.lua` takes a
 whole batch in one call on a standalone Redis): a compare-and-set on `ver`, so
@@ -55,7 +61,8 @@ _LOCATOR = struct.Struct(">iq")  # a stored result's first 12 bytes: partition, 
 # broker keeps its topics in memory and came back empty): workers refuse to charge on it.
 SPLIT_KEY = keyspace.LEDGER_SPLIT
 tenant_key = keyspace.tenant
-out_key = keyspace.out
+outputs_key = keyspace.outputs
+result_key = keyspace.result
 seen_key = keyspace.seen
 
 
@@ -114,16 +121,15 @@ def pack_call(partition: int, offset: int, records: tuple[tuple[int, bytes], ...
 def apply_batch_command(
     sha: str,
     writes: list[tuple[str, int, TenantState, dict[str, bytes]]],
-    ttl_s: int,
     seen: SeenWindow,
-    committed: list[bytes] = [],  # noqa: B006 (never mutated)
+    committed: dict[str, list[bytes]] = {},  # noqa: B006 (never mutated)
 ) -> bytes:
     """`EVALSHA sha numkeys KEYS... ARGV...` of apply_batch.lua for `writes`, packed: the
     bytes redis-py would send for the same arguments (held equal by a test). `committed`:
-    output keys of calls whose transaction has committed, unlinked by the same call."""
+    per tenant, the digests of calls whose transaction has committed: their outputs are
+    dropped by the same call."""
     keys: list[bytes] = []
     args: list[bytes] = [
-        _bulk(b"%d" % ttl_s),
         _bulk(b"%d" % len(writes)),
         _bulk(b"%d" % seen.epoch),
         _bulk(b"%d" % seen.span),
@@ -134,7 +140,6 @@ def apply_batch_command(
     blake = hashlib.blake2b
     for tid, ver, state, calls in writes:
         keys.append(_bulk(tenant_key(tid).encode()))
-        prefix = out_key(tid, "").encode()
         args += (_bulk(b"%d" % len(calls)), _bulk(b"%d" % ver), _bulk(state.to_json(pools=False).encode()))
         used = state.pool_used
         dirty = [k for k in state.pools_dirty if k in used]
@@ -142,12 +147,12 @@ def apply_batch_command(
         for k in dirty:
             args += (_bulk((POOL + k).encode()), _bulk(b"%d" % used[k]))
         for call_id, value in calls.items():  # the hot loop: _bulk written out
-            cid = call_id.encode()
-            key = prefix + cid
-            keys.append(b"$%d\r\n%b\r\n" % (len(key), key))
-            args.append(b"$12\r\n%b\r\n" % blake(cid, digest_size=12).digest())
+            args.append(b"$12\r\n%b\r\n" % blake(call_id.encode(), digest_size=12).digest())
             args.append(b"$%d\r\n%b\r\n" % (len(value), value))
-    keys += [b"$%d\r\n%b\r\n" % (len(k), k) for k in committed]
+    for tid, digests in committed.items():
+        keys.append(_bulk(tenant_key(tid).encode()))
+        args.append(_bulk(b"%d" % len(digests)))
+        args += [b"$12\r\n%b\r\n" % d for d in digests]
     head = (b"*%d\r\n" % (3 + len(keys) + len(args)), _bulk(b"EVALSHA"), _bulk(sha.encode()), _bulk(b"%d" % len(keys)))
     return b"".join((*head, *keys, *args))
 
@@ -235,7 +240,7 @@ class Store:
         self.r = client
         self.replicas_ack = replicas_ack
         self.window_days = window_days  # the dedup window: how far back the seen index is looked in
-        self._committed: list[bytes] = []  # output keys to drop with the next apply
+        self._committed: dict[str, list[bytes]] = {}  # per tenant, outputs to drop with the next apply
         self.cluster = isinstance(client, redis.RedisCluster)
         lua = resources.files(__package__).joinpath("lua")
         self._apply_source = lua.joinpath("apply.lua").read_text()
@@ -244,6 +249,8 @@ class Store:
         # one call per tenant, its keys in the tenant's slot
         self._batch_source = lua.joinpath("apply_batch.lua").read_text()
         self._batch_sha = self.r.script_load(self._batch_source) if not self.cluster else ""
+        self._forget_source = lua.joinpath("forget.lua").read_text()
+        self._forget_sha = self.r.script_load(self._forget_source) if self.cluster else ""
 
     @contextmanager
     def _available(self) -> Iterator[None]:
@@ -287,9 +294,11 @@ class Store:
                 pipe.hgetall(tenant_key(tid))
             ids = wanted[tid]
             if ids:  # asked only on replays: their outputs, else where the index saw them
-                for c in ids:  # one GET each (a Cluster pipeline refuses MGET)
-                    pipe.get(out_key(tid, c))
                 digests = [call_digest(c) for c in ids]
+                for e in epochs:
+                    pipe.hmget(outputs_key(tid, e), digests)
+                for c in ids:  # a control operation's (or a call's before 2026-12-07)
+                    pipe.get(result_key(tid, c))
                 for e in epochs:
                     pipe.hmget(seen_key(tid, e), digests)
         for tid, keys in topups.items():
@@ -307,11 +316,13 @@ class Store:
             ids = wanted[tid]
             calls: dict[str, StoredCall] = {}
             if ids:
-                outputs = [next(replies) for _ in ids]
+                waiting = [next(replies) for _ in epochs]
+                kept = [next(replies) for _ in ids]
                 located = [next(replies) for _ in epochs]
                 for i, c in enumerate(ids):
-                    if outputs[i] is not None:
-                        calls[c] = StoredCall.unpack(outputs[i])
+                    output = next((found[i] for found in waiting if found[i] is not None), kept[i])
+                    if output is not None:  # its transaction may not have committed: re-emit
+                        calls[c] = StoredCall.unpack(output)
                         continue
                     where = next((found[i] for found in located if found[i] is not None), None)
                     if where is not None:  # committed: its outputs are on the topics already
@@ -329,49 +340,75 @@ class Store:
             topped[tid] = {k: int(v) for k, v in zip(keys, values, strict=True) if v is not None}
         return out, topped
 
-    def forget_outputs(self, keys: list[bytes]) -> None:
-        """Drop the output records of calls whose transaction has committed. On a standalone
-        Redis they go with the next apply (no round trip of their own; what is left when
-        the worker stops expires with its TTL); on a Cluster, a pipeline now."""
-        if not keys:
+    def forget_outputs(self, calls: dict[str, list[str]]) -> None:
+        """Drop the outputs of calls whose transaction has committed ({tenant: [call ids]}).
+        On a standalone Redis they go with the next apply (no round trip of their own; what
+        is left when the worker stops expires with its epoch); on a Cluster, a pipeline now."""
+        if not calls:
             return
         if not self.cluster:
-            self._committed += keys
+            for tid, ids in calls.items():
+                self._committed.setdefault(tid, []).extend(call_digest(c) for c in ids)
             return
+        seen = SeenWindow.at(time.time(), self.window_days)
         with self._available():
-            pipe = self.r.pipeline(transaction=False)
-            for k in keys:
-                pipe.unlink(k)
-            pipe.execute()
+            for attempt in (1, 2):
+                pipe = self.r.pipeline(transaction=False)
+                for tid, ids in calls.items():
+                    digests = [call_digest(c) for c in ids]
+                    pipe.evalsha(self._forget_sha, 1, tenant_key(tid), seen.epoch, seen.span, seen.step, *digests)
+                try:
+                    pipe.execute()
+                    return
+                except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
+                    if attempt == 2:
+                        raise
+                    self._forget_sha = self.r.script_load(self._forget_source)
 
     def drop_committed_outputs(self) -> None:
-        """Unlink now the committed outputs waiting for the next apply (a worker stopping)."""
-        keys, self._committed = self._committed, []
-        if keys:
+        """Drop now the committed outputs waiting for the next apply (a worker stopping)."""
+        committed, self._committed = self._committed, {}
+        if committed:
             with self._available():
-                for first in range(0, len(keys), 1000):
-                    self.r.unlink(*keys[first : first + 1000])
+                seen = SeenWindow.at(time.time(), self.window_days)
+                try:
+                    self._send(apply_batch_command(self._batch_sha, [], seen, committed))
+                except redis.exceptions.NoScriptError:  # a restarted Redis
+                    self._batch_sha = self.r.script_load(self._batch_source)
+                    self._send(apply_batch_command(self._batch_sha, [], seen, committed))
 
-    def apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
+    def apply(
+        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], keep_s: int = 0
+    ) -> list[tuple[int, int]]:
         """CAS-apply [(tenant, expected version, new state, {call id: packed result})].
 
-        One pipelined EVALSHA per tenant (one pipeline per primary on a Cluster), followed
-        on the same connection by WAIT when `replicas_ack` is set; returns the script's
-        (status, value) per write in the order given.
+        The results wait in the epoch's outputs hash until `forget_outputs` (the charging
+        worker, once their transaction commits); with `keep_s`, each is kept under a key of
+        its own for that long instead (the control worker's operations, looked up by id).
+        One EVALSHA for the whole batch on a standalone Redis, else one per tenant (one
+        pipeline per primary on a Cluster), followed on the same connection by WAIT when
+        `replicas_ack` is set; returns the script's (status, value) per write in order.
         """
         with self._available():
             try:
-                return self._apply(writes, ttl_s)
+                return self._apply(writes, keep_s)
             except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
                 self._apply_sha = self.r.script_load(self._apply_source)
                 if not self.cluster:
                     self._batch_sha = self.r.script_load(self._batch_source)
-                return self._apply(writes, ttl_s)
+                return self._apply(writes, keep_s)
 
-    def _apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
+    def _apply(
+        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], keep_s: int
+    ) -> list[tuple[int, int]]:
         seen = SeenWindow.at(time.time(), self.window_days)
-        if not self.cluster:
-            return self._apply_batch(writes, ttl_s, seen)
+        if not self.cluster and not keep_s:
+            return self._apply_batch(writes, seen)
+        if not self.cluster:  # one tenant's operation (the control worker)
+            pipe = self.r.pipeline(transaction=False)
+            for w in writes:
+                self._queue_apply(pipe, w, seen, keep_s)
+            return [(int(a), int(b)) for a, b in self._execute_acked(pipe)]
         groups: dict[str, tuple[redis.Redis, list[int]]] = {}
         for i, (tid, *_) in enumerate(writes):  # a Cluster: one pipeline per primary
             node = cast(Any, self.r).get_node_from_key(tenant_key(tid))
@@ -381,49 +418,61 @@ class Store:
         for client, indexes in groups.values():
             pipe = client.pipeline(transaction=False)
             for i in indexes:
-                tid, ver, state, calls = writes[i]
-                keys = [tenant_key(tid)] + [out_key(tid, c) for c in calls]
-                args: list[Any] = [
-                    ver,
-                    state.to_json(pools=False),
-                    ttl_s,
-                    seen.epoch,
-                    seen.span,
-                    seen.expires,
-                    seen.step,
-                ]
-                dirty = [k for k in state.pools_dirty if k in state.pool_used]
-                args.append(len(dirty))
-                for k in dirty:
-                    args += (POOL + k, state.pool_used[k])
-                for c, value in calls.items():
-                    args += (call_digest(c), value)
-                pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
+                self._queue_apply(pipe, writes[i], seen, keep_s)
             out = self._execute_acked(pipe)
             for i, (a, b) in zip(indexes, out, strict=True):
                 replies[i] = (int(a), int(b))
         return replies
 
+    def _queue_apply(
+        self, pipe: Any, write: tuple[str, int, TenantState, dict[str, bytes]], seen: SeenWindow, keep_s: int
+    ) -> None:
+        """apply.lua for one tenant, queued on `pipe`."""
+        tid, ver, state, calls = write
+        keys = [tenant_key(tid)] + ([result_key(tid, c) for c in calls] if keep_s else [])
+        args: list[Any] = [
+            ver,
+            state.to_json(pools=False),
+            len(calls),
+            seen.epoch,
+            seen.span,
+            seen.expires,
+            seen.step,
+            keep_s,
+        ]
+        dirty = [k for k in state.pools_dirty if k in state.pool_used]
+        args.append(len(dirty))
+        for k in dirty:
+            args += (POOL + k, state.pool_used[k])
+        for c, value in calls.items():
+            args += (call_digest(c), value)
+        pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
+
     def _apply_batch(
-        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int, seen: SeenWindow
+        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], seen: SeenWindow
     ) -> list[tuple[int, int]]:
         """Every write in one EVALSHA of apply_batch.lua (standalone Redis), packed here.
 
         redis-py spent 2.2-2.4 us per call building and packing the command's two arguments
-        per call (a key and its stored result), on the Redis thread, which shares the GIL
+        per call (its digest and its stored result), on the Redis thread, which shares the GIL
         with the next batch's read; `apply_batch_command` writes the same bytes in 1.2.
         """
         if not writes:
             return []
-        committed, self._committed = self._committed, []
-        packed = apply_batch_command(self._batch_sha, writes, ttl_s, seen, committed)
+        committed, self._committed = self._committed, {}
+        flat = self._send(apply_batch_command(self._batch_sha, writes, seen, committed))
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def _send(self, packed: bytes) -> Any:
+        """One packed command on a connection of the pool, followed by WAIT when
+        `replicas_ack` is set; its reply."""
         if self.replicas_ack:
             packed += resp_command(b"WAIT", b"%d" % self.replicas_ack, b"%d" % WAIT_TIMEOUT_MS)
         pool = self.r.connection_pool
         conn: Any = pool.get_connection()
         try:
             conn.send_packed_command([packed])
-            flat = conn.read_response()
+            reply = conn.read_response()
             acked = int(conn.read_response()) if self.replicas_ack else 0
         except BaseException:
             conn.disconnect()  # a reply may be left unread: never reuse this connection
@@ -432,7 +481,7 @@ class Store:
             pool.release(conn)
         if self.replicas_ack:
             self._check_acked(acked)
-        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return reply
 
     def _execute_acked(self, pipe: Any) -> list[Any]:
         """The pipeline's replies, followed on the same connection by WAIT when

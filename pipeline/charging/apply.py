@@ -19,7 +19,7 @@ from typing import Protocol
 
 from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.store import Snapshot, call_ttl_s
+from pipeline.adapters.store import Snapshot
 from pipeline.charging.fold import Fold
 from pipeline.charging.intake import Directory, Item
 from pipeline.charging.runtime import Faults
@@ -44,8 +44,8 @@ class StateStore(Protocol):
     def read(
         self, wanted: dict[str, list[str]], pools: dict[str, list[str]], topups: dict[str, list[str]]
     ) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]]]: ...
-    def apply(self, writes: list[Write], ttl_s: int) -> list[tuple[int, int]]: ...
-    def forget_outputs(self, keys: list[bytes]) -> None: ...
+    def apply(self, writes: list[Write]) -> list[tuple[int, int]]: ...
+    def forget_outputs(self, calls: dict[str, list[str]]) -> None: ...
     def drop_committed_outputs(self) -> None: ...
 
 
@@ -114,7 +114,6 @@ class StateApply:
         self.window_days = settings.dedup_window_days
         self._window = timedelta(days=settings.dedup_window_days)
         self._skew = timedelta(seconds=settings.clock_skew_s)
-        self._ttl = call_ttl_s(settings.dedup_window_days)
         self.folder = Fold(codec, rates, metrics, settings.dedup_window_days)  # step 4
         self.states = StateCache()
         self._loaded: dict[str, Loaded] = {}  # this attempt's tenants: the pools their states hold
@@ -232,9 +231,9 @@ class StateApply:
     def _apply(self, writes: list[Write], while_applying: Callable[[], None] | None) -> list[tuple[Status, int]]:
         """Step 5: one round trip (the worker's longest wait), with other work beside it."""
         if while_applying is None:
-            results = self.store.apply(writes, self._ttl)
+            results = self.store.apply(writes)
         else:
-            pending_apply = self._applier.submit(self.store.apply, writes, self._ttl)
+            pending_apply = self._applier.submit(self.store.apply, writes)
             try:
                 while_applying()
             finally:

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.avro.records import dead_letter
 from pipeline.adapters.metrics import ChargingMetrics
-from pipeline.adapters.store import CHARGES, DLQ, EVENTS, out_key
+from pipeline.adapters.store import CHARGES, DLQ, EVENTS
 from pipeline.charging.apply import StateStore
 from pipeline.charging.intake import Item
 from pipeline.charging.runtime import Faults
@@ -111,12 +111,15 @@ class Checkpoint:
 
     def _committed(self, items: list[Item]) -> None:
         # the records kept in Redis for a redelivery are not needed any more
-        kept = [out_key(i.cdr.tenant_id, i.cdr.call_id).encode() for i in items if i.records and i.cdr is not None]
+        kept: dict[str, list[str]] = {}
+        for i in items:
+            if i.records and i.cdr is not None:
+                kept.setdefault(i.cdr.tenant_id, []).append(i.cdr.call_id)
         if kept:  # a standalone Redis drops them with the next apply
             try:
                 self.store.forget_outputs(kept)
             except redis.RedisError as exc:  # they expire with their TTL
-                log.warning("could not drop %d committed outputs from Redis: %s", len(kept), exc)
+                log.warning("could not drop committed outputs of %d tenants from Redis: %s", len(kept), exc)
         count(self.metrics, self.codec, items)
         done = time.time()
         latencies = [max(0.0, done - i.timestamp_ms / 1000) for i in items if i.timestamp_ms > 0]

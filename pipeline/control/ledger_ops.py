@@ -55,7 +55,7 @@ class LedgerOps:
             records = [(EVENTS, self.codec.encode("balance_event", event_to_avro(e, currency))) for e in opening]
             records += fn(state)
             status, _ = self.store.apply(
-                [(tid, snap.version, state, {op_id: StoredCall(-1, -1, tuple(records)).pack()})], TTL_S
+                [(tid, snap.version, state, {op_id: StoredCall(-1, -1, tuple(records)).pack()})], keep_s=TTL_S
             )[0]
             if status == 1:
                 return records, True

@@ -92,6 +92,12 @@ def _keys_memory(settings: Settings, pattern: str) -> tuple[int, int]:
     return n, total
 
 
+def _hash_fields(settings: Settings, pattern: str) -> int:
+    """Fields of the hashes matching `pattern` (HLEN each)."""
+    r = wiring.redis_client(settings)
+    return sum(int(r.hlen(key)) for key in r.scan_iter(match=pattern, count=2000))
+
+
 def _traffic(s: Settings, tenants: list[dict[str, Any]], n: int) -> tuple[list[Any], list[Any], dict[int, int]]:
     """Every tenant's first call, then `n` CDRs in proportion to users, produced: (first
     calls, every CDR, the topic's high offsets). The first calls (a state read from Redis,
@@ -154,7 +160,8 @@ def scenario(
     mem1, aof1 = _redis_info(s)
     r.config_set("auto-aof-rewrite-percentage", rewrite or "100")
     seen_keys, seen_bytes = _keys_memory(s, keyspace.SEEN_PATTERN)
-    left_keys, left_bytes = _keys_memory(s, keyspace.OUT_PATTERN)
+    _, left_bytes = _keys_memory(s, keyspace.OUTPUTS_PATTERN)
+    left_keys = _hash_fields(s, keyspace.OUTPUTS_PATTERN)  # calls whose outputs are still kept
     tenant_keys, tenant_bytes = _keys_memory(s, keyspace.TENANT_PATTERN)
     charged = {
         "tenants": len(tenants),

@@ -254,7 +254,10 @@ class MemoryStore:
             topped[tid] = {k: int(h[b"p:" + k.encode()]) for k in keys if b"p:" + k.encode() in h}
         return out, topped
 
-    def apply(self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int) -> list[tuple[int, int]]:
+    def apply(
+        self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], keep_s: int = 0
+    ) -> list[tuple[int, int]]:
+        """As `Store.apply` (`keep_s`: how long Redis would keep the outputs; here, until forgotten)."""
         self.applies += 1
         if self.fail_applies and not self.fail_after_write:
             self.fail_applies -= 1
@@ -296,10 +299,10 @@ class MemoryStore:
         snap = self.snapshots({tenant_id: []})[tenant_id]
         return snap.version, snap.state
 
-    def forget_outputs(self, keys: list[bytes]) -> None:
-        for k in keys:  # cc:{T}:out:ID
-            tid, _, call_id = k.decode()[4:].partition("}:out:")
-            self.outputs.pop((tid, call_id), None)
+    def forget_outputs(self, calls: dict[str, list[str]]) -> None:
+        for tid, ids in calls.items():
+            for call_id in ids:
+                self.outputs.pop((tid, call_id), None)
 
     def drop_committed_outputs(self) -> None:
         pass

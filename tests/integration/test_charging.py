@@ -303,6 +303,6 @@ def test_a_batch_write_not_on_the_replicas_asked_for_is_not_taken_as_done(env: E
 
     store = Store(redis.Redis.from_url(env.settings.redis), replicas_ack=1)  # this Redis has no replica
     with pytest.raises(ReplicationLagging, match="not on 1 replica"):
-        store.apply([("t-wait", 0, TenantState(), {"c-1": b"stored"})], 60)
+        store.apply([("t-wait", 0, TenantState(), {"c-1": b"stored"})])
     assert store.state("t-wait")[0] == 1
-    assert Store(redis.Redis.from_url(env.settings.redis)).apply([("t-wait", 0, TenantState(), {})], 60) == [(0, 1)]
+    assert Store(redis.Redis.from_url(env.settings.redis)).apply([("t-wait", 0, TenantState(), {})]) == [(0, 1)]

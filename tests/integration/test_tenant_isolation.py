@@ -36,7 +36,7 @@ def test_one_tenant_past_the_money_range_stops_no_other_tenant(env: Env, smtp: I
     version, state = store.state(bad)
     assert state is not None
     state.deficit = MAX_BALANCE - 1
-    assert store.apply([(bad, version, state, {})], 86400)[0][0] == 1
+    assert store.apply([(bad, version, state, {})])[0][0] == 1
 
     theirs = [c for o in others for c in calls(o, 3, 20, start=1)]
     mine = calls(bad, 2, 20, start=1)

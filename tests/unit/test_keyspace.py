@@ -29,7 +29,8 @@ def test_no_module_but_the_keyspace_spells_a_redis_key() -> None:
 def test_every_tenant_key_carries_the_tenant_as_a_hash_tag() -> None:
     made = [
         keyspace.tenant("T"),
-        keyspace.out("T", "c1"),
+        keyspace.outputs("T", 20260101),
+        keyspace.result("T", "c1"),
         keyspace.seen("T", 20260101),
         keyspace.payment("T", "r1"),
         keyspace.notified("T", "n1"),
@@ -39,7 +40,8 @@ def test_every_tenant_key_carries_the_tenant_as_a_hash_tag() -> None:
     assert all(key.startswith("cc:{T}") for key in made)
     assert len(set(made)) == len(made)
     documented = keyspace.__doc__ or ""
-    for pattern in ("cc:{T}`", "cc:{T}:seen:E", "cc:{T}:out:ID", "cc:{T}:pay:R", "cc:{T}:notified:N", "cc:{T}:history",
+    for pattern in ("cc:{T}`", "cc:{T}:seen:E",
+                    "cc:{T}:outputs:E", "cc:{T}:out:ID", "cc:{T}:pay:R", "cc:{T}:notified:N", "cc:{T}:history",
                     "cc:{T}:api-command:C", "cc:recharge-retry", "cc:email-retry", "cc:txn-leases:G", "cc:redriven:",
                     "cc:ledger-split"):  # fmt: skip
         assert pattern in documented, pattern

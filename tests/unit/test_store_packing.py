@@ -8,7 +8,7 @@ import redis
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pipeline.adapters.store import SeenWindow, apply_batch_command, call_digest, out_key, resp_command, tenant_key
+from pipeline.adapters.store import SeenWindow, apply_batch_command, call_digest, resp_command, tenant_key
 from processors.ledger import TenantState
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -19,14 +19,13 @@ def redis_py_bytes(*args: object) -> bytes:
 
 
 def reference(
-    writes: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int, seen: SeenWindow, committed: list[bytes]
+    writes: list[tuple[str, int, TenantState, dict[str, bytes]]], seen: SeenWindow, committed: dict[str, list[bytes]]
 ) -> bytes:
     """What `Store._apply_batch` would hand redis-py if it did not pack the command itself."""
     keys: list[str] = []
-    args: list[object] = [ttl_s, len(writes), seen.epoch, seen.span, seen.expires, seen.step, len(committed)]
+    args: list[object] = [len(writes), seen.epoch, seen.span, seen.expires, seen.step, len(committed)]
     for tid, ver, state, calls in writes:
         keys.append(tenant_key(tid))
-        keys.extend(out_key(tid, c) for c in calls)
         args += [len(calls), ver, state.to_json(pools=False)]
         dirty = [k for k in state.pools_dirty if k in state.pool_used]
         args.append(len(dirty))
@@ -34,8 +33,10 @@ def reference(
             args += [f"p:{k}", state.pool_used[k]]
         for c, value in calls.items():
             args += [call_digest(c), value]
-    all_keys: list[object] = [*keys, *committed]
-    return redis_py_bytes("EVALSHA", SHA, len(all_keys), *all_keys, *args)
+    for tid, digests in committed.items():
+        keys.append(tenant_key(tid))
+        args += [len(digests), *digests]
+    return redis_py_bytes("EVALSHA", SHA, len(keys), *keys, *args)
 
 
 SEEN = SeenWindow.at(1_796_000_000, 45)
@@ -62,14 +63,17 @@ writes = st.lists(
 
 
 # a value past redis-py's buffer cut-off (which it sends as a chunk of its own), an empty
-# call id, non-ASCII text; and no write at all
-@given(writes, st.integers(1, 10**9), st.lists(st.binary(min_size=1, max_size=60), max_size=4))
-@example([("t-é", 7, TenantState(), {"c\u00a01": b"\x00" * 7000, "": b""})], 4_060_800, [])
-@example([], 1, [b"cc:{t}:out:c1"])
+# call id, non-ASCII text; and no write at all, only committed outputs to drop
+digests = st.lists(st.binary(min_size=12, max_size=12), max_size=4)
+
+
+@given(writes, st.dictionaries(st.text(min_size=1, max_size=20), digests, max_size=3))
+@example([("t-é", 7, TenantState(), {"c\u00a01": b"\x00" * 7000, "": b""})], {})
+@example([], {"t": [call_digest("c1")]})
 def test_the_apply_is_packed_byte_for_byte_as_redis_py_packs_it(
-    ws: list[tuple[str, int, TenantState, dict[str, bytes]]], ttl_s: int, committed: list[bytes]
+    ws: list[tuple[str, int, TenantState, dict[str, bytes]]], committed: dict[str, list[bytes]]
 ) -> None:
-    assert apply_batch_command(SHA, ws, ttl_s, SEEN, committed) == reference(ws, ttl_s, SEEN, committed)
+    assert apply_batch_command(SHA, ws, SEEN, committed) == reference(ws, SEEN, committed)
 
 
 @given(st.lists(st.binary(max_size=50), min_size=1, max_size=5))

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pipeline.adapters.files import load_tenants
-from pipeline.adapters.store import out_key, tenant_key
+from pipeline.adapters.store import outputs_key, result_key, tenant_key
 from pipeline.config import Settings
 from pipeline.errors import FatalError, InputError
 from pipeline.ops.publish import publish_tenants
@@ -40,11 +40,12 @@ def test_guids_and_plain_names_are_tenant_ids(tid: str) -> None:
 @given(VALID, VALID, st.text(min_size=1), st.text(min_size=1))
 @example("w", "w", "K}", "K}")
 def test_no_two_tenants_share_a_key_whatever_the_call_ids(a: str, b: str, call_a: str, call_b: str) -> None:
-    keys_a = {tenant_key(a), out_key(a, call_a)}
-    keys_b = {tenant_key(b), out_key(b, call_b)}
+    keys_a = {tenant_key(a), result_key(a, call_a), outputs_key(a, 20400)}
+    keys_b = {tenant_key(b), result_key(b, call_b), outputs_key(b, 20400)}
     if a != b:
         assert not keys_a & keys_b
-    assert tenant_key(a) != out_key(a, call_a)
+    assert tenant_key(a) != result_key(a, call_a)
+    assert outputs_key(a, 20400) != result_key(a, "20400")  # never one key of two types
 
 
 USER = {"user_id": "u1", "usage_country": "US", "licences": ["MCOPSTN1"]}

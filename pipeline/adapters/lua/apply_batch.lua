@@ -1,30 +1,32 @@
 -- Apply a whole batch's tenants in one call (a standalone Redis: every key on one node).
 -- Each tenant is exactly what apply.lua does for one: compare-and-set on the state version,
 -- nothing written if a call id is already in the tenant's seen index.
--- KEYS      per tenant, in order: cc:{tenant}, then its calls' output keys cc:{tenant}:out:ID
--- ARGV[1]   output TTL in seconds (a safety net: the worker drops them once committed)
--- ARGV[2]   number of tenants
--- ARGV[3]   the current seen-index epoch (its first day); ARGV[4] how many epochs are
---           looked in; ARGV[5] when the current epoch's index expires (unix seconds);
--- ARGV[6]   the days between epochs
--- ARGV[7]   how many keys at the end of KEYS are outputs of committed calls: unlinked
--- ARGV[8..] per tenant, in order: number of calls, expected version, new state JSON (its
---           pools left out), number of pool fields, the pool fields and their values
+-- KEYS      cc:{tenant} of each tenant written, in order; then cc:{tenant} of each tenant
+--           whose committed calls' outputs are dropped
+-- ARGV[1]   number of tenants written
+-- ARGV[2]   the current seen-index epoch (its first day); ARGV[3] how many epochs are
+--           looked in; ARGV[4] when the current epoch's keys expire (unix seconds);
+-- ARGV[5]   the days between epochs
+-- ARGV[6]   number of tenants whose committed outputs are dropped (KEYS after the written)
+-- ARGV[7..] per tenant written, in order: number of calls, expected version, new state JSON
+--           (its pools left out), number of pool fields, the pool fields and their values
 --           (only those the batch drew), then per call: the digest of its id and its
---           stored result (KEYS order)
+--           stored result; then per tenant dropping outputs: how many, and the digests
+-- Outputs wait in cc:{tenant}:outputs:EPOCH (digest -> stored result) until the worker has
+-- committed the transaction carrying them; the key expires with the epoch's seen index.
 -- Returns {status, value} per tenant, flattened: {1, new_version}, {0, current_version}
 -- when another writer got there first, {-1, index} when a call id was already recorded.
-local ttl = tonumber(ARGV[1])
-local tenants = tonumber(ARGV[2])
-local epoch = tonumber(ARGV[3])
-local span = tonumber(ARGV[4])
-local expires = ARGV[5]
-local step = tonumber(ARGV[6])
-local committed = tonumber(ARGV[7])
+local tenants = tonumber(ARGV[1])
+local epoch = tonumber(ARGV[2])
+local span = tonumber(ARGV[3])
+local expires = ARGV[4]
+local step = tonumber(ARGV[5])
+local dropping = tonumber(ARGV[6])
+local oldest = epoch - (span - 1) * step
 local chunk = 500
-local k, a = 1, 8
+local a = 7
 local out = {}
-for _ = 1, tenants do
+for k = 1, tenants do
   local calls = tonumber(ARGV[a])
   local expected = tonumber(ARGV[a + 1])
   local pools = tonumber(ARGV[a + 3])
@@ -39,7 +41,7 @@ for _ = 1, tenants do
   if ver ~= expected then
     status, value = 0, ver
   else
-    for e = epoch - (span - 1) * step, epoch, step do
+    for e = oldest, epoch, step do
       local bucket = key .. ':seen:' .. e
       if status == 1 and calls > 0 and redis.call('EXISTS', bucket) == 1 then
         for first = 1, calls, chunk do
@@ -60,21 +62,22 @@ for _ = 1, tenants do
     if status == 1 then
       if calls > 0 then
         local current = key .. ':seen:' .. epoch
+        local outputs = key .. ':outputs:' .. epoch
         local fresh = redis.call('EXISTS', current) == 0
         for first = 1, calls, chunk do
           local last = math.min(first + chunk - 1, calls)
-          local fields = {}
+          local located = {}
           for i = first, last do
-            local stored = ARGV[c + 2 * i]
-            fields[#fields + 1] = digests[i]
-            fields[#fields + 1] = string.sub(stored, 1, 12)
-            redis.call('SET', KEYS[k + i], stored, 'EX', ttl)
+            located[#located + 1] = digests[i]
+            located[#located + 1] = string.sub(ARGV[c + 2 * i], 1, 12)
           end
-          redis.call('HSET', current, unpack(fields))
+          redis.call('HSET', current, unpack(located))
+          redis.call('HSET', outputs, unpack(ARGV, c + 2 * first - 1, c + 2 * last))
         end
         if fresh then
           redis.call('EXPIREAT', current, expires)
         end
+        redis.call('EXPIREAT', outputs, expires)
       end
       redis.call('HSET', key, 'state', ARGV[a + 2], 'ver', ver + 1)
       for first = 1, pools, chunk do
@@ -86,10 +89,22 @@ for _ = 1, tenants do
   end
   out[#out + 1] = status
   out[#out + 1] = value
-  k = k + 1 + calls
   a = c + 1 + 2 * calls
 end
-for first = #KEYS - committed + 1, #KEYS, chunk do
-  redis.call('UNLINK', unpack(KEYS, first, math.min(first + chunk - 1, #KEYS)))
+-- Committed outputs: from the current epoch's key, and from older ones only for what was
+-- not there (a call charged before the epoch turned, or replayed after an outage).
+for g = 1, dropping do
+  local key = KEYS[tenants + g]
+  local n = tonumber(ARGV[a])
+  local removed = 0
+  for e = epoch, oldest, -step do
+    for first = 1, n, chunk do
+      removed = removed + redis.call('HDEL', key .. ':outputs:' .. e, unpack(ARGV, a + first, a + math.min(first + chunk - 1, n)))
+    end
+    if removed >= n then
+      break
+    end
+  end
+  a = a + 1 + n
 end
 return out
