@@ -130,8 +130,11 @@ def pool_fields(book: Book, cdr: Cdr) -> list[str]:
     of the tenant's Zone A pool, both dimensions. The worker reads these from Redis, not
     every pool of the tenant (tests/unit/test_admission.py holds the fold on them alone
     equal to the fold on all)."""
-    month = month_key(cdr.start, book.tenant.time_zone)
-    plan = book.plans.get(cdr.user_id)
+    return _user_pool_fields(book, cdr.user_id, month_key(cdr.start, book.tenant.time_zone))
+
+
+def _user_pool_fields(book: Book, user_id: str, month: str) -> list[str]:
+    plan = book.plans.get(user_id)
     zone = f"{month}|{ZONE_A_POOL}|"
     if plan is None:
         return [zone + "dom", zone + "intl"]
@@ -140,16 +143,18 @@ def pool_fields(book: Book, cdr: Cdr) -> list[str]:
 
 
 def pool_fields_of(book: Book, cdrs: list[Cdr]) -> set[str]:
-    """`pool_fields` of every call of a tenant's batch (once per user and month)."""
+    """`pool_fields` of every call of a tenant's batch (once per user and month: a user's
+    calls of one batch are nearly always of one month)."""
     out: set[str] = set()
-    done: set[tuple[str, str]] = set()
+    done: dict[str, str] = {}  # user -> the month whose fields were added last
     zone = book.tenant.time_zone
     for cdr in cdrs:
         month = month_key(cdr.start, zone)
-        if (cdr.user_id, month) in done:
+        user = cdr.user_id
+        if done.get(user) == month:
             continue
-        done.add((cdr.user_id, month))
-        out.update(pool_fields(book, cdr))
+        done[user] = month
+        out.update(_user_pool_fields(book, user, month))
     return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 import redis
@@ -111,10 +111,10 @@ class Checkpoint:
 
     def _committed(self, items: list[Item]) -> None:
         # the records kept in Redis for a redelivery are not needed any more
-        kept: dict[str, list[str]] = {}
+        kept: defaultdict[str, list[str]] = defaultdict(list)
         for i in items:
-            if i.records and i.cdr is not None:
-                kept.setdefault(i.cdr.tenant_id, []).append(i.cdr.call_id)
+            if i.records and (cdr := i.cdr) is not None:
+                kept[cdr.tenant_id].append(cdr.call_id)
         if kept:  # a standalone Redis drops them with the next apply
             try:
                 self.store.forget_outputs(kept)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pipeline.config import Settings
 from pipeline.dev import traffic
 from processors.admission import Origin, fold_batch, unknown_tenant
-from processors.charging import pool_fields, prepare
+from processors.charging import pool_fields, pool_fields_of, prepare
 from processors.engine import Engine
 from processors.inputs import DeadLetterReason, cdr_from_dict, tenant_from_dict
 from processors.ledger import TenantState, open_state
@@ -108,7 +108,7 @@ def test_the_engine_runs_the_same_rules() -> None:
     assert getattr(engine.admit_and_charge(stranger), "reason", None) == DeadLetterReason.UNKNOWN_TENANT
 
 
-# The worker reads from Redis only the pools its batch's calls can draw (`pool_fields`), not
+# The worker reads from Redis only the pools its batch's calls can draw (`pool_fields_of`), not
 # every pool of the tenant: folding on those alone must charge exactly as folding on all.
 POOL_START = datetime(2026, 10, 20, tzinfo=UTC)  # the calls span a month start in every zone
 
@@ -131,7 +131,8 @@ def test_a_fold_on_the_batchs_pool_fields_alone_charges_as_a_fold_on_every_pool(
             by_tenant.setdefault(c.tenant_id, []).append(c)
         for tid, cdrs in by_tenant.items():
             book, state = books[tid], full.get(tid, TenantState())
-            fields = {k for c in cdrs for k in pool_fields(book, c)}
+            fields = pool_fields_of(book, cdrs)  # what the worker reads
+            assert fields == {k for c in cdrs for k in pool_fields(book, c)}
             partial = state.copy()
             partial.pool_used = {k: v for k, v in state.pool_used.items() if k in fields}
             origins = [(c, Origin(0, first + i)) for i, c in enumerate(cdrs)]

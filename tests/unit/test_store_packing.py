@@ -73,7 +73,9 @@ digests = st.lists(st.binary(min_size=12, max_size=12), max_size=4)
 def test_the_apply_is_packed_byte_for_byte_as_redis_py_packs_it(
     ws: list[tuple[str, int, TenantState, dict[str, bytes]]], committed: dict[str, list[bytes]]
 ) -> None:
-    assert apply_batch_command(SHA, ws, SEEN, committed) == reference(ws, SEEN, committed)
+    named: dict[str, bytes] = {}
+    assert apply_batch_command(SHA, ws, SEEN, committed, named) == reference(ws, SEEN, committed)
+    assert named == {c: call_digest(c) for _, _, _, calls in ws for c in calls}  # dropped by these later
 
 
 @given(st.lists(st.binary(max_size=50), min_size=1, max_size=5))
