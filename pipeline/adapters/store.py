@@ -363,20 +363,21 @@ class Store:
             for tid, ids in calls.items():
                 self._committed.setdefault(tid, []).extend([known.get(c) or call_digest(c) for c in ids])
             return
-        seen = SeenWindow.at(time.time(), self.window_days)
         with self._available():
-            for attempt in (1, 2):
-                pipe = self.r.pipeline(transaction=False)
-                for tid, ids in calls.items():
-                    digests = [call_digest(c) for c in ids]
-                    pipe.evalsha(self._forget_sha, 1, tenant_key(tid), seen.epoch, seen.span, seen.step, *digests)
-                try:
-                    pipe.execute()
-                    return
-                except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
-                    if attempt == 2:
-                        raise
-                    self._forget_sha = self.r.script_load(self._forget_source)
+            try:
+                self._forget_now(calls)
+            except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
+                self._forget_sha = self.r.script_load(self._forget_source)
+                self._forget_now(calls)
+
+    def _forget_now(self, calls: dict[str, list[str]]) -> None:
+        """forget.lua per tenant, one pipeline (a Cluster)."""
+        seen = SeenWindow.at(time.time(), self.window_days)
+        pipe = self.r.pipeline(transaction=False)
+        for tid, ids in calls.items():
+            digests = [call_digest(c) for c in ids]
+            pipe.evalsha(self._forget_sha, 1, tenant_key(tid), seen.epoch, seen.span, seen.step, *digests)
+        pipe.execute()
 
     def drop_committed_outputs(self) -> None:
         """Drop now the committed outputs waiting for the next apply (a worker stopping)."""
@@ -417,13 +418,11 @@ class Store:
         seen = SeenWindow.at(time.time(), self.window_days)
         if not self.cluster and not keep_s:
             return self._apply_batch(writes, seen)
-        if not self.cluster:  # one tenant's operation (the control worker)
-            pipe = self.r.pipeline(transaction=False)
-            for w in writes:
-                self._queue_apply(pipe, w, seen, keep_s)
-            return [(int(a), int(b)) for a, b in self._execute_acked(pipe)]
         groups: dict[str, tuple[redis.Redis, list[int]]] = {}
-        for i, (tid, *_) in enumerate(writes):  # a Cluster: one pipeline per primary
+        for i, (tid, *_) in enumerate(writes):  # one pipeline per primary (a standalone Redis: one)
+            if not self.cluster:
+                groups.setdefault("", (self.r, []))[1].append(i)
+                continue
             node = cast(Any, self.r).get_node_from_key(tenant_key(tid))
             client = node.redis_connection or cast(Any, self.r).get_redis_connection(node)
             groups.setdefault(node.name, (client, []))[1].append(i)
