@@ -20,7 +20,7 @@ def month_key(at: datetime, time_zone: str | None) -> str:
         return _month_text(at.year, at.month)
     if at.tzinfo is UTC and _OFFSETS_KNOWN[0] <= at.year <= _OFFSETS_KNOWN[1]:
         # Every zone's offset from 1970 to 2099 is within UTC-12 and UTC+14 (held by
-        # tests/unit/test_calendar.py over the tz database): a moment more than 12 hours
+        # tests/unit/test_calendar.py over the tz database): a moment 12 hours or more
         # into its month's first UTC day, or more than 14 hours before the end of its
         # month's last, is in that month on every wall clock: of the calls from the 27th to
         # the 2nd, only those in the 26 hours around the month's turn ask the zone.

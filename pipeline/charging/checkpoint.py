@@ -118,7 +118,7 @@ class Checkpoint:
         if kept:  # a standalone Redis drops them with the next apply
             try:
                 self.store.forget_outputs(kept)
-            except redis.RedisError as exc:  # they expire with their TTL
+            except redis.RedisError as exc:  # they expire with their epoch's outputs key
                 log.warning("could not drop committed outputs of %d tenants from Redis: %s", len(kept), exc)
         count(self.metrics, self.codec, items)
         done = time.time()

@@ -161,7 +161,7 @@ def scenario(
     r.config_set("auto-aof-rewrite-percentage", rewrite or "100")
     seen_keys, seen_bytes = _keys_memory(s, keyspace.SEEN_PATTERN)
     _, left_bytes = _keys_memory(s, keyspace.OUTPUTS_PATTERN)
-    left_keys = _hash_fields(s, keyspace.OUTPUTS_PATTERN)  # calls whose outputs are still kept
+    left_calls = _hash_fields(s, keyspace.OUTPUTS_PATTERN)  # calls whose outputs are still kept
     tenant_keys, tenant_bytes = _keys_memory(s, keyspace.TENANT_PATTERN)
     charged = {
         "tenants": len(tenants),
@@ -176,7 +176,7 @@ def scenario(
         "worker_rss_mb": round(max(c["rss_mb"] for c in children), 1),
         "redis_bytes_per_call_seen_index": round(seen_bytes / len(rows), 1),
         "redis_used_memory_growth_per_call": round((mem1 - mem0) / len(rows), 1),
-        "redis_outputs_left_after_commit": left_keys,
+        "redis_outputs_left_after_commit": left_calls,
         "redis_aof_bytes_per_cdr": round((aof1 - aof0) / len(rows)),
     }
     if not full:
