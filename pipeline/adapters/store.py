@@ -295,35 +295,36 @@ class Store:
     def _read(
         self, wanted: dict[str, list[str]], pools: dict[str, list[str]], topups: dict[str, list[str]]
     ) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]]]:
-        pipe = self.r.pipeline(transaction=False)
+        commands: list[tuple[bytes, ...]] = []
         order = list(wanted)
         seen = SeenWindow.at(time.time(), self.window_days)
         epochs = seen.epochs()
         for tid in order:
+            key = tenant_key(tid).encode()
             if tid in pools:  # the state, its version and the pools its calls can draw
-                pipe.hmget(tenant_key(tid), [b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]])
+                commands.append((b"HMGET", key, b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]))
             else:  # the state, its version and every pool's field
-                pipe.hgetall(tenant_key(tid))
+                commands.append((b"HGETALL", key))
             ids = wanted[tid]
             if ids:  # asked only on replays: their outputs, else where the index saw them
                 digests = [call_digest(c) for c in ids]
                 for e in epochs:
-                    pipe.hmget(outputs_key(tid, e), digests)
+                    commands.append((b"HMGET", outputs_key(tid, e).encode(), *digests))
                 for c in ids:  # a control operation's (or a call's before 2026-12-07)
-                    pipe.get(result_key(tid, c))
+                    commands.append((b"GET", result_key(tid, c).encode()))
                 for e in epochs:
-                    pipe.hmget(seen_key(tid, e), digests)
+                    commands.append((b"HMGET", seen_key(tid, e).encode(), *digests))
         for tid, keys in topups.items():
-            pipe.hmget(tenant_key(tid), [(POOL + k).encode() for k in keys])
-        replies = iter(pipe.execute())
+            commands.append((b"HMGET", tenant_key(tid).encode(), *[(POOL + k).encode() for k in keys]))
+        replies = iter(self._pipeline(commands))
         out = {}
         for tid in order:
             reply = next(replies)
             if tid in pools:
                 names = [b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]]
                 fields = {n: v for n, v in zip(names, reply, strict=True) if v is not None}
-            else:
-                fields = cast(dict[bytes, bytes], reply)
+            else:  # HGETALL: a flat list of names and values as sent (a dict from redis-py)
+                fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
             state_raw, ver_raw = fields.get(b"state"), fields.get(b"ver")
             ids = wanted[tid]
             calls: dict[str, StoredCall] = {}
@@ -351,6 +352,29 @@ class Store:
             values = next(replies)
             topped[tid] = {k: int(v) for k, v in zip(keys, values, strict=True) if v is not None}
         return out, topped
+
+    def _pipeline(self, commands: list[tuple[bytes, ...]]) -> list[Any]:
+        """The replies of `commands`, sent in one round trip. On a standalone Redis they are
+        packed here and written at once (redis-py's pipeline spent about 8 us per command
+        building and packing it: 5.5 ms for the 700 HMGETs of a batch of a 10 000-tenant
+        platform, against 1.9 ms packed here); a Cluster routes them by slot (redis-py)."""
+        if self.cluster:
+            pipe: Any = self.r.pipeline(transaction=False)
+            for name, *args in commands:
+                pipe.execute_command(name.decode(), *args)
+            replies: list[Any] = pipe.execute()
+            return replies
+        packed = b"".join(resp_command(*command) for command in commands)
+        pool = self.r.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_packed_command([packed])
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            pool.release(conn)
 
     def forget_outputs(self, calls: dict[str, list[str]]) -> None:
         """Drop the outputs of calls whose transaction has committed ({tenant: [call ids]}).

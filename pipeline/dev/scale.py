@@ -76,10 +76,11 @@ def _rss_mb(pid: int | None = None) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def _redis_info(settings: Settings) -> tuple[int, int]:
-    """(used_memory, aof_current_size) of the embedded Redis."""
+def _redis_info(settings: Settings) -> tuple[int, int, float]:
+    """(used_memory, aof_current_size, CPU seconds used) of the embedded Redis."""
     info = wiring.redis_client(settings).info()
-    return int(info["used_memory"]), int(info.get("aof_current_size", 0))
+    cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return int(info["used_memory"]), int(info.get("aof_current_size", 0)), cpu
 
 
 def _keys_memory(settings: Settings, pattern: str) -> tuple[int, int]:
@@ -151,13 +152,13 @@ def scenario(
     r = wiring.redis_client(s)
     rewrite = r.config_get("auto-aof-rewrite-percentage").get("auto-aof-rewrite-percentage", "100")
     r.config_set("auto-aof-rewrite-percentage", 0)  # the AOF's growth is the bytes written
-    mem0, aof0 = _redis_info(s)
+    mem0, aof0, rcpu0 = _redis_info(s)
     print(f"[{name}] charging {n} CDRs, one worker process ...", flush=True)
     cdr_s, report_text, cpu_us, children = measured_runs(s, "charge", 1, high, profile, warm=len(warm))
     child = children[0]
     if profile:
         print(report_text)
-    mem1, aof1 = _redis_info(s)
+    mem1, aof1, rcpu1 = _redis_info(s)
     r.config_set("auto-aof-rewrite-percentage", rewrite or "100")
     seen_keys, seen_bytes = _keys_memory(s, keyspace.SEEN_PATTERN)
     _, left_bytes = _keys_memory(s, keyspace.OUTPUTS_PATTERN)
@@ -178,6 +179,7 @@ def scenario(
         "redis_used_memory_growth_per_call": round((mem1 - mem0) / len(rows), 1),
         "redis_outputs_left_after_commit": left_calls,
         "redis_aof_bytes_per_cdr": round((aof1 - aof0) / len(rows)),
+        "redis_cpu_us_per_cdr": round((rcpu1 - rcpu0) / len(rows) * 1e6, 1),
     }
     if not full:
         return charged
@@ -320,6 +322,7 @@ ROWS = (
     ("redis_outputs_left_after_commit", "outputs left after commit"),
     ("redis_bytes_per_tenant", "Redis bytes per tenant (state, config)"),
     ("redis_aof_bytes_per_cdr", "Redis AOF bytes per CDR"),
+    ("redis_cpu_us_per_cdr", "Redis CPU us per CDR"),
     ("tenants_load_s", "tenants load s"),
     ("rebuild_s_per_million_charges", "rebuild --check s per 1M charges"),
     ("report_usage_largest_s", "report usage, largest tenant, s"),
