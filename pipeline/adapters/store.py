@@ -296,13 +296,15 @@ class Store:
         self, wanted: dict[str, list[str]], pools: dict[str, list[str]], topups: dict[str, list[str]]
     ) -> tuple[dict[str, Snapshot], dict[str, dict[str, int]]]:
         commands: list[tuple[bytes, ...]] = []
+        names: dict[str, list[bytes]] = {}  # per tenant read with its pools: the fields asked
         order = list(wanted)
         seen = SeenWindow.at(time.time(), self.window_days)
         epochs = seen.epochs()
         for tid in order:
             key = tenant_key(tid).encode()
             if tid in pools:  # the state, its version and the pools its calls can draw
-                commands.append((b"HMGET", key, b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]))
+                names[tid] = [b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]]
+                commands.append((b"HMGET", key, *names[tid]))
             else:  # the state, its version and every pool's field
                 commands.append((b"HGETALL", key))
             ids = wanted[tid]
@@ -321,8 +323,7 @@ class Store:
         for tid in order:
             reply = next(replies)
             if tid in pools:
-                names = [b"state", b"ver", *[(POOL + k).encode() for k in pools[tid]]]
-                fields = {n: v for n, v in zip(names, reply, strict=True) if v is not None}
+                fields = {n: v for n, v in zip(names[tid], reply, strict=True) if v is not None}
             else:  # HGETALL: a flat list of names and values as sent (a dict from redis-py)
                 fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
             state_raw, ver_raw = fields.get(b"state"), fields.get(b"ver")
@@ -364,17 +365,7 @@ class Store:
                 pipe.execute_command(name.decode(), *args)
             replies: list[Any] = pipe.execute()
             return replies
-        packed = b"".join(resp_command(*command) for command in commands)
-        pool = self.r.connection_pool
-        conn: Any = pool.get_connection()
-        try:
-            conn.send_packed_command([packed])
-            return [conn.read_response() for _ in commands]
-        except BaseException:
-            conn.disconnect()  # replies may be left unread: never reuse this connection
-            raise
-        finally:
-            pool.release(conn)
+        return self._round_trip(b"".join(resp_command(*command) for command in commands), len(commands))
 
     def forget_outputs(self, calls: dict[str, list[str]]) -> None:
         """Drop the outputs of calls whose transaction has committed ({tenant: [call ids]}).
@@ -500,24 +491,27 @@ class Store:
         return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def _send(self, packed: bytes) -> Any:
-        """One packed command on a connection of the pool, followed by WAIT when
-        `replicas_ack` is set; its reply."""
-        if self.replicas_ack:
-            packed += resp_command(b"WAIT", b"%d" % self.replicas_ack, b"%d" % WAIT_TIMEOUT_MS)
+        """One packed command, followed by WAIT when `replicas_ack` is set; its reply."""
+        if not self.replicas_ack:
+            return self._round_trip(packed, 1)[0]
+        reply, acked = self._round_trip(
+            packed + resp_command(b"WAIT", b"%d" % self.replicas_ack, b"%d" % WAIT_TIMEOUT_MS), 2
+        )
+        self._check_acked(int(acked))
+        return reply
+
+    def _round_trip(self, packed: bytes, replies: int) -> list[Any]:
+        """Packed commands written at once on a connection of the pool; their `replies`."""
         pool = self.r.connection_pool
         conn: Any = pool.get_connection()
         try:
             conn.send_packed_command([packed])
-            reply = conn.read_response()
-            acked = int(conn.read_response()) if self.replicas_ack else 0
+            return [conn.read_response() for _ in range(replies)]
         except BaseException:
             conn.disconnect()  # a reply may be left unread: never reuse this connection
             raise
         finally:
             pool.release(conn)
-        if self.replicas_ack:
-            self._check_acked(acked)
-        return reply
 
     def _execute_acked(self, pipe: Any) -> list[Any]:
         """The pipeline's replies, followed on the same connection by WAIT when
