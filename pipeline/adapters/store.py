@@ -35,11 +35,11 @@ import hashlib
 import json
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -65,6 +65,8 @@ outputs_key = keyspace.outputs
 result_key = keyspace.result
 seen_key = keyspace.seen
 
+
+T = TypeVar("T")
 
 SEEN_EPOCHS = 5  # the dedup window (and a day) in this many epochs: at most 6 or 7 looked in
 
@@ -256,13 +258,28 @@ class Store:
         self.cluster = isinstance(client, redis.RedisCluster)
         lua = resources.files(__package__).joinpath("lua")
         self._apply_source = lua.joinpath("apply.lua").read_text()
-        self._apply_sha = self.r.script_load(self._apply_source)
-        # a standalone Redis takes a whole batch in one call (apply_batch.lua); a Cluster
-        # one call per tenant, its keys in the tenant's slot
+        # a standalone Redis takes a whole batch in one call (apply_batch.lua) and drops
+        # committed outputs with it; a Cluster one call per tenant, its keys in the tenant's
+        # slot, and forget.lua for the committed outputs
         self._batch_source = lua.joinpath("apply_batch.lua").read_text()
-        self._batch_sha = self.r.script_load(self._batch_source) if not self.cluster else ""
         self._forget_source = lua.joinpath("forget.lua").read_text()
+        self._load_scripts()
+
+    def _load_scripts(self) -> None:
+        """SCRIPT LOAD of every script this Redis takes: at start, and again when it answers
+        NOSCRIPT (restarted, or a replica promoted: `_scripted`)."""
+        self._apply_sha = self.r.script_load(self._apply_source)
+        self._batch_sha = self.r.script_load(self._batch_source) if not self.cluster else ""
         self._forget_sha = self.r.script_load(self._forget_source) if self.cluster else ""
+
+    def _scripted(self, send: Callable[[], T]) -> T:
+        """`send()`, run again once the scripts are loaded if Redis had lost them."""
+        with self._available():
+            try:
+                return send()
+            except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
+                self._load_scripts()
+                return send()
 
     @contextmanager
     def _available(self) -> Iterator[None]:
@@ -378,12 +395,7 @@ class Store:
             for tid, ids in calls.items():
                 self._committed.setdefault(tid, []).extend([known.get(c) or call_digest(c) for c in ids])
             return
-        with self._available():
-            try:
-                self._forget_now(calls)
-            except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
-                self._forget_sha = self.r.script_load(self._forget_source)
-                self._forget_now(calls)
+        self._scripted(lambda: self._forget_now(calls))
 
     def _forget_now(self, calls: dict[str, list[str]]) -> None:
         """forget.lua per tenant, one pipeline (a Cluster)."""
@@ -398,13 +410,8 @@ class Store:
         """Drop now the committed outputs waiting for the next apply (a worker stopping)."""
         committed, self._committed = self._committed, {}
         if committed:
-            with self._available():
-                seen = SeenWindow.at(time.time(), self.window_days)
-                try:
-                    self._send(apply_batch_command(self._batch_sha, [], seen, committed))
-                except redis.exceptions.NoScriptError:  # a restarted Redis
-                    self._batch_sha = self.r.script_load(self._batch_source)
-                    self._send(apply_batch_command(self._batch_sha, [], seen, committed))
+            seen = SeenWindow.at(time.time(), self.window_days)
+            self._scripted(lambda: self._send(apply_batch_command(self._batch_sha, [], seen, committed)))
 
     def apply(
         self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], keep_s: int = 0
@@ -418,14 +425,7 @@ class Store:
         pipeline per primary on a Cluster), followed on the same connection by WAIT when
         `replicas_ack` is set; returns the script's (status, value) per write in order.
         """
-        with self._available():
-            try:
-                return self._apply(writes, keep_s)
-            except redis.exceptions.NoScriptError:  # a restarted or promoted Redis
-                self._apply_sha = self.r.script_load(self._apply_source)
-                if not self.cluster:
-                    self._batch_sha = self.r.script_load(self._batch_source)
-                return self._apply(writes, keep_s)
+        return self._scripted(lambda: self._apply(writes, keep_s))
 
     def _apply(
         self, writes: list[tuple[str, int, TenantState, dict[str, bytes]]], keep_s: int
