@@ -487,7 +487,12 @@ class Store:
         if not writes:
             return []
         committed, self._committed = self._committed, {}
-        flat = self._send(apply_batch_command(self._batch_sha, writes, seen, committed, self._digests))
+        try:
+            flat = self._send(apply_batch_command(self._batch_sha, writes, seen, committed, self._digests))
+        except BaseException:  # they go with the apply that follows (dropping twice is harmless)
+            for tid, digests in committed.items():
+                self._committed.setdefault(tid, []).extend(digests)
+            raise
         return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def _send(self, packed: bytes) -> Any:

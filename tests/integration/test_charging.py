@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.adapters.avro.codec import Codec
 from pipeline.adapters.avro.records import cdr_to_avro
 from pipeline.adapters.kafka import producer
-from pipeline.adapters.store import Store, tenant_key
+from pipeline.adapters.store import Store, call_digest, tenant_key
 from pipeline.config import Settings
 from pipeline.dev import stack, traffic
 from pipeline.ops.publish import publish_tenants
@@ -203,6 +203,10 @@ def test_private_redis_restarted_mid_run(env: Env, base_settings: Settings) -> N
     stack.up(base_settings, only="redis")
     assert wait_exit(w) == 0  # the worker rode out the outage
     assert_exact(env, tenants, cdrs, env.charges(min_count=len(cdrs)))
+    # every call's outputs were dropped once committed, those of the batch whose apply met
+    # the outage among them: nothing waits in Redis for its epoch to expire
+    left = {k: r.hlen(k) for k in r.scan_iter(f"cc:{{{env.tag}*}}:outputs:*", count=1000)}
+    assert not any(left.values()), left
 
 
 @pytest.mark.slow
@@ -292,6 +296,24 @@ def test_a_state_another_writer_changed_is_read_again_not_overwritten(env: Env) 
     assert len({c["call_id"] for c in charges}) == 40
     assert sum(c["amount"] for c in charges) == final.charged + final.overage
     assert final.balance == final.funded - final.charged - final.expired
+
+
+def test_committed_outputs_go_with_the_retry_when_the_apply_carrying_them_fails(env: Env) -> None:
+    """A standalone Redis drops a committed call's outputs with the next apply. When that
+    apply fails (here Redis has lost its scripts, as after a restart), they go with its
+    retry instead of waiting in Redis until their epoch expires."""
+    from processors.ledger import TenantState
+
+    r = redis.Redis.from_url(env.settings.redis)
+    store = Store(r)
+    tid = f"{env.tag}-outputs"
+    outputs = f"cc:{{{tid}}}:outputs:*"
+    assert store.apply([(tid, 0, TenantState(), {"call-1": b"first call's records"})]) == [(1, 1)]
+    assert sum(r.hlen(k) for k in r.scan_iter(outputs)) == 1
+    store.forget_outputs({tid: ["call-1"]})  # its transaction committed
+    r.script_flush()
+    assert store.apply([(tid, 1, TenantState(), {"call-2": b"second call's records"})]) == [(1, 2)]
+    assert {f for k in r.scan_iter(outputs) for f in r.hkeys(k)} == {call_digest("call-2")}
 
 
 def test_a_batch_write_not_on_the_replicas_asked_for_is_not_taken_as_done(env: Env) -> None:
