@@ -328,3 +328,31 @@ def test_a_batch_write_not_on_the_replicas_asked_for_is_not_taken_as_done(env: E
         store.apply([("t-wait", 0, TenantState(), {"c-1": b"stored"})])
     assert store.state("t-wait")[0] == 1
     assert Store(redis.Redis.from_url(env.settings.redis)).apply([("t-wait", 0, TenantState(), {})]) == [(0, 1)]
+
+
+@pytest.mark.parametrize("keep_s", [0, 60], ids=["batch script", "per-tenant script"])
+def test_a_call_id_recorded_in_any_epoch_of_the_window_is_never_charged_again(env: Env, keep_s: int) -> None:
+    """The seen index is one hash per epoch of the dedup window. A call id recorded in the
+    current epoch, or in an older one still in the window, stops its tenant's write: the
+    state keeps its version and nothing of the batch is recorded. Both scripts: the one a
+    standalone Redis takes a batch in, and the per-tenant one (a Cluster, the control
+    worker's operations with `keep_s`)."""
+    from processors.ledger import TenantState
+
+    r = redis.Redis.from_url(env.settings.redis)
+    store = Store(r)
+    now = time.time()
+    for n, (age_days, calls) in enumerate([(30, 1), (12, 2), (0, 3), (None, 0)]):
+        tid = f"{env.tag}-{keep_s}-{n}"
+        if age_days is not None:  # calls charged that long ago (rebuild's restore puts them there)
+            assert store.admin.restore_seen(tid, [(f"old-{tid}", 0, 7, now - age_days * 86400)]) == 1
+        ids = [f"new-{tid}-{i}" for i in range(calls)] + ([f"old-{tid}"] if age_days is not None else [])
+        batch = {c: b"records of " + c.encode() for c in ids + [f"other-{tid}"]}
+        answer = store.apply([(tid, 0, TenantState(), batch)], keep_s=keep_s)
+        if age_days is None:  # nothing recorded before: written
+            assert answer == [(1, 1)]
+            assert r.hget(tenant_key(tid), "ver") == b"1"
+            continue
+        assert answer == [(-1, len(ids))], (age_days, answer)  # the old call's place in the batch
+        assert r.hget(tenant_key(tid), "ver") is None
+        assert len(store.admin.seen_calls(tid)) == 1

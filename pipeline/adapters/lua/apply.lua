@@ -32,9 +32,27 @@ for i = 1, calls do
   digests[i] = ARGV[c + 2 * i - 1]
 end
 local chunk = 500
-for e = epoch - (tonumber(ARGV[5]) - 1) * step, epoch, step do
-  local bucket = KEYS[1] .. ':seen:' .. e
-  if calls > 0 and redis.call('EXISTS', bucket) == 1 then
+-- Two EXISTS instead of one per epoch: the current epoch's key (written below too), then
+-- the older ones in one call; only those are looked in when any of them exists.
+local current = KEYS[1] .. ':seen:' .. epoch
+local fresh = true
+if calls > 0 then
+  fresh = redis.call('EXISTS', current) == 0
+  local buckets = {}
+  local oldest = epoch - (tonumber(ARGV[5]) - 1) * step
+  if epoch > oldest then
+    local olds = {}
+    for e = oldest, epoch - step, step do
+      olds[#olds + 1] = KEYS[1] .. ':seen:' .. e
+    end
+    if redis.call('EXISTS', unpack(olds)) > 0 then
+      buckets = olds
+    end
+  end
+  if not fresh then
+    buckets[#buckets + 1] = current
+  end
+  for _, bucket in ipairs(buckets) do
     for first = 1, calls, chunk do
       local last = math.min(first + chunk - 1, calls)
       local found = redis.call('HMGET', bucket, unpack(digests, first, last))
@@ -47,9 +65,7 @@ for e = epoch - (tonumber(ARGV[5]) - 1) * step, epoch, step do
   end
 end
 if calls > 0 then
-  local current = KEYS[1] .. ':seen:' .. epoch
   local outputs = KEYS[1] .. ':outputs:' .. epoch
-  local fresh = redis.call('EXISTS', current) == 0
   for first = 1, calls, chunk do
     local last = math.min(first + chunk - 1, calls)
     local located = {}
@@ -73,9 +89,13 @@ if calls > 0 then
     redis.call('EXPIREAT', outputs, ARGV[6])
   end
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'ver', ver + 1)
-for first = 1, pools, chunk do
-  local last = math.min(first + chunk - 1, pools)
-  redis.call('HSET', KEYS[1], unpack(ARGV, 8 + 2 * first, 9 + 2 * last))
+if pools <= chunk then  -- the state, its version and the pools drawn in one HSET
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'ver', ver + 1, unpack(ARGV, 10, 9 + 2 * pools))
+else
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'ver', ver + 1)
+  for first = 1, pools, chunk do
+    local last = math.min(first + chunk - 1, pools)
+    redis.call('HSET', KEYS[1], unpack(ARGV, 8 + 2 * first, 9 + 2 * last))
+  end
 end
 return {1, ver + 1}

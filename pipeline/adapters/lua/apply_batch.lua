@@ -41,9 +41,26 @@ for k = 1, tenants do
   if ver ~= expected then
     status, value = 0, ver
   else
-    for e = oldest, epoch, step do
-      local bucket = key .. ':seen:' .. e
-      if status == 1 and calls > 0 and redis.call('EXISTS', bucket) == 1 then
+    -- Two EXISTS instead of one per epoch: the current epoch's key (written below too),
+    -- then the older ones in one call; only those are looked in when any of them exists.
+    local current = key .. ':seen:' .. epoch
+    local fresh = true
+    if calls > 0 then
+      fresh = redis.call('EXISTS', current) == 0
+      local buckets = {}
+      if epoch > oldest then
+        local olds = {}
+        for e = oldest, epoch - step, step do
+          olds[#olds + 1] = key .. ':seen:' .. e
+        end
+        if redis.call('EXISTS', unpack(olds)) > 0 then
+          buckets = olds
+        end
+      end
+      if not fresh then
+        buckets[#buckets + 1] = current
+      end
+      for _, bucket in ipairs(buckets) do
         for first = 1, calls, chunk do
           local last = math.min(first + chunk - 1, calls)
           local found = redis.call('HMGET', bucket, unpack(digests, first, last))
@@ -57,13 +74,14 @@ for k = 1, tenants do
             break
           end
         end
+        if status == -1 then
+          break
+        end
       end
     end
     if status == 1 then
       if calls > 0 then
-        local current = key .. ':seen:' .. epoch
         local outputs = key .. ':outputs:' .. epoch
-        local fresh = redis.call('EXISTS', current) == 0
         for first = 1, calls, chunk do
           local last = math.min(first + chunk - 1, calls)
           local located = {}
@@ -79,10 +97,14 @@ for k = 1, tenants do
         end
         redis.call('EXPIREAT', outputs, expires)
       end
-      redis.call('HSET', key, 'state', ARGV[a + 2], 'ver', ver + 1)
-      for first = 1, pools, chunk do
-        local last = math.min(first + chunk - 1, pools)
-        redis.call('HSET', key, unpack(ARGV, a + 2 + 2 * first, a + 3 + 2 * last))
+      if pools <= chunk then  -- the state, its version and the pools drawn in one HSET
+        redis.call('HSET', key, 'state', ARGV[a + 2], 'ver', ver + 1, unpack(ARGV, a + 4, a + 3 + 2 * pools))
+      else
+        redis.call('HSET', key, 'state', ARGV[a + 2], 'ver', ver + 1)
+        for first = 1, pools, chunk do
+          local last = math.min(first + chunk - 1, pools)
+          redis.call('HSET', key, unpack(ARGV, a + 2 + 2 * first, a + 3 + 2 * last))
+        end
       end
       value = ver + 1
     end
