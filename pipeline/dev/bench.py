@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,10 +198,18 @@ def measured(
 
 
 def measured_runs(
-    settings: Settings, mode: str, processes: int, high: dict[int, int], profile: bool = False, warm: int = 0
+    settings: Settings,
+    mode: str,
+    processes: int,
+    high: dict[int, int],
+    profile: bool = False,
+    warm: int = 0,
+    on_go: Callable[[], None] | None = None,
 ) -> tuple[float, str, float, list[dict[str, Any]]]:
     """`measured`, and what each process reported (its RSS among it). `warm` (one process):
-    the clock starts once that many CDRs, the first of the topic, are charged."""
+    the clock starts once that many CDRs, the first of the topic, are charged. `on_go`:
+    called once every process is ready (started, its directory caught up), just before
+    they are told to go."""
     tag = uuid.uuid4().hex[:6]
     env = settings.to_env(
         group_id=f"{settings.group_id}-{mode}-{tag}",
@@ -227,6 +236,8 @@ def measured_runs(
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"bench {mode} process exited with {proc.wait()}")
+        if on_go is not None:
+            on_go()
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")

@@ -152,9 +152,12 @@ def scenario(
     r = wiring.redis_client(s)
     rewrite = r.config_get("auto-aof-rewrite-percentage").get("auto-aof-rewrite-percentage", "100")
     r.config_set("auto-aof-rewrite-percentage", 0)  # the AOF's growth is the bytes written
-    mem0, aof0, rcpu0 = _redis_info(s)
+    before: list[tuple[int, int, float]] = []  # taken once the worker has started (its directory read)
     print(f"[{name}] charging {n} CDRs, one worker process ...", flush=True)
-    cdr_s, report_text, cpu_us, children = measured_runs(s, "charge", 1, high, profile, warm=len(warm))
+    cdr_s, report_text, cpu_us, children = measured_runs(
+        s, "charge", 1, high, profile, warm=len(warm), on_go=lambda: before.append(_redis_info(s))
+    )
+    mem0, aof0, rcpu0 = before[0]
     child = children[0]
     if profile:
         print(report_text)
