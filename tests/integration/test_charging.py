@@ -347,7 +347,7 @@ def test_a_call_id_recorded_in_any_epoch_of_the_window_is_never_charged_again(en
         if age_days is not None:  # calls charged that long ago (rebuild's restore puts them there)
             assert store.admin.restore_seen(tid, [(f"old-{tid}", 0, 7, now - age_days * 86400)]) == 1
         ids = [f"new-{tid}-{i}" for i in range(calls)] + ([f"old-{tid}"] if age_days is not None else [])
-        batch = {c: b"records of " + c.encode() for c in ids + [f"other-{tid}"]}
+        batch = {c: b"records of " + c.encode() for c in [*ids, f"other-{tid}"]}
         answer = store.apply([(tid, 0, TenantState(), batch)], keep_s=keep_s)
         if age_days is None:  # nothing recorded before: written
             assert answer == [(1, 1)]
