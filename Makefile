@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo check test test-fast test-unit test-component test-clocks test-integration lint format bench bench-scale soak stack-up stack-down clean
+.PHONY: help setup demo check test test-fast test-unit test-component test-clocks test-integration lint format bench bench-scale bench-steps soak stack-up stack-down clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ bench: $(STAMP) $(FAST) ## passthrough vs charging worker (1 and N processes, CP
 
 bench-scale: $(STAMP) $(FAST) ## how cost grows: 200 tenants vs 10 000 tenants with 1 000 000 users (largest 300 000); Redis memory and bytes per call, directory memory, rebuild and report times, idle control; bench/scale.json
 	$(BIN)/python -m pipeline.dev.scale
+
+bench-steps: $(STAMP) $(FAST) ## steps 3-5 alone (read, fold, apply), in process on the embedded Redis: CPU per CDR at 200 vs 10 000 tenants, no broker in the loop
+	$(BIN)/python -m pipeline.dev.steps
 
 soak: $(STAMP) $(FAST) ## 200 000 CDRs, 2 workers, 20 SIGKILLs, a Redis restart, control kills, 1 % hostile input; writes bench/soak.json
 	$(BIN)/callcharge soak
