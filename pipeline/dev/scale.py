@@ -99,14 +99,25 @@ def _hash_fields(settings: Settings, pattern: str) -> int:
     return sum(int(r.hlen(key)) for key in r.scan_iter(match=pattern, count=2000))
 
 
-def _traffic(s: Settings, tenants: list[dict[str, Any]], n: int) -> tuple[list[Any], list[Any], dict[int, int]]:
-    """Every tenant's first call, then `n` CDRs in proportion to users, produced: (first
-    calls, every CDR, the topic's high offsets). The first calls (a state read from Redis,
-    configured lots recorded: once per tenant and worker) are charged before the clock
-    starts and measured apart; the n CDRs after them are the steady state a platform runs in."""
-    codec = Codec(s.schemas_dir)
+def small_platform() -> list[dict[str, Any]]:
+    """The 200 small tenants the 10 000-tenant platform is measured against."""
+    return traffic.tenants(200, seed=21, prefix="p200-")
+
+
+def calls(tenants: list[dict[str, Any]], n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every tenant's first call, then `n` CDRs in proportion to users). The first calls
+    (a state read from Redis, configured lots recorded: once per tenant and worker) are
+    charged before the clock starts and measured apart; the n CDRs after them are the
+    steady state a platform runs in. `make bench-steps` charges the same."""
     warm = [traffic.cdrs([t], 1, seed=33 + i)[0] for i, t in enumerate(tenants)]
-    rows = warm + traffic.cdrs(tenants, n, seed=32, by_users=True)
+    return warm, traffic.cdrs(tenants, n, seed=32, by_users=True)
+
+
+def _traffic(s: Settings, tenants: list[dict[str, Any]], n: int) -> tuple[list[Any], list[Any], dict[int, int]]:
+    """`calls`, produced: (first calls, every CDR, the topic's high offsets)."""
+    codec = Codec(s.schemas_dir)
+    warm, timed = calls(tenants, n)
+    rows = warm + timed
     values = []
     for row in rows:
         cdr = cdr_from_dict({**row, "call_id": uuid.uuid4().hex})  # 32-character call ids
@@ -287,7 +298,7 @@ def run(settings: Settings, n: int, users: int, tenants_n: int, largest: int) ->
     if own:
         stack.up(settings, fresh=True)
     try:
-        small = scenario(settings, "200 tenants", traffic.tenants(200, seed=21, prefix="p200-"), n, 1)
+        small = scenario(settings, "200 tenants", small_platform(), n, 1)
         big_platform = platform(tenants_n, users, largest)
         if own:  # each platform on a fresh broker: the embedded one slows as it fills
             stack.down(settings)

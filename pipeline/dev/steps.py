@@ -39,9 +39,9 @@ from pipeline.charging.apply import StateApply
 from pipeline.charging.intake import Item
 from pipeline.charging.runtime import Faults, collect_between_batches, tune_runtime
 from pipeline.config import Settings
-from pipeline.dev import stack, traffic
+from pipeline.dev import stack
 from pipeline.dev.bench import _fresh_redis_db
-from pipeline.dev.scale import platform
+from pipeline.dev.scale import calls, platform, small_platform
 from pipeline.dev.testing import StaticDirectory
 from processors.inputs import Rejected, cdr_from_dict, tenant_from_dict
 
@@ -104,8 +104,8 @@ def measure(
         directory,
         Faults(),
     )
-    first = batches(s, [traffic.cdrs([t], 1, seed=33 + i)[0] for i, t in enumerate(tenants)])
-    timed = batches(s, traffic.cdrs(tenants, n, seed=32, by_users=True))
+    warm, rows = calls(tenants, n)
+    first, timed = batches(s, warm), batches(s, rows)
     tune_runtime()  # as the worker does once its directory is read
 
     def run(work: list[list[Item]], number: int) -> None:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if own:
         stack.up(settings, fresh=True)
     try:
-        small = measure(settings, "200 tenants", traffic.tenants(200, seed=21, prefix="p200-"), args.cdrs, 4)
+        small = measure(settings, "200 tenants", small_platform(), args.cdrs, 4)
         large = measure(
             settings, "10000 tenants", platform(10_000, 1_000_000, 300_000), args.cdrs, 5, profile=args.profile
         )
